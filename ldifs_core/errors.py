@@ -1,0 +1,33 @@
+"""The errors a user can cause. Front ends show `str(err)`; it always says what to do next."""
+
+
+class LabError(Exception):
+    """Base for every problem caused by input, environment or data rather than by a bug."""
+
+
+class ModelUnavailable(LabError):
+    """A model name, tag or checkpoint that cannot be loaded here."""
+
+
+class BadCheckpoint(LabError):
+    """A checkpoint file that is corrupt, of the wrong shape, or holds pickled code."""
+
+
+class DatasetUnavailable(LabError):
+    """A dataset that is unknown, not downloaded, or empty."""
+
+
+class BankSourceMissing(LabError):
+    """A package the concept-bank builder needs could not be fetched."""
+
+
+class BadConfig(LabError):
+    """A run configuration that cannot work (negative steps, unknown objective, ...)."""
+
+
+class TrainingDiverged(LabError):
+    """The loss became NaN or infinite."""
+
+
+class RunNotFound(LabError):
+    """A run id that the store does not know."""

@@ -1,0 +1,155 @@
+"""The one model loader: the embedded tiny CLIP, any open_clip (name, tag), or a local checkpoint file.
+
+Everything goes through `open_clip.create_model_and_transforms`, so the embedded model loads exactly as
+ViT-B-32 would. Failures a user can cause become `ModelUnavailable` / `BadCheckpoint` with advice.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import open_clip
+import torch
+
+from ldifs_core.errors import BadCheckpoint, BadConfig, ModelUnavailable
+from ldifs_core.paths import ASSETS_DIR
+
+EMBEDDED_MODEL = "LabCLIP-ViT-28-p7"
+EMBEDDED_CHECKPOINT = ASSETS_DIR / "model" / f"{EMBEDDED_MODEL}.safetensors"
+EMBEDDED_HINT = f"Leave the model empty to use the embedded default ({EMBEDDED_MODEL}), which needs no network."
+
+
+@dataclass
+class FoundationModel:
+    """A loaded CLIP with what evaluation and training need to feed it."""
+
+    clip: open_clip.model.CLIP
+    tokenizer: object
+    name: str
+    pretrained: str
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({Path(self.pretrained).name if os.path.sep in self.pretrained else self.pretrained})"
+
+
+@lru_cache(maxsize=1)
+def register_embedded_config() -> None:
+    open_clip.add_model_config(ASSETS_DIR / "model")
+
+
+def resolve(name: str | None, pretrained: str | None) -> tuple[str, str]:
+    """Fill in the embedded default: no name means the embedded model and its committed checkpoint."""
+    register_embedded_config()
+    name = name or EMBEDDED_MODEL
+    if name == EMBEDDED_MODEL and not pretrained:
+        pretrained = str(EMBEDDED_CHECKPOINT)
+    if not pretrained:
+        raise BadConfig(f"Model '{name}' needs a pretrained tag or a checkpoint path. "
+                        f"Known tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}.")
+    return name, pretrained
+
+
+def cached_weights_path(name: str, tag: str) -> Path | None:
+    """Where the weights of an open_clip (name, tag) lie on this machine, or None if they would need a download."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        return None
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = cfg["hf_hub"].rstrip("/")
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            hit = try_to_load_from_cache(repo, filename)
+            if isinstance(hit, str):
+                return Path(hit)
+        return None
+    if cfg.get("url"):
+        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        return path if path.is_file() else None
+    return None
+
+
+def weights_available(name: str | None, pretrained: str | None) -> bool:
+    """True when loading would need no network: the embedded model, a local file, or a cached tag."""
+    try:
+        name, pretrained = resolve(name, pretrained)
+    except BadConfig:
+        return False
+    return Path(pretrained).is_file() or cached_weights_path(name, pretrained) is not None
+
+
+def load_model(name: str | None = None, pretrained: str | None = None) -> FoundationModel:
+    """Load a CLIP on the CPU in eval mode; callers move it where they train."""
+    name, pretrained = resolve(name, pretrained)
+    if name not in open_clip.list_models():
+        raise ModelUnavailable(f"Unknown open_clip model '{name}'. Pick one of open_clip.list_models() "
+                               f"(for example ViT-B-32). {EMBEDDED_HINT}")
+    is_file = Path(pretrained).is_file()
+    if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        looks_like_path = os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        if looks_like_path:
+            raise ModelUnavailable(f"Checkpoint file '{pretrained}' does not exist. Check the path. {EMBEDDED_HINT}")
+        raise ModelUnavailable(f"'{pretrained}' is neither a checkpoint file nor a known tag of {name}. Known tags: "
+                               f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}.")
+    if not is_file and cached_weights_path(name, pretrained) is None and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelUnavailable(offline_message(name, pretrained))
+    try:
+        clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, weights_only=True)
+    except (pickle.UnpicklingError, AttributeError) as err:
+        raise BadCheckpoint(f"'{pretrained}' holds pickled objects, not plain tensors, so it was not loaded "
+                            f"(loading it could run code). Re-save it as a state_dict: "
+                            f"torch.save(model.state_dict(), path). Detail: {str(err).splitlines()[0][:200]}") from None
+    except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        text = str(err)
+        if is_file and ("size mismatch" in text or "Missing key" in text or "Unexpected key" in text):
+            raise BadCheckpoint(f"'{pretrained}' does not hold weights for {name}: its tensors do not match that "
+                                f"architecture. Pick the model name the checkpoint was trained with.") from None
+        if is_file:
+            raise BadCheckpoint(f"'{pretrained}' could not be read as a checkpoint (the file looks corrupt or is not "
+                                f"a PyTorch/safetensors file): {text.splitlines()[0][:200]}") from None
+        raise ModelUnavailable(offline_message(name, pretrained)) from None
+    clip.eval()
+    cfg = clip.visual.preprocess_cfg
+    size = cfg["size"]
+    return FoundationModel(clip, open_clip.get_tokenizer(name), name, pretrained,
+                           size if isinstance(size, int) else size[0], tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+def offline_message(name: str, tag: str) -> str:
+    return (f"The weights of {name} ({tag}) are not on this machine and could not be downloaded. "
+            f"Connect to the network once so open_clip can cache them, or pass a local checkpoint file. "
+            f"{EMBEDDED_HINT}")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; an explicit request must be available here."""
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BadConfig("Device 'cuda' was asked for but no CUDA GPU is visible here. Use --device cpu or auto.")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BadConfig("Device 'mps' was asked for but Apple MPS is not available here. Use --device cpu or auto.")
+    if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+        raise BadConfig(f"Unknown device '{requested}'. Use auto, cpu, cuda or mps.")
+    return torch.device(requested)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
