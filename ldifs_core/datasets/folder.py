@@ -1,0 +1,157 @@
+"""ImageFolder directories (one sub-folder per class) as `ImageSet`s, and the image decoding every loader shares.
+
+`pil_to_uint8` is the one place where a decoded picture becomes the uint8 [3, S, S] tensor the lab stores, so a
+folder of PNGs and a torchvision dataset look exactly alike to training and evaluation.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageOps
+from torchvision.transforms import InterpolationMode
+from tqdm import tqdm
+
+from ldifs_core.datasets import ImageSet
+from ldifs_core.errors import DatasetUnavailable
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a close-up photo of a {}.")
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+PROGRESS_ABOVE = 2000  # decoding fewer images is quick enough to need no progress bar
+LAYOUT = ("Expected an ImageFolder layout: <folder>/<class name>/<image>.jpg (one sub-folder per class), "
+          "or <folder>/train/<class name>/... and <folder>/test/<class name>/...")
+
+# What a damaged or unsupported image file raises while PIL opens and decodes it.
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def readable_class_name(raw: str) -> str:
+    """'AnnualCrop' -> 'annual crop', 'red_circle' -> 'red circle'; acronyms and model numbers ('SUV', 'A300B4') stay.
+
+    Prompts read like sentences, so identifiers are split into words and plain capitalised words are lowercased.
+    """
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", raw.replace("_", " ")).split()
+    return " ".join(word.lower() if re.fullmatch(r"[A-Z][a-z]+", word) else word for word in words)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB. Transparent pixels are composited on white (not dropped: dropping alpha shows
+    whatever colour the transparent pixels happen to hold, often black); 16-bit and float images are scaled
+    down by their maximum when it exceeds 255."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        values = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(values * (255.0 / max(float(values.max()), 255.0)), 0, 255).astype(np.uint8))
+    if "A" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def pil_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
+    """A PIL image of any mode and size -> uint8 [3, S, S], with open_clip's geometry: the shorter side resized
+    to S (bicubic, antialiased), then a centre crop. Colour conversion comes first so that palette images are
+    resized in RGB rather than by nearest palette index."""
+    img = TF.resize(_to_rgb(img), image_size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return TF.pil_to_tensor(TF.center_crop(img, image_size))
+
+
+def decode_all(load: Callable[[int], tuple[Image.Image, int]], count: int, image_size: int,
+               desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Decode items 0..count-1 (`load(i)` -> (image, label)) into uint8 [K, 3, S, S] and int64 labels [K].
+
+    Unreadable items are skipped, so one damaged file does not cost a whole dataset; the number skipped is
+    returned and warned about. The output is preallocated: stacking a list would briefly need twice the memory.
+    """
+    images = torch.empty((count, 3, image_size, image_size), dtype=torch.uint8)
+    labels = torch.empty(count, dtype=torch.int64)
+    kept = 0
+    for i in tqdm(range(count), desc=desc, unit="img", disable=count <= PROGRESS_ABOVE):
+        try:
+            image, label = load(i)
+            with image:
+                images[kept] = pil_to_uint8(image, image_size)
+        except UNREADABLE:
+            continue
+        labels[kept] = label
+        kept += 1
+    if kept < count:
+        warnings.warn(f"{desc}: skipped {count - kept} of {count} images that could not be read.", stacklevel=2)
+    return images[:kept], labels[:kept], count - kept
+
+
+def stratified_split(labels: Sequence[int], seed: int = SPLIT_SEED,
+                     test_fraction: float = TEST_FRACTION) -> dict[str, list[int]]:
+    """Fixed 'train'/'test' positions for a dataset that has no split of its own.
+
+    Per class, a seeded shuffle sends round(test_fraction * n) items (at least 1 when n >= 2, never all) to test.
+    Each class is shuffled with its own seed (seed, label), so adding images to one class leaves the other
+    classes' splits as they were.
+    """
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(position)
+    split: dict[str, list[int]] = {"train": [], "test": []}
+    for label, positions in by_class.items():
+        n = len(positions)
+        n_test = min(max(round(test_fraction * n), 1), n - 1)
+        order = np.random.default_rng([seed, label]).permutation(n)
+        split["test"] += [positions[i] for i in order[:n_test]]
+        split["train"] += [positions[i] for i in order[n_test:]]
+    return {name: sorted(positions) for name, positions in split.items()}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _classes(folder: Path) -> dict[str, list[Path]]:
+    """Class folder name -> its image files, for the sub-folders that hold any (hidden folders ignored)."""
+    found = {d.name: _image_files(d) for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    return {name: files for name, files in found.items() if files}
+
+
+def _samples(path: Path, split: str) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Folder class names and the (file, label) pairs of `split`, from train/ and test/ or a seeded split."""
+    has = {name: (path / name).is_dir() for name in ("train", "test")}
+    if any(has.values()) and not all(has.values()):
+        present, missing = ("train", "test") if has["train"] else ("test", "train")
+        raise DatasetUnavailable(f"{path} has a {present}/ folder but no {missing}/ folder. Add {missing}/ with "
+                                 f"the same class sub-folders, or remove {present}/ to get a fixed 80/20 split.")
+    roots = {name: path / name for name in has} if all(has.values()) else {"all": path}
+    classes = {name: _classes(root) for name, root in roots.items()}
+    names = sorted(set().union(*classes.values()))
+    if not names:
+        raise DatasetUnavailable(f"{path} has no class sub-folders with images ({', '.join(IMAGE_EXTENSIONS)}). "
+                                 f"{LAYOUT}")
+    label_of = {name: label for label, name in enumerate(names)}
+    if "all" not in roots:
+        return names, [(f, label_of[c]) for c, files in classes[split].items() for f in files]
+    everything = [(f, label_of[c]) for c, files in classes["all"].items() for f in files]
+    chosen = stratified_split([label for _, label in everything])[split]
+    return names, [everything[i] for i in chosen]
+
+
+def load(path: Path, split: str, *, image_size: int) -> ImageSet:
+    """Load `split` of an ImageFolder directory; nothing is cached, so edits to the folder show up next time."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetUnavailable(f"The folder {path} does not exist. {LAYOUT}")
+    if not path.is_dir():
+        raise DatasetUnavailable(f"{path} is a file, not a folder. {LAYOUT}")
+    names, samples = _samples(path, split)
+    if not samples:
+        raise DatasetUnavailable(f"The {split} split of {path} has no images. {LAYOUT}")
+    images, labels, skipped = decode_all(lambda i: (Image.open(samples[i][0]), samples[i][1]), len(samples),
+                                         image_size, f"{path.name} ({split})")
+    if skipped == len(samples):
+        raise DatasetUnavailable(f"None of the {skipped} image files in the {split} split of {path} could be read "
+                                 f"(corrupt, or not really images). {LAYOUT}")
+    return ImageSet(str(path), split, images, labels, [readable_class_name(n) for n in names], list(TEMPLATES))

@@ -1,0 +1,179 @@
+"""The torchvision datasets of the LDIFS paper (and a few cheap extras) as `ImageSet`s.
+
+Each dataset is one `TorchvisionSet` row: how to open it, what its classes are called in prompts, and CLIP's
+prompt templates for it (from the CLIP paper's published prompts where it has them). Nothing is downloaded
+unless the caller asks: a dataset that is not on disk raises `DatasetUnavailable` saying how to get it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchvision import datasets as tv
+
+from ldifs_core.datasets import ImageSet
+from ldifs_core.datasets.domains import DIGITS
+from ldifs_core.datasets.folder import decode_all, readable_class_name, stratified_split
+from ldifs_core.errors import DatasetUnavailable
+
+Opener = Callable[[str, str, bool], Any]  # (root, 'train' | 'test', download) -> torchvision dataset
+
+
+def _by_train_flag(cls: type, **kwargs: Any) -> Opener:
+    """Datasets whose split is chosen by train=True/False (CIFAR, the MNIST family)."""
+    return lambda root, split, download: cls(root, train=split == "train", download=download, **kwargs)
+
+
+def _by_split_name(cls: type, train: str = "train", **kwargs: Any) -> Opener:
+    """Datasets whose split is chosen by split=...; `train` is the split we train on ('trainval' where the
+    dataset keeps a validation split apart, as the paper's fine-tuning recipes do not)."""
+    return lambda root, split, download: cls(root, split=train if split == "train" else "test", download=download,
+                                             **kwargs)
+
+
+def _single_split(cls: type) -> Opener:
+    """Datasets that ship without a split; `TorchvisionSet.seeded_split` then makes one."""
+    return lambda root, split, download: cls(root, download=download)
+
+
+@dataclass(frozen=True)
+class TorchvisionSet:
+    title: str
+    open: Opener
+    templates: tuple[str, ...]
+    class_names: tuple[str, ...] = ()  # for datasets whose torchvision class has no `.classes`
+    rename: Mapping[str, str] = field(default_factory=dict)  # torchvision class -> the wording CLIP's prompts use
+    seeded_split: bool = False  # no test split: a fixed stratified 80/20 split (seed 0), as for ImageFolders
+    first_label: int = 0  # EMNIST letters numbers a..z from 1 and calls label 0 'N/A'
+    transposed: bool = False  # EMNIST stores every image transposed (torchvision issue #8783)
+
+
+GTSRB_CLASSES = (
+    "red and white circle 20 kph speed limit", "red and white circle 30 kph speed limit",
+    "red and white circle 50 kph speed limit", "red and white circle 60 kph speed limit",
+    "red and white circle 70 kph speed limit", "red and white circle 80 kph speed limit",
+    "end / de-restriction of 80 kph speed limit", "red and white circle 100 kph speed limit",
+    "red and white circle 120 kph speed limit", "red and white circle red car and black car no passing",
+    "red and white circle red truck and black car no passing", "red and white triangle road intersection warning",
+    "white and yellow diamond priority road", "red and white upside down triangle yield right-of-way", "stop",
+    "empty red and white circle", "red and white circle no truck entry",
+    "red circle with white horizonal stripe no entry", "red and white triangle with exclamation mark warning",
+    "red and white triangle with black left curve approaching warning",
+    "red and white triangle with black right curve approaching warning",
+    "red and white triangle with black double curve approaching warning",
+    "red and white triangle rough / bumpy road warning", "red and white triangle car skidding / slipping warning",
+    "red and white triangle with merging / narrow lanes warning",
+    "red and white triangle with person digging / construction / road work warning",
+    "red and white triangle with traffic light approaching warning",
+    "red and white triangle with person walking warning",
+    "red and white triangle with child and person walking warning", "red and white triangle with bicyle warning",
+    "red and white triangle with snowflake / ice warning", "red and white triangle with deer warning",
+    "white circle with gray strike bar no speed limit", "blue circle with white right turn arrow mandatory",
+    "blue circle with white left turn arrow mandatory", "blue circle with white forward arrow mandatory",
+    "blue circle with white forward or right turn arrow mandatory",
+    "blue circle with white forward or left turn arrow mandatory",
+    "blue circle with white keep right arrow mandatory", "blue circle with white keep left arrow mandatory",
+    "blue circle with white arrows indicating a traffic circle",
+    "white circle with gray strike bar indicating no passing for cars has ended",
+    "white circle with gray strike bar indicating no passing for trucks has ended",
+)
+
+EUROSAT_CLASSES = {
+    "AnnualCrop": "annual crop land", "Forest": "forest", "HerbaceousVegetation": "brushland or shrubland",
+    "Highway": "highway or road", "Industrial": "industrial buildings or commercial buildings",
+    "Pasture": "pasture land", "PermanentCrop": "permanent crop land",
+    "Residential": "residential buildings or homes or apartments", "River": "river", "SeaLake": "lake or sea",
+}
+
+PHOTO = ("a photo of a {}.", "a blurry photo of a {}.", "a low contrast photo of a {}.", "a photo of a small {}.",
+         "a photo of the {}.")
+
+TORCHVISION_SETS: dict[str, TorchvisionSet] = {
+    "cifar10": TorchvisionSet("CIFAR-10", _by_train_flag(tv.CIFAR10), PHOTO),
+    "cifar100": TorchvisionSet("CIFAR-100", _by_train_flag(tv.CIFAR100), PHOTO),
+    "svhn": TorchvisionSet("SVHN", _by_split_name(tv.SVHN),
+                           ('a photo of the number: "{}".', 'a photo of the house number "{}".',
+                            "a street photo of the digit {}."), class_names=DIGITS),
+    "eurosat": TorchvisionSet("EuroSAT", _single_split(tv.EuroSAT),
+                              ("a centered satellite photo of {}.", "a centered satellite photo of a {}.",
+                               "a centered satellite photo of the {}."),
+                              rename=EUROSAT_CLASSES, seeded_split=True),
+    "gtsrb": TorchvisionSet("GTSRB", _by_split_name(tv.GTSRB),
+                            ('a zoomed in photo of a "{}" traffic sign.', 'a centered photo of a "{}" traffic sign.',
+                             'a close up photo of a "{}" traffic sign.'), class_names=GTSRB_CLASSES),
+    "dtd": TorchvisionSet("DTD", _by_split_name(tv.DTD),
+                          ("a photo of a {} texture.", "a photo of a {} pattern.", "a photo of a {} thing.",
+                           "a photo of a {} object.", "a photo of the {} texture.")),
+    "stanford_cars": TorchvisionSet("Stanford Cars", _by_split_name(tv.StanfordCars),
+                                    ("a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!",
+                                     "a photo of my new {}.")),
+    "stl10": TorchvisionSet("STL-10", _by_split_name(tv.STL10),
+                            ("a photo of a {}.", "a photo of the {}.", "a blurry photo of a {}.")),
+    "flowers102": TorchvisionSet("Flowers-102", _by_split_name(tv.Flowers102),
+                                 ("a photo of a {}, a type of flower.", "a close-up photo of a {}, a type of flower.",
+                                  "a photo of the {}, a flower.")),
+    "oxford_pets": TorchvisionSet("Oxford-IIIT Pets", _by_split_name(tv.OxfordIIITPet, train="trainval"),
+                                  ("a photo of a {}, a type of pet.", "a photo of the {}, a type of pet.",
+                                   "a close-up photo of a {}, a type of pet.")),
+    "food101": TorchvisionSet("Food-101", _by_split_name(tv.Food101),
+                              ("a photo of {}, a type of food.", "a close-up photo of {}, a type of food.",
+                               "a photo of a plate of {}.")),
+    "fgvc_aircraft": TorchvisionSet("FGVC Aircraft", _by_split_name(tv.FGVCAircraft, train="trainval"),
+                                    ("a photo of a {}, a type of aircraft.", "a photo of the {}, a type of aircraft.",
+                                     "a photo of a {} airplane.")),
+    "kmnist": TorchvisionSet("KMNIST", _by_train_flag(tv.KMNIST),
+                             ('a handwritten hiragana character "{}".', 'the Japanese character "{}", written by hand.',
+                              'a white hiragana "{}" on a black background.')),
+    "emnist_letters": TorchvisionSet("EMNIST letters", _by_train_flag(tv.EMNIST, split="letters"),
+                                     ("a handwritten letter {}.", 'the letter "{}", written by hand.',
+                                      "a white letter {} on a black background."),
+                                     first_label=1, transposed=True),
+}
+
+
+def default_root() -> Path:
+    """$LDIFS_DATA, else ~/.cache/ldifs_lab/data: these datasets are gigabytes, so they live outside the project."""
+    return Path(os.environ.get("LDIFS_DATA") or Path.home() / ".cache" / "ldifs_lab" / "data").expanduser()
+
+
+def _open(spec: TorchvisionSet, root: Path, split: str, download: bool) -> Any:
+    """The torchvision dataset, with torchvision's errors turned into ones that say what to do."""
+    if not download:
+        try:
+            return spec.open(str(root), split, False)
+        except RuntimeError as err:  # torchvision's "Dataset not found ..." (and "... metadata file not found")
+            if not str(err).startswith("Dataset"):
+                raise
+            raise DatasetUnavailable(
+                f"{spec.title} is not in {root} (or its files there are incomplete). Download it once with "
+                f"--download (CLI) / the Download switch (app), or put the files there in torchvision's layout."
+            ) from err
+    try:
+        return spec.open(str(root), split, True)
+    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError; ValueError: Stanford Cars' dead URL
+        raise DatasetUnavailable(
+            f"Could not download {spec.title} into {root} ({err}). Downloading needs a network connection; "
+            f"without one, put the files in {root} in torchvision's layout and load without --download."
+        ) from err
+
+
+def load(name: str, split: str, *, image_size: int, root: str | Path | None = None,
+         download: bool = False) -> ImageSet:
+    """Load `split` ('train' or 'test') of the torchvision dataset `name` as uint8 [N, 3, S, S] images."""
+    spec = TORCHVISION_SETS[name]
+    root = Path(root).expanduser() if root else default_root()
+    dataset = _open(spec, root, split, download)
+    positions = stratified_split(dataset.targets)[split] if spec.seeded_split else range(len(dataset))
+    images, labels, skipped = decode_all(lambda i: dataset[positions[i]], len(positions), image_size,
+                                         f"{spec.title} ({split})")
+    if skipped and not len(labels):
+        raise DatasetUnavailable(f"None of the {skipped} {split} images of {spec.title} in {root} could be read. "
+                                 f"Delete its folder there and download it again.")
+    if spec.transposed:
+        images = images.transpose(-1, -2).contiguous()
+    names = list(spec.class_names) or [spec.rename.get(c, readable_class_name(c))
+                                       for c in dataset.classes[spec.first_label:]]
+    return ImageSet(name, split, images, labels - spec.first_label, names, list(spec.templates))
