@@ -2,7 +2,7 @@
 
 Run `python -m ldifs_core.pretrain` (about 8 minutes on 2 CPU cores). The mix mirrors the paper's setting:
 broad concepts (every QuickDraw class) plus only a small captioned slice of the domains offered as
-fine-tuning tasks, so the model knows them partly and fine-tuning has room to help - and to forget.
+fine-tuning tasks, so the model knows them partly. Batches draw equally from every domain and fine-tuning has room to help - and to forget.
 The checkpoint is written in fp16 safetensors (it loads through open_clip like any other) and the
 model card's numbers are measured from that very file.
 """
@@ -27,7 +27,7 @@ from ldifs_core.models import EMBEDDED_CHECKPOINT, EMBEDDED_MODEL, register_embe
 
 @dataclass
 class PretrainConfig:
-    steps: int = 2400
+    steps: int = 2000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
@@ -35,13 +35,13 @@ class PretrainConfig:
     seed: int = 0
     # Captioned images per class taken from each domain's train split; None means the whole split.
     per_class: dict[str, int | None] = field(
-        default_factory=lambda: {"quickdraw": None, "mnist": 12, "fashion_mnist": 12, "animals": 12})
+        default_factory=lambda: {"quickdraw": None, "mnist": 10, "fashion_mnist": 20, "animals": 30})
 
 
 def pretraining_pool(cfg: PretrainConfig):
-    """Images, global concept ids, and the caption token tensor [concepts, templates, context]."""
+    """Images, global concept ids, domain ids and the captions [concept][template]."""
     generator = torch.Generator().manual_seed(cfg.seed)
-    images, concept_ids, captions = [], [], []
+    images, concept_ids, domain_ids, captions = [], [], [], []
     for name in BANK_NAMES:
         data = load_split(name, "train")
         keep = cfg.per_class.get(name, 0)
@@ -54,8 +54,16 @@ def pretraining_pool(cfg: PretrainConfig):
                 for c in range(data.num_classes)])
         images.append(data.images[chosen])
         concept_ids.append(data.labels[chosen] + len(captions))
+        domain_ids.append(torch.full((len(chosen),), len(images) - 1))
         captions.extend([[t.format(c) for t in data.templates] for c in data.class_names])
-    return torch.cat(images), torch.cat(concept_ids), captions
+    return torch.cat(images), torch.cat(concept_ids), torch.cat(domain_ids), captions
+
+
+def balanced_batch(domain_members: list[torch.Tensor], batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """An equal share of the batch from every domain, so small captioned slices are seen as often as big ones."""
+    share = batch_size // len(domain_members)
+    return torch.cat([members[torch.randint(0, len(members), (share,), generator=generator)]
+                      for members in domain_members])
 
 
 def pretrain(cfg: PretrainConfig, log_every: int = 100) -> open_clip.model.CLIP:
@@ -64,7 +72,8 @@ def pretrain(cfg: PretrainConfig, log_every: int = 100) -> open_clip.model.CLIP:
     clip, _, _ = open_clip.create_model_and_transforms(EMBEDDED_MODEL)
     tokenizer = open_clip.get_tokenizer(EMBEDDED_MODEL)
     mean, std = clip.visual.preprocess_cfg["mean"], clip.visual.preprocess_cfg["std"]
-    images, concepts, captions = pretraining_pool(cfg)
+    images, concepts, domains, captions = pretraining_pool(cfg)
+    domain_members = [(domains == d).nonzero().flatten() for d in domains.unique()]
     n_templates = len(captions[0])
     tokens = tokenizer([c for per_concept in captions for c in per_concept]).view(len(captions), n_templates, -1)
     print(f"pretraining on {len(images)} captioned images of {len(captions)} concepts")
@@ -76,7 +85,7 @@ def pretrain(cfg: PretrainConfig, log_every: int = 100) -> open_clip.model.CLIP:
     clip.train()
     started = time.time()
     for step in range(cfg.steps):
-        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)
+        idx = balanced_batch(domain_members, cfg.batch_size, generator)
         x = to_model_input(random_shift(images[idx], generator), 28, mean, std)
         template_pick = torch.randint(0, n_templates, (len(captions),), generator=generator)
         concept_text = tokens[torch.arange(len(captions)), template_pick]

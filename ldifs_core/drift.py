@@ -1,0 +1,68 @@
+"""Feature drift between the pre-trained and the fine-tuned image tower.
+
+Numbers that do not depend on any projection (class-centroid shift, k-NN overlap) plus a joint 2-D UMAP
+of both feature sets, fitted together so pre and post positions are comparable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ldifs_core.features import forward_with_taps
+from ldifs_core.ldifs import distance_from_taps
+
+
+@torch.inference_mode()
+def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 512):
+    """Pooled, normalised features of both towers [N, D] each, and mean per-layer LDIFS distance [L]."""
+    pre, post, per_layer = [], [], []
+    for start in range(0, n, batch_size):
+        x = inputs_fn(start, start + batch_size)
+        pooled0, taps0 = forward_with_taps(base_visual, x, taps)
+        pooled1, taps1 = forward_with_taps(tuned_visual, x, taps)
+        pre.append(F.normalize(pooled0.float(), dim=-1).cpu())
+        post.append(F.normalize(pooled1.float(), dim=-1).cpu())
+        per_layer.append(distance_from_taps(taps0, taps1, variant).sum(dim=1).cpu())
+    return torch.cat(pre), torch.cat(post), (torch.stack(per_layer).sum(dim=0) / n)
+
+
+def centroid_shift(pre: torch.Tensor, post: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over classes of 1 - cos(class centroid before, after): 0 means the concepts stayed put."""
+    shifts = []
+    for c in labels.unique():
+        members = labels == c
+        shifts.append(1 - F.cosine_similarity(pre[members].mean(0), post[members].mean(0), dim=0).item())
+    return float(np.mean(shifts))
+
+
+def knn_overlap(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> float:
+    """Average fraction of each point's k nearest neighbours that are the same before and after."""
+    k = min(k, len(pre) - 1)
+    if k < 1:
+        return 1.0
+
+    def neighbours(x):
+        sims = x @ x.T
+        sims.fill_diagonal_(-float("inf"))
+        return sims.topk(k, dim=1).indices
+
+    a, b = neighbours(pre), neighbours(post)
+    same = (a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).float().mean(dim=1)
+    return float(same.mean())
+
+
+def joint_umap(pre: np.ndarray, post: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One UMAP fitted on pre and post features together; returns their 2-D positions."""
+    import umap  # numba compiles on first use: import lazily, warm once per process
+
+    reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed, n_epochs=200,
+                        init="spectral", n_jobs=1)
+    coords = reducer.fit_transform(np.concatenate([pre, post]).astype(np.float32))
+    return coords[: len(pre)], coords[len(pre):]
+
+
+def warm_umap() -> None:
+    """Trigger numba's compilation (cached on disk) so the first real run does not pay for it."""
+    rng = np.random.default_rng(0)
+    joint_umap(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
