@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -77,6 +78,21 @@ def cached_weights_path(name: str, tag: str) -> Path | None:
     return None
 
 
+def weights_host_reachable(name: str, tag: str, timeout_s: float = 3.0) -> bool:
+    """A quick connect to where the weights live: offline, fail in seconds rather than after a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    host = "huggingface.co" if cfg.get("hf_hub") else urlparse(cfg.get("url", "")).hostname
+    if not host:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def weights_available(name: str | None, pretrained: str | None) -> bool:
     """True when loading would need no network: the embedded model, a local file, or a cached tag."""
     try:
@@ -99,28 +115,33 @@ def load_model(name: str | None = None, pretrained: str | None = None) -> Founda
             raise ModelUnavailable(f"Checkpoint file '{pretrained}' does not exist. Check the path. {EMBEDDED_HINT}")
         raise ModelUnavailable(f"'{pretrained}' is neither a checkpoint file nor a known tag of {name}. Known tags: "
                                f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}.")
-    if not is_file and cached_weights_path(name, pretrained) is None and os.environ.get("HF_HUB_OFFLINE") == "1":
+    if not is_file and cached_weights_path(name, pretrained) is None and not weights_host_reachable(name, pretrained):
         raise ModelUnavailable(offline_message(name, pretrained))
     try:
         clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, weights_only=True)
-    except (pickle.UnpicklingError, AttributeError) as err:
-        raise BadCheckpoint(f"'{pretrained}' holds pickled objects, not plain tensors, so it was not loaded "
-                            f"(loading it could run code). Re-save it as a state_dict: "
-                            f"torch.save(model.state_dict(), path). Detail: {str(err).splitlines()[0][:200]}") from None
-    except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-        text = str(err)
-        if is_file and ("size mismatch" in text or "Missing key" in text or "Unexpected key" in text):
-            raise BadCheckpoint(f"'{pretrained}' does not hold weights for {name}: its tensors do not match that "
-                                f"architecture. Pick the model name the checkpoint was trained with.") from None
-        if is_file:
-            raise BadCheckpoint(f"'{pretrained}' could not be read as a checkpoint (the file looks corrupt or is not "
-                                f"a PyTorch/safetensors file): {text.splitlines()[0][:200]}") from None
-        raise ModelUnavailable(offline_message(name, pretrained)) from None
+    except Exception as err:  # open_clip and torch.load raise many types; each maps to advice below
+        raise load_error(err, name, pretrained, is_file) from None
     clip.eval()
     cfg = clip.visual.preprocess_cfg
     size = cfg["size"]
     return FoundationModel(clip, open_clip.get_tokenizer(name), name, pretrained,
                            size if isinstance(size, int) else size[0], tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+def load_error(err: Exception, name: str, pretrained: str, is_file: bool) -> Exception:
+    text = str(err)
+    first_line = (text.splitlines() or [type(err).__name__])[0][:200]
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return BadCheckpoint(f"'{pretrained}' holds pickled objects, not plain tensors, so it was not loaded "
+                             f"(loading it could run code). Re-save it as a state_dict: "
+                             f"torch.save(model.state_dict(), path).")
+    if is_file and ("size mismatch" in text or "Missing key" in text or "Unexpected key" in text):
+        return BadCheckpoint(f"'{pretrained}' does not hold weights for {name}: its tensors do not match that "
+                             f"architecture. Pick the model name the checkpoint was trained with.")
+    if is_file:
+        return BadCheckpoint(f"'{pretrained}' could not be read as a checkpoint (the file looks corrupt or is not "
+                             f"a PyTorch/safetensors file): {first_line}")
+    return ModelUnavailable(offline_message(name, pretrained) + f" Detail: {first_line}")
 
 
 def offline_message(name: str, tag: str) -> str:

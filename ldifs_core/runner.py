@@ -105,6 +105,9 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
     except RunCancelled as cancel:
         store.fail(run_id, "cancelled", str(cancel), history)
         return run_id
+    except KeyboardInterrupt:
+        store.fail(run_id, "cancelled", "Interrupted from the keyboard.", history)
+        raise
     except LabError as err:
         store.fail(run_id, "failed", str(err), history)
         raise

