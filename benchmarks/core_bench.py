@@ -1,0 +1,108 @@
+"""Speed figures of the core, printed with their budgets and ratios (figures, never pass/fail).
+
+Run: `.venv/bin/python benchmarks/core_bench.py` (the Makefile's `make bench` runs every benchmark).
+Budgets are for 2 CPU cores; numbers vary with whatever else the machine is doing.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def report(label: str, seconds: float, budget: float | None = None, unit: str = "s") -> None:
+    value = seconds * 1000 if unit == "ms" else seconds
+    line = f"{label:<58} {value:9.2f} {unit}"
+    if budget is not None:
+        line += f"   budget {budget:g} {unit}   ratio {value / budget:5.2f}"
+    print(line, flush=True)
+
+
+def fresh_process_load() -> float:
+    """Model + every bank split, in a new interpreter, imports excluded (they are start-up, not loading)."""
+    code = ("import time, ldifs_core.models as m, ldifs_core.datasets as d\n"
+            "t = time.perf_counter(); m.load_model()\n"
+            "[d.load_split(n, s) for n in d.BANK_NAMES for s in ('train', 'test')]\n"
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def median_step_seconds(objective: str, repeats: int = 12, **overrides) -> float:
+    import torch
+
+    from ldifs_core.config import RunConfig
+    from ldifs_core.datasets import load_split
+    from ldifs_core.models import load_model
+    from ldifs_core.train import finetune
+
+    model = load_model()
+    train = load_split("mnist", "train").subset(2000)
+    times = []
+    last = [time.perf_counter()]
+
+    def on_event(_event):
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    cfg = RunConfig(objective=objective, steps=repeats + 3, batch_size=64, **overrides)
+    finetune(cfg, model, train, torch.device("cpu"), on_event)
+    return statistics.median(times[3:])
+
+
+def main() -> None:
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs\n")
+    report("load embedded model + whole concept bank (fresh process)", fresh_process_load(), 3)
+
+    from ldifs_core.datasets import BANK_NAMES, load_split
+    from ldifs_core.encoding import encode_images
+    from ldifs_core.models import load_model
+
+    model = load_model()
+    tests = [load_split(n, "test") for n in BANK_NAMES]
+    encode_images(model.clip.visual, tests[0].images[:256], model)
+    started = time.perf_counter()
+    for data in tests:
+        encode_images(model.clip.visual, data.images, model)
+    n = sum(len(t) for t in tests)
+    report(f"encode every test image of every domain ({n} images)", time.perf_counter() - started, 10)
+
+    ce = median_step_seconds("ce")
+    ldifs = median_step_seconds("ldifs")
+    cached = median_step_seconds("ldifs", precompute_frozen=True)
+    report("ce step, batch 64", ce, unit="ms")
+    report("ldifs step, batch 64", ldifs, unit="ms")
+    report("ldifs step, frozen features precomputed", cached, unit="ms")
+    print(f"{'ratio ldifs / ce step (budget 1.4)':<58} {ldifs / ce:9.2f}")
+    print(f"{'ratio ldifs precomputed / ce step':<58} {cached / ce:9.2f}")
+
+    from ldifs_core.probe import fit_linear_probe
+
+    features = torch.nn.functional.normalize(torch.randn(10_000, 128) + torch.randn(10, 128).repeat(1000, 1), dim=1)
+    labels = torch.arange(10).repeat(1000)
+    started = time.perf_counter()
+    fit_linear_probe(features, labels, 10)
+    report("linear-probe fit, 10k x 128 features, 10 classes", time.perf_counter() - started, 2)
+
+    from ldifs_core.drift import warm_umap
+
+    warm_umap()  # what the app does once at start-up; the CLI then finds numba's on-disk cache warm
+    with tempfile.TemporaryDirectory() as store:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ldifs_core", "run", "--store", store], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        report("default run: CLI, 300 steps at batch 64, full report + UMAP", time.perf_counter() - started, 45)
+
+
+if __name__ == "__main__":
+    main()
