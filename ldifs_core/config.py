@@ -28,7 +28,7 @@ class RunConfig:
     pretrained: str | None = None
     eval_datasets: list[str] | None = None  # None: every other concept-bank domain
     steps: int = 300
-    lr: float = 1e-4
+    lr: float = 5e-4
     batch_size: int = 64
     weight_decay: float = 0.1
     warmup_steps: int = 20
@@ -67,7 +67,7 @@ class RunConfig:
         if self.batch_size < 2 or self.batch_size > 65536:
             problems.append("batch size must be between 2 and 65536")
         if not (0 < self.lr < 1):
-            problems.append("lr must be between 0 and 1 (try 1e-4)")
+            problems.append("lr must be between 0 and 1 (try 5e-4)")
         if self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             problems.append("weight decay and warmup must be >= 0 and grad clip > 0")
         if self.ldifs_taps < 1:

@@ -1,0 +1,92 @@
+"""The science table: concept forgetting of every objective, several tasks and seeds, mean ± std.
+
+Run `python -m ldifs_core.experiments` (add `--datasets fashion_mnist` to split the work across
+processes; finished runs already in the store are reused, so an interrupted table resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from ldifs_core.config import RunConfig
+from ldifs_core.runner import execute, wise_ft_metrics
+from ldifs_core.store import RunStore
+
+OBJECTIVES = ("ce", "ldifs", "l2sp", "flyp", "lp")
+WISE_ALPHA = 0.5
+METHOD_ORDER = ("ce", "ldifs", "l2sp", "flyp", "lp", f"wise-ft (α={WISE_ALPHA}, of ce)")
+
+
+def finished_run(store: RunStore, cfg: RunConfig) -> str | None:
+    for record in store.list(dataset=cfg.dataset, objective=cfg.objective, status="done"):
+        if record.config.to_dict() == cfg.to_dict():
+            return record.run_id
+    return None
+
+
+def run_grid(store: RunStore, datasets: list[str], seeds: list[int]) -> list[dict]:
+    """One row per (dataset, seed, method) with downstream accuracy and mean forgetting."""
+    rows = []
+    for dataset in datasets:
+        for seed in seeds:
+            for objective in OBJECTIVES:
+                cfg = RunConfig(dataset=dataset, objective=objective, seed=seed, umap_points=0).validate()
+                run_id = finished_run(store, cfg) or execute(cfg, store)
+                metrics = store.metrics(run_id)
+                rows.append(row(dataset, seed, objective, metrics))
+                print(json.dumps(rows[-1]), flush=True)
+                if objective == "ce":
+                    rows.append(row(dataset, seed, METHOD_ORDER[-1], wise_ft_metrics(store, run_id, WISE_ALPHA)))
+                    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def row(dataset: str, seed: int, method: str, metrics: dict) -> dict:
+    return {"dataset": dataset, "seed": seed, "method": method,
+            "accuracy_after": metrics["downstream"]["accuracy_after"],
+            "zero_shot_before": metrics["downstream"]["zero_shot_before"],
+            "mean_zs_delta": metrics["mean_zs_delta"], "mean_lp_delta": metrics["mean_lp_delta"]}
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    datasets = sorted({r["dataset"] for r in rows}, key=[r["dataset"] for r in rows].index)
+    header = "| method | " + " | ".join(f"{d}: accuracy | {d}: ZS Δ | {d}: LP Δ" for d in datasets) + " |"
+    lines = [header, "|---" * (1 + 3 * len(datasets)) + "|"]
+    for method in METHOD_ORDER:
+        cells = []
+        for d in datasets:
+            picked = [r for r in rows if r["dataset"] == d and r["method"] == method]
+            if not picked:
+                cells += ["–"] * 3
+                continue
+            cells += [mean_std([r[k] for r in picked]) for k in ("accuracy_after", "mean_zs_delta", "mean_lp_delta")]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    zero_shot = {d: statistics.mean(r["zero_shot_before"] for r in rows if r["dataset"] == d) for d in datasets}
+    lines.append("| zero-shot before | " + " | ".join(f"{zero_shot[d]:.1f} | | " for d in datasets) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="mnist,fashion_mnist")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
+    parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
+    args = parser.parse_args(argv)
+    store = RunStore(args.store)
+    rows = run_grid(store, [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")])
+    if args.rows:
+        args.rows.write_text(json.dumps(rows, indent=2))
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
