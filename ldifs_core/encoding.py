@@ -1,4 +1,7 @@
-"""Image features and zero-shot heads: the shared primitives of every evaluation."""
+"""Image features and zero-shot heads: the shared primitives of every evaluation.
+
+Each function computes where its module lives (move the model to a device once, not per call).
+"""
 from __future__ import annotations
 
 import torch
@@ -14,11 +17,15 @@ def autocast_for(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 @torch.inference_mode()
 def encode_images(visual: torch.nn.Module, images: torch.Tensor, model: FoundationModel,
-                  device: torch.device | str = "cpu", batch_size: int = 1024) -> torch.Tensor:
+                  batch_size: int = 1024) -> torch.Tensor:
     """L2-normalised image embeddings [N, D] (float32, on the CPU) of uint8 images [N, C, H, W]."""
-    device = torch.device(device)
+    device = module_device(visual)
     chunks = []
     for start in range(0, len(images), batch_size):
         batch = to_model_input(images[start:start + batch_size].to(device), model.image_size, model.mean, model.std)
@@ -28,10 +35,9 @@ def encode_images(visual: torch.nn.Module, images: torch.Tensor, model: Foundati
 
 
 @torch.inference_mode()
-def zero_shot_head(model: FoundationModel, class_names: list[str], templates: list[str],
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Class embeddings [K, D] from the text tower: mean of normalised template embeddings, renormalised."""
-    device = torch.device(device)
+def zero_shot_head(model: FoundationModel, class_names: list[str], templates: list[str]) -> torch.Tensor:
+    """Class embeddings [K, D] (on the CPU) from the text tower: mean of normalised template embeddings, renormalised."""
+    device = module_device(model.clip)
     prompts = [template.format(name) for name in class_names for template in templates]
     tokens = model.tokenizer(prompts).to(device)
     with autocast_for(device):
@@ -44,8 +50,8 @@ def zero_shot_predictions(features: torch.Tensor, head: torch.Tensor) -> torch.T
     return (features @ head.T).argmax(dim=1)
 
 
-def zero_shot_accuracy(model: FoundationModel, data: ImageSet, device: torch.device | str = "cpu") -> float:
+def zero_shot_accuracy(model: FoundationModel, data: ImageSet) -> float:
     """Top-1 zero-shot accuracy (in %) of `model` on `data`."""
-    head = zero_shot_head(model, data.class_names, data.templates, device)
-    features = encode_images(model.clip.visual, data.images, model, device)
+    head = zero_shot_head(model, data.class_names, data.templates)
+    features = encode_images(model.clip.visual, data.images, model)
     return 100.0 * (zero_shot_predictions(features, head) == data.labels).float().mean().item()

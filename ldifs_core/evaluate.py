@@ -15,7 +15,7 @@ from torch import nn
 from ldifs_core import drift
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import ImageSet
-from ldifs_core.encoding import encode_images, zero_shot_head
+from ldifs_core.encoding import encode_images, module_device, zero_shot_head
 from ldifs_core.images import to_model_input
 from ldifs_core.models import FoundationModel
 from ldifs_core.probe import fit_linear_probe
@@ -56,24 +56,25 @@ def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_clas
     return out
 
 
-def base_train_features(model: FoundationModel, data: EvalData, device) -> torch.Tensor:
+def base_train_features(model: FoundationModel, data: EvalData) -> torch.Tensor:
     key = (model.name, model.pretrained, data.train.name, "train", len(data.train), int(data.train.labels.sum()))
-    return BASE_FEATURES.get(key, lambda: encode_images(model.clip.visual, data.train.images, model, device))
+    return BASE_FEATURES.get(key, lambda: encode_images(model.clip.visual, data.train.images, model))
 
 
 def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, data: EvalData,
-                   device: torch.device, with_umap: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+                   with_umap: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     """Before/after zero-shot, linear probe, per-class accuracy, per-layer distance and drift for one dataset."""
     test = data.test
+    device = module_device(base.clip)
     inputs = lambda a, b: to_model_input(test.images[a:b].to(device), base.image_size, base.mean, base.std)
-    pre, post, per_layer = drift.paired_features(base.clip.visual.to(device), tuned_visual.to(device), inputs,
-                                                 len(test), cfg.ldifs_taps, cfg.ldifs_variant)
-    head = zero_shot_head(base, test.class_names, test.templates, device)
+    pre, post, per_layer = drift.paired_features(base.clip.visual, tuned_visual, inputs, len(test), cfg.ldifs_taps,
+                                                 cfg.ldifs_variant)
+    head = zero_shot_head(base, test.class_names, test.templates)
     zs_pre, zs_post = (pre @ head.T).argmax(1), (post @ head.T).argmax(1)
 
-    probe_before = fit_linear_probe(base_train_features(base, data, device), data.train.labels, test.num_classes,
+    probe_before = fit_linear_probe(base_train_features(base, data), data.train.labels, test.num_classes,
                                     seed=cfg.seed)
-    probe_after = fit_linear_probe(encode_images(tuned_visual, data.train.images, base, device), data.train.labels,
+    probe_after = fit_linear_probe(encode_images(tuned_visual, data.train.images, base), data.train.labels,
                                    test.num_classes, seed=cfg.seed)
     before_c = per_class_accuracy(zs_pre, test.labels, test.num_classes)
     after_c = per_class_accuracy(zs_post, test.labels, test.num_classes)
@@ -100,12 +101,11 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
     return report, arrays
 
 
-def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear, test: ImageSet,
-                      device: torch.device) -> dict:
+def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear, test: ImageSet) -> dict:
     """Fine-tuning task: zero-shot of the pre-trained model vs the tuned model with its trained head."""
-    zs_head = zero_shot_head(base, test.class_names, test.templates, device)
-    pre = encode_images(base.clip.visual.to(device), test.images, base, device)
-    post = encode_images(tuned_visual.to(device), test.images, base, device)
+    zs_head = zero_shot_head(base, test.class_names, test.templates)
+    pre = encode_images(base.clip.visual, test.images, base)
+    post = encode_images(tuned_visual, test.images, base)
     with torch.no_grad():
         tuned_predictions = head(F.normalize(post, dim=-1)).argmax(1)
     return {
@@ -120,13 +120,17 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
 
 
 def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
-                      downstream_test: ImageSet, others: dict[str, EvalData], device: torch.device,
+                      downstream_test: ImageSet, others: dict[str, EvalData],
                       with_umap: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """Downstream gain and, for every other dataset, what the image tower lost."""
-    downstream = downstream_report(base, tuned_visual, head, downstream_test, device)
+    """Downstream gain and, for every other dataset, what the image tower lost.
+
+    `tuned_visual` is moved to where the base model lives; `head` stays on the CPU with the features.
+    """
+    tuned_visual = tuned_visual.to(module_device(base.clip))
+    downstream = downstream_report(base, tuned_visual, head, downstream_test)
     forgetting, arrays = [], {}
     for data in others.values():
-        report, extra = dataset_report(cfg, base, tuned_visual, data, device, with_umap)
+        report, extra = dataset_report(cfg, base, tuned_visual, data, with_umap)
         forgetting.append(report)
         arrays.update(extra)
     mean = lambda key: float(np.mean([r[f"{key}_after"] - r[f"{key}_before"] for r in forgetting])) if forgetting else 0.0
@@ -138,7 +142,8 @@ def wise_ft(base_clip: nn.Module, tuned_clip: nn.Module, alpha: float) -> nn.Mod
     """WiSE-FT: weights (1 - α)·θ₀ + α·θ, as a new model (α = 0 gives θ₀, α = 1 gives θ)."""
     mixed = copy.deepcopy(tuned_clip)
     base_state = base_clip.state_dict()
-    mixed.load_state_dict({k: torch.lerp(base_state[k].float(), v.float(), alpha).to(v.dtype) if v.is_floating_point()
+    mixed.load_state_dict({k: torch.lerp(base_state[k].to(v.device).float(), v.float(), alpha).to(v.dtype)
+                           if v.is_floating_point()
                            else v for k, v in tuned_clip.state_dict().items()})
     return mixed
 

@@ -27,13 +27,13 @@ def finished_run(store: RunStore, cfg: RunConfig) -> str | None:
     return None
 
 
-def run_grid(store: RunStore, datasets: list[str], seeds: list[int]) -> list[dict]:
+def run_grid(store: RunStore, datasets: list[str], seeds: list[int], **settings) -> list[dict]:
     """One row per (dataset, seed, method) with downstream accuracy and mean forgetting."""
     rows = []
     for dataset in datasets:
         for seed in seeds:
             for objective in OBJECTIVES:
-                cfg = RunConfig(dataset=dataset, objective=objective, seed=seed, umap_points=0).validate()
+                cfg = RunConfig(dataset=dataset, objective=objective, seed=seed, umap_points=0, **settings).validate()
                 run_id = finished_run(store, cfg) or execute(cfg, store)
                 metrics = store.metrics(run_id)
                 rows.append(row(dataset, seed, objective, metrics))
@@ -79,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
+    parser.add_argument("--eval-limit", type=int, default=RunConfig.eval_limit, help="test images per dataset")
+    parser.add_argument("--probe-limit", type=int, default=RunConfig.probe_limit, help="probe images per dataset")
     args = parser.parse_args(argv)
     store = RunStore(args.store)
-    rows = run_grid(store, [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")])
+    rows = run_grid(store, [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")],
+                    eval_limit=args.eval_limit, probe_limit=args.probe_limit)
     if args.rows:
         args.rows.write_text(json.dumps(rows, indent=2))
     print(markdown_table(rows))

@@ -20,6 +20,9 @@ from ldifs_core.store import RunStore
 from ldifs_core.train import FinetuneResult, RunCancelled, finetune
 
 
+SUBSET_SEED = 0  # capped pools and test sets are the same for every run, so runs and seeds compare like for like
+
+
 @lru_cache(maxsize=4)
 def cached_model(name: str | None, pretrained: str | None) -> FoundationModel:
     """Models are read-only once loaded (training tunes a copy), so one load serves every run."""
@@ -50,15 +53,16 @@ def prepare(cfg: RunConfig) -> PreparedRun:
     cfg.validate()
     device = pick_device(cfg.device)
     model = cached_model(cfg.model, cfg.pretrained)
+    model.clip.to(device)  # the base model is evaluated where the run trains
     load = lambda name, split: cached_split(name, split, model.image_size, cfg.data_root, cfg.download)
     train, test = load(cfg.dataset, "train"), load(cfg.dataset, "test")
     if len(train) < cfg.batch_size:
         raise DatasetUnavailable(f"'{cfg.dataset}' has only {len(train)} training images, fewer than the batch size "
                                  f"{cfg.batch_size}. Lower the batch size or add images.")
-    others = {name: EvalData(load(name, "train").subset(cfg.probe_limit, cfg.seed),
-                             load(name, "test").subset(cfg.eval_limit, cfg.seed))
+    others = {name: EvalData(load(name, "train").subset(cfg.probe_limit, SUBSET_SEED),
+                             load(name, "test").subset(cfg.eval_limit, SUBSET_SEED))
               for name in eval_dataset_names(cfg)}
-    return PreparedRun(model, train.subset(cfg.train_limit, cfg.seed), test.subset(cfg.eval_limit, cfg.seed),
+    return PreparedRun(model, train.subset(cfg.train_limit, SUBSET_SEED), test.subset(cfg.eval_limit, SUBSET_SEED),
                        others, device)
 
 
@@ -99,8 +103,7 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         result = finetune(cfg, run.model, run.train, run.device, record, should_stop)
         store.update_progress(run_id, {"phase": "evaluating", "step": cfg.steps, "total_steps": cfg.steps})
         eval_started = time.perf_counter()
-        report, arrays = forgetting_report(cfg, run.model, result.clip.visual, result.head, run.test, run.others,
-                                           run.device)
+        report, arrays = forgetting_report(cfg, run.model, result.clip.visual, result.head, run.test, run.others)
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
         store.fail(run_id, "cancelled", str(cancel), history)
@@ -144,7 +147,7 @@ def wise_ft_metrics(store: RunStore, run_id: str, alpha: float, with_umap: bool 
     tuned = wise_ft_inputs(run.model, weights)
     mixed_clip = wise_ft(run.model.clip, tuned.clip, alpha)
     head = mix_heads(tuned.initial_head, tuned.head, alpha)
-    report, _ = forgetting_report(cfg, run.model, mixed_clip.visual, head, run.test, run.others, run.device, with_umap)
+    report, _ = forgetting_report(cfg, run.model, mixed_clip.visual, head, run.test, run.others, with_umap)
     return {"run_id": run_id, "alpha": alpha, **report}
 
 

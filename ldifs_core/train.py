@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ldifs_core.config import RunConfig, TrainEvent
@@ -37,15 +36,15 @@ class FinetuneResult:
     step_ms: float = 0.0
 
 
-def initial_head(cfg: RunConfig, model: FoundationModel, train: ImageSet, device: torch.device) -> nn.Linear:
+def initial_head(cfg: RunConfig, model: FoundationModel, train: ImageSet) -> nn.Linear:
     """ZS-init: the text tower's class embeddings times CLIP's logit scale. LP-init: a fitted linear probe."""
     head = nn.Linear(model.clip.visual.output_dim, train.num_classes)
     if cfg.init == "zs":
-        weight = zero_shot_head(model, train.class_names, train.templates, device) * model.clip.logit_scale.exp().item()
+        weight = zero_shot_head(model, train.class_names, train.templates) * model.clip.logit_scale.exp().item()
         bias = torch.zeros(train.num_classes)
     else:
         probe_pool = train.subset(cfg.probe_limit, cfg.seed)
-        features = encode_images(model.clip.visual.to(device), probe_pool.images, model, device)
+        features = encode_images(model.clip.visual, probe_pool.images, model)
         probe = fit_linear_probe(features, probe_pool.labels, train.num_classes, seed=cfg.seed)
         weight, bias = probe.weight, probe.bias
     with torch.no_grad():
@@ -122,7 +121,7 @@ def finetune(cfg: RunConfig, model: FoundationModel, train: ImageSet, device: to
     generator = torch.Generator().manual_seed(cfg.seed)
     tuned_clip = copy.deepcopy(model.clip).to(device)
     frozen_visual = copy.deepcopy(model.clip.visual).to(device).eval().requires_grad_(False)
-    head = initial_head(cfg, model, train, device).to(device)
+    head = initial_head(cfg, model, train).to(device)
     start_head = copy.deepcopy(head).cpu()
     classifier = TunedClassifier(tuned_clip.visual, head)
     objective = build_objective(cfg, model, classifier, tuned_clip, frozen_visual, train, device)
@@ -172,11 +171,3 @@ def finetune(cfg: RunConfig, model: FoundationModel, train: ImageSet, device: to
     tuned_clip.eval().requires_grad_(False).cpu()
     head = flyp_head(model, tuned_clip, train) if objective.trains_text else head.cpu().eval().requires_grad_(False)
     return FinetuneResult(tuned_clip, head, start_head, history, train_s, 1000 * train_s / cfg.steps)
-
-
-def head_accuracy(visual: nn.Module, head: nn.Linear, model: FoundationModel, data: ImageSet,
-                  device: torch.device | str = "cpu") -> float:
-    features = encode_images(visual, data.images, model, device)
-    with torch.no_grad():
-        predictions = head(F.normalize(features, dim=-1)).argmax(dim=1)
-    return 100.0 * (predictions == data.labels).float().mean().item()

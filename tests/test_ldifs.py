@@ -107,3 +107,15 @@ def test_vit_b_32_style_taps_sit_after_blocks_3_6_9_12():
 def test_unknown_encoder_types_are_refused_with_a_clear_message():
     with pytest.raises(TypeError, match="No LDIFS taps"):
         tap_modules(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, layers", [("ViT-B-32", 5), ("RN50", 5)])
+def test_ldifs_distance_works_on_real_open_clip_architectures(name, layers):
+    import open_clip
+
+    torch.manual_seed(0)
+    visual = open_clip.create_model(name, pretrained=None).visual.eval()
+    tuned = perturbed(visual, scale=1e-3)
+    per_sample, per_layer = ldifs_distance(visual, tuned, torch.randn(1, 3, 224, 224))
+    assert per_layer.shape == (layers, 1) and torch.isfinite(per_sample).all() and per_sample.item() > 0
