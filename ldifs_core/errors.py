@@ -31,3 +31,7 @@ class TrainingDiverged(LabError):
 
 class RunNotFound(LabError):
     """A run id that the store does not know."""
+
+
+class RunCancelled(Exception):
+    """The user asked a run to stop; it is recorded as cancelled, not as failed."""

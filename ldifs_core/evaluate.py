@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from ldifs_core import drift
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import encode_images, module_device, zero_shot_head
+from ldifs_core.errors import RunCancelled
 from ldifs_core.images import to_model_input
 from ldifs_core.models import FoundationModel
 from ldifs_core.probe import fit_linear_probe
@@ -84,7 +86,7 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
         "zs_after": accuracy(zs_post, test.labels),
         "lp_before": probe_before.accuracy(pre, test.labels),
         "lp_after": probe_after.accuracy(post, test.labels),
-        "per_class": [{"class_name": name, "before": b, "after": a, "n": int((test.labels == c).sum())}
+        "per_class": [{"label": c, "class_name": name, "before": b, "after": a, "n": int((test.labels == c).sum())}
                       for c, (name, b, a) in enumerate(zip(test.class_names, before_c, after_c)) if b is not None],
         "layer_distance": [float(d) for d in per_layer],
         "ldifs_distance": float(per_layer.mean()),
@@ -113,23 +115,26 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
         "zero_shot_before": accuracy((pre @ zs_head.T).argmax(1), test.labels),
         "accuracy_after": accuracy(tuned_predictions, test.labels),
         "zero_shot_after": accuracy((post @ zs_head.T).argmax(1), test.labels),
-        "per_class": [{"class_name": n, "before": b, "after": a} for n, b, a in zip(
+        "per_class": [{"label": c, "class_name": n, "before": b, "after": a} for c, (n, b, a) in enumerate(zip(
             test.class_names, per_class_accuracy((pre @ zs_head.T).argmax(1), test.labels, test.num_classes),
-            per_class_accuracy(tuned_predictions, test.labels, test.num_classes)) if b is not None],
+            per_class_accuracy(tuned_predictions, test.labels, test.num_classes))) if b is not None],
     }
 
 
 def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
-                      downstream_test: ImageSet, others: dict[str, EvalData],
-                      with_umap: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+                      downstream_test: ImageSet, others: dict[str, EvalData], with_umap: bool = True,
+                      should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Downstream gain and, for every other dataset, what the image tower lost.
 
     `tuned_visual` is moved to where the base model lives; `head` stays on the CPU with the features.
+    `should_stop` is checked between datasets, so a cancel during evaluation takes effect in seconds.
     """
     tuned_visual = tuned_visual.to(module_device(base.clip))
     downstream = downstream_report(base, tuned_visual, head, downstream_test)
     forgetting, arrays = [], {}
     for data in others.values():
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled while evaluating (before {data.test.name}).")
         report, extra = dataset_report(cfg, base, tuned_visual, data, with_umap)
         forgetting.append(report)
         arrays.update(extra)

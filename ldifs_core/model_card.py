@@ -65,7 +65,11 @@ transformer), registered from `LabCLIP-ViT-28-p7.json` with `open_clip.add_model
 the concept bank, captions from the domains' prompt templates. The mix follows the paper's setting of a
 foundation model that knows many concepts broadly but has not mastered the downstream tasks: every
 QuickDraw training drawing (345 concepts) plus only a small captioned slice of the domains offered as
-fine-tuning tasks (images per class: {per_class}).
+fine-tuning tasks (images per class, None = the whole train split: {per_class}). Every batch draws equally
+from the four domains, so the small slices are seen as often as the broad QuickDraw set. Captions are
+the domains' prompt templates filled with the class name; the loss is CLIP's contrastive loss with every
+same-concept pair counted as a positive. The run time above was measured with other jobs sharing the
+two cores; alone, a step takes about 0.2 s (about 7 minutes for 2000 steps).
 Config: `{pretrain_config}`.
 
 ## Measured (test splits, from the committed checkpoint)

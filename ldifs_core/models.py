@@ -66,9 +66,13 @@ def cached_weights_path(name: str, tag: str) -> Path | None:
     if cfg.get("hf_hub"):
         from huggingface_hub import try_to_load_from_cache
 
-        repo = cfg["hf_hub"].rstrip("/")
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            hit = try_to_load_from_cache(repo, filename)
+        org, repo, *in_repo = cfg["hf_hub"].strip("/").split("/")  # "org/repo/" or "org/repo/file.bin"
+        filenames = ["/".join(in_repo)] if in_repo else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for filename in filenames:
+            try:
+                hit = try_to_load_from_cache(f"{org}/{repo}", filename)
+            except ValueError:  # an id the hub client cannot parse: treat as not cached
+                return None
             if isinstance(hit, str):
                 return Path(hit)
         return None
@@ -111,6 +115,9 @@ def load_model(name: str | None = None, pretrained: str | None = None) -> Founda
     is_file = Path(pretrained).is_file()
     if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(name):
         looks_like_path = os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        if Path(pretrained) == EMBEDDED_CHECKPOINT:
+            raise ModelUnavailable(f"The embedded checkpoint {EMBEDDED_CHECKPOINT} is missing. Restore it with "
+                                   f"`git checkout -- assets/model` or rebuild it with `make pretrain`.")
         if looks_like_path:
             raise ModelUnavailable(f"Checkpoint file '{pretrained}' does not exist. Check the path. {EMBEDDED_HINT}")
         raise ModelUnavailable(f"'{pretrained}' is neither a checkpoint file nor a known tag of {name}. Known tags: "

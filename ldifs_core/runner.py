@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.datasets import ImageSet, available_bank, load_split
-from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunNotFound
+from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled, RunNotFound
 from ldifs_core.evaluate import EvalData, forgetting_report, mix_heads, wise_ft
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
 from ldifs_core.store import RunStore
-from ldifs_core.train import FinetuneResult, RunCancelled, finetune
+from ldifs_core.train import FinetuneResult, finetune
 
 
 SUBSET_SEED = 0  # capped pools and test sets are the same for every run, so runs and seeds compare like for like
@@ -100,10 +100,13 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
     try:
         store.update_progress(run_id, {"phase": "loading"})
         run = prepare(cfg)
+        if should_stop is not None and should_stop():
+            raise RunCancelled("Cancelled before training started.")
         result = finetune(cfg, run.model, run.train, run.device, record, should_stop)
         store.update_progress(run_id, {"phase": "evaluating", "step": cfg.steps, "total_steps": cfg.steps})
         eval_started = time.perf_counter()
-        report, arrays = forgetting_report(cfg, run.model, result.clip.visual, result.head, run.test, run.others)
+        report, arrays = forgetting_report(cfg, run.model, result.clip.visual, result.head, run.test, run.others,
+                                           should_stop=should_stop)
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
         store.fail(run_id, "cancelled", str(cancel), history)

@@ -19,14 +19,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import safetensors.torch
-import torch
 
 from ldifs_core.config import STATUSES, RunConfig
 from ldifs_core.errors import RunNotFound
 from ldifs_core.paths import default_store_dir
+
+if TYPE_CHECKING:  # torch loads only when weights are written: the app's pages stay light
+    import torch
 
 BUSY_TIMEOUT_S = 30.0
 ENDED_STATUSES = ("failed", "cancelled")
@@ -125,6 +127,8 @@ class RunStore:
         if history is not None:
             _write_history(run_dir, history)
         if weights is not None:
+            import safetensors.torch
+
             tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
             _write_atomic(run_dir / "weights.safetensors", lambda path: safetensors.torch.save_file(tensors, path))
         self._update(run_id, status="done", message="", summary=_dumps(_summarise(metrics)))

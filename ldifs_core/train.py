@@ -14,16 +14,12 @@ from torch import nn
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import autocast_for, encode_images, zero_shot_head
-from ldifs_core.errors import TrainingDiverged
+from ldifs_core.errors import RunCancelled, TrainingDiverged
 from ldifs_core.features import forward_with_taps
 from ldifs_core.images import random_shift, to_model_input
 from ldifs_core.models import FoundationModel
 from ldifs_core.objectives import FLYP, L2SP, LDIFS, Batch, LinearProbeOnly, Objective, TunedClassifier
 from ldifs_core.probe import fit_linear_probe
-
-
-class RunCancelled(Exception):
-    """Raised inside the loop when the caller asked to stop; the run is recorded as cancelled."""
 
 
 @dataclass
@@ -37,9 +33,12 @@ class FinetuneResult:
 
 
 def initial_head(cfg: RunConfig, model: FoundationModel, train: ImageSet) -> nn.Linear:
-    """ZS-init: the text tower's class embeddings times CLIP's logit scale. LP-init: a fitted linear probe."""
+    """ZS-init: the text tower's class embeddings times CLIP's logit scale. LP-init: a fitted linear probe.
+
+    The `lp` objective always starts from the fitted probe: it is the linear-probe baseline.
+    """
     head = nn.Linear(model.clip.visual.output_dim, train.num_classes)
-    if cfg.init == "zs":
+    if cfg.init == "zs" and cfg.objective != "lp":
         weight = zero_shot_head(model, train.class_names, train.templates) * model.clip.logit_scale.exp().item()
         bias = torch.zeros(train.num_classes)
     else:

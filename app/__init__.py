@@ -1,0 +1,1 @@
+"""LDIFS Lab's Streamlit front end: thin pages over ldifs_core, pure plot and table functions, one job worker."""

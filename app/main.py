@@ -1,0 +1,27 @@
+"""LDIFS Lab: `streamlit run app/main.py`. Navigation, the sidebar job list, and the background worker."""
+import sys
+from pathlib import Path
+
+# `streamlit run` puts only app/ on sys.path; the pages import the `app` and `ldifs_core` packages by name.
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+if PROJECT_ROOT not in sys.path:
+    sys.path.insert(0, PROJECT_ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import jobs, widgets  # noqa: E402
+
+st.set_page_config(page_title="LDIFS Lab", page_icon=":material/biotech:", layout="wide")
+# Learn opens first: it needs no torch/open_clip beyond the run store, so the first load stays fast while the
+# worker's warm-up imports the rest in the background for Launch.
+page = st.navigation([
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:", default=True),
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("pages/forgetting.py", title="Forgetting", icon=":material/insights:"),
+    st.Page("pages/drift.py", title="Feature drift", icon=":material/scatter_plot:"),
+    st.Page("pages/runs.py", title="Runs & sweeps", icon=":material/table_rows:"),
+])
+with st.sidebar:
+    widgets.jobs_sidebar()
+page.run()
+jobs.job_runner()  # after the page: the worker's warm-up must not slow the first page load

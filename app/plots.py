@@ -1,0 +1,173 @@
+"""Every chart of the app as a pure function: plain data (metrics dicts, history lists, arrays, tables) in,
+a Plotly figure out. Pages only place them, tests check their traces."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from app import tables
+
+BEFORE_COLOR = "#9aa5b1"
+AFTER_COLOR = "#2f4b7c"
+GAIN_COLOR = "#2e7d32"
+LOSS_COLOR = "#c62828"
+TRAIL_COLOR = "rgba(60, 60, 60, 0.45)"
+CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
+OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f"}
+PART_NAMES = {"ce": "CE", "ldifs": "λ·LDIFS", "l2sp": "λ·L2-SP", "contrastive": "contrastive (FLYP)"}
+NOT_LOSS_PARTS = {"step", "loss", "lr", "images_per_s"}
+SHOW_BEFORE, SHOW_AFTER, SHOW_BOTH = "before", "after", "both"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def change_colors(changes) -> list[str]:
+    """Green for a gain, red for a loss: the colour says which way each change went."""
+    return [GAIN_COLOR if change >= 0 else LOSS_COLOR for change in changes]
+
+
+def accuracy_change(metrics: dict, probe: str = "zs") -> go.Figure:
+    """Before vs after per dataset with each change written on its bar: the fine-tuning gain beside the losses."""
+    rows = tables.accuracy_rows(metrics, probe)
+    labels = [f"{d}<br>({role})" for d, role in zip(rows["dataset"], rows["role"])]
+    hover = "%{x}<br>%{fullData.name}: %{y:.1f}%<extra></extra>"
+    fig = go.Figure()
+    fig.add_bar(name="before fine-tuning", x=labels, y=rows["before"], marker_color=BEFORE_COLOR,
+                hovertemplate=hover)
+    fig.add_bar(name="after fine-tuning", x=labels, y=rows["after"], hovertemplate=hover, marker_color=AFTER_COLOR,
+                text=[signed(c) for c in rows["change"]], textposition="outside",
+                textfont=dict(color=change_colors(rows["change"]), size=14))
+    fig.update_layout(barmode="group", title=f"Accuracy before and after fine-tuning ({tables.PROBES[probe]})",
+                      yaxis=dict(title="accuracy (%)", range=[0, 110]), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def class_drops(metrics: dict, dataset: str, limit: int = 20) -> go.Figure:
+    """The `limit` concepts that lost most accuracy, worst at the top; hover gives before/after."""
+    changes = tables.class_changes(metrics, dataset).head(limit).iloc[::-1]
+    fig = go.Figure(go.Bar(
+        name="accuracy change", orientation="h", x=changes["change"], y=changes["class_name"],
+        marker_color=change_colors(changes["change"]),
+        customdata=np.stack([changes["class_name"], changes["before"], changes["after"]], axis=1),
+        hovertemplate="<b>%{customdata[0]}</b><br>before: %{customdata[1]:.1f}%<br>after: %{customdata[2]:.1f}%"
+                      "<br>change: %{x:+.1f} points<extra></extra>",
+    ))
+    fig.update_layout(title=f"Concepts of {dataset} ranked by accuracy drop", xaxis_title="change (accuracy points)",
+                      height=max(300, 22 * len(changes) + 120), yaxis=dict(type="category"))
+    return fig
+
+
+def loss_parts(history: Sequence[dict]) -> list[str]:
+    """The loss parts a history records, in first-seen order (e.g. ce, ldifs)."""
+    parts: dict[str, None] = {}
+    for entry in history:
+        parts.update({key: None for key in entry if key not in NOT_LOSS_PARTS})
+    return list(parts)
+
+
+def training_curves(history: Sequence[dict]) -> go.Figure:
+    """Total loss and its parts per step, so CE and the λ-weighted regulariser can be told apart."""
+    steps = [h["step"] for h in history]
+    fig = go.Figure()
+    fig.add_scatter(name="total loss", x=steps, y=[h["loss"] for h in history], mode="lines",
+                    line=dict(color="black", width=2))
+    for part in loss_parts(history):
+        fig.add_scatter(name=PART_NAMES.get(part, part), x=steps, y=[h.get(part) for h in history], mode="lines")
+    fig.update_layout(title="Training loss", xaxis_title="step", yaxis_title="loss", height=320,
+                      margin=dict(t=40, b=40), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def class_colors(labels: np.ndarray) -> list[str]:
+    return [CLASS_PALETTE[int(label) % len(CLASS_PALETTE)] for label in labels]
+
+
+def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                ids: np.ndarray, show: str = SHOW_BOTH, trail_classes: Sequence[str] = ()) -> go.Figure:
+    """The joint UMAP of pre- and post-fine-tuning features coloured by class, with pre→post trails for the
+    chosen classes (point i of `pre` and of `post` is the same test image)."""
+    names = np.array([class_names[int(label)] for label in labels])
+    colors = class_colors(labels)
+    hover = np.stack([names, ids], axis=1)
+    template = "<b>%{customdata[0]}</b><br>test image #%{customdata[1]}<extra>%{fullData.name}</extra>"
+    fig = go.Figure()
+    trailed = np.isin(names, list(trail_classes))
+    if trailed.any():
+        xs = np.stack([pre[trailed, 0], post[trailed, 0], np.full(trailed.sum(), np.nan)], axis=1).ravel()
+        ys = np.stack([pre[trailed, 1], post[trailed, 1], np.full(trailed.sum(), np.nan)], axis=1).ravel()
+        fig.add_scatter(name="pre → post trails", x=xs, y=ys, mode="lines", hoverinfo="skip",
+                        line=dict(color=TRAIL_COLOR, width=1))
+    if show in (SHOW_BEFORE, SHOW_BOTH):
+        fig.add_scatter(name="before fine-tuning", x=pre[:, 0], y=pre[:, 1], mode="markers", customdata=hover,
+                        hovertemplate=template, marker=dict(color=colors, symbol="circle-open", size=7))
+    if show in (SHOW_AFTER, SHOW_BOTH):
+        fig.add_scatter(name="after fine-tuning", x=post[:, 0], y=post[:, 1], mode="markers", customdata=hover,
+                        hovertemplate=template, marker=dict(color=colors, size=6, opacity=0.85))
+    fig.update_layout(title="Joint UMAP of image features (open = before, filled = after)", height=560,
+                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""),
+                      legend=dict(orientation="h", y=-0.08))
+    return fig
+
+
+def tap_names(count: int) -> list[str]:
+    return ["stem"] + [f"tap {i}" for i in range(1, count)]
+
+
+def layer_distances(metrics: dict) -> go.Figure:
+    """Mean LDIFS distance per tapped layer and dataset: where in the encoder the features moved."""
+    fig = go.Figure()
+    for report in metrics["forgetting"]:
+        distances = report["layer_distance"]
+        fig.add_scatter(name=report["dataset"], x=tap_names(len(distances)), y=distances, mode="lines+markers")
+    fig.update_layout(title="Feature distance per layer (pre-trained vs fine-tuned)",
+                      xaxis_title="tapped layer (input → output)", yaxis_title="mean LDIFS distance", height=360)
+    return fig
+
+
+def tradeoff(points: pd.DataFrame) -> go.Figure:
+    """Downstream accuracy against mean forgetting, one colour per objective, each point labelled with its λ."""
+    fig = go.Figure()
+    for objective, group in points.groupby("objective", sort=True):
+        fig.add_scatter(
+            name=objective, x=group["mean zero-shot Δ"], y=group["accuracy after"], mode="markers+text",
+            text=[f"λ={lam:g}" for lam in group["λ"]], textposition="top center",
+            marker=dict(size=11, color=OBJECTIVE_COLORS.get(objective)),
+            customdata=np.stack([group["run"], group["dataset"], group["λ"]], axis=1),
+            hovertemplate="run %{customdata[0]} on %{customdata[1]}, λ=%{customdata[2]}<br>"
+                          "accuracy after: %{y:.1f}%<br>mean zero-shot change: %{x:+.1f}<extra>%{fullData.name}</extra>",
+        )
+    fig.update_layout(title="Trade-off: downstream accuracy vs forgetting elsewhere",
+                      xaxis_title="mean zero-shot change on other datasets (points; left = more forgetting)",
+                      yaxis_title="accuracy on the fine-tuning task (%)", legend_title="objective")
+    return fig
+
+
+def run_comparison(runs: dict[str, dict]) -> go.Figure:
+    """Accuracy change per dataset for several runs (name → metrics) side by side."""
+    table = tables.comparison(runs)
+    fig = go.Figure()
+    for name in runs:
+        fig.add_bar(name=name, x=table["dataset"], y=table[name], text=[signed(c) for c in table[name]],
+                    textposition="outside", hovertemplate="%{x}: %{y:+.1f} points<extra>%{fullData.name}</extra>")
+    fig.update_layout(barmode="group", title="Accuracy change per dataset (fine-tuning task first)",
+                      yaxis_title="change (accuracy points)", legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def wise_ft_path(points: Sequence[dict]) -> go.Figure:
+    """WiSE-FT mixes evaluated so far, from α=0 (pre-trained) to α=1 (the run), as one path in the trade-off plane."""
+    ordered = sorted(points, key=lambda p: p["alpha"])
+    fig = go.Figure(go.Scatter(
+        name="WiSE-FT", x=[p["mean_zs_delta"] for p in ordered], y=[p["downstream"]["accuracy_after"] for p in ordered],
+        mode="lines+markers+text", text=[f"α={p['alpha']:g}" for p in ordered], textposition="top center",
+    ))
+    fig.update_layout(title="WiSE-FT: weight mixing between the pre-trained and the fine-tuned model",
+                      xaxis_title="mean zero-shot change on other datasets (points)",
+                      yaxis_title="accuracy on the fine-tuning task (%)", height=380)
+    return fig

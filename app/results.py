@@ -1,0 +1,107 @@
+"""Reading runs from the run store, with the caching that keeps page and run switches fast.
+
+A finished run never changes, so its metrics and arrays are cached by (store, run id); anything still
+active is read fresh. The store path is part of every key, so two stores in one process never mix.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import streamlit as st
+
+from ldifs_core.paths import default_store_dir
+from ldifs_core.store import RunRecord, RunStore
+
+ACTIVE = ("queued", "running")
+
+
+def store_root() -> str:
+    return str(default_store_dir())
+
+
+@st.cache_resource(show_spinner=False)
+def store_at(root: str) -> RunStore:
+    """Opening the store once per process also marks runs of a dead previous process as interrupted."""
+    return RunStore(root)
+
+
+def run_store() -> RunStore:
+    return store_at(store_root())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _metrics(root: str, run_id: str) -> dict:
+    return store_at(root).metrics(run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _arrays(root: str, run_id: str) -> dict[str, np.ndarray]:
+    return store_at(root).arrays(run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _history(root: str, run_id: str) -> list[dict]:
+    return store_at(root).history(run_id)
+
+
+def metrics(run_id: str) -> dict:
+    """metrics.json of a finished run (raises RunNotFound for runs without results)."""
+    return _metrics(store_root(), run_id)
+
+
+def arrays(run_id: str) -> dict[str, np.ndarray]:
+    return _arrays(store_root(), run_id)
+
+
+def history(record: RunRecord) -> list[dict]:
+    """Per-step history; only runs that ended are cached (their history file no longer changes)."""
+    if record.status in ACTIVE:
+        return run_store().history(record.run_id)
+    return _history(store_root(), record.run_id)
+
+
+def finished_runs() -> list[RunRecord]:
+    return run_store().list(status="done")
+
+
+def records(run_ids: Sequence[str]) -> list[RunRecord]:
+    """The given runs that the store still knows (a session's runs may have been deleted meanwhile)."""
+    known = {record.run_id: record for record in run_store().list()}
+    return [known[run_id] for run_id in run_ids if run_id in known]
+
+
+def umap_datasets(run_arrays: dict[str, np.ndarray]) -> list[str]:
+    """Datasets of a run that have a joint UMAP embedding stored."""
+    return [key.split("/", 1)[1] for key in run_arrays if key.startswith("umap_pre/")]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _class_names(dataset: str, per_class_names: tuple[str, ...], label_count: int) -> list[str]:
+    from ldifs_core.datasets import BANK_NAMES, load_bank
+
+    if dataset in BANK_NAMES:
+        return load_bank(dataset, "test").class_names
+    if len(per_class_names) >= label_count:
+        return list(per_class_names)
+    return [f"class {k}" for k in range(label_count)]
+
+
+def class_names(metrics_of_run: dict, dataset: str, labels: np.ndarray) -> list[str]:
+    """Label index → class name for a UMAP. metrics.json only lists classes that had test images, so concept-bank
+    datasets are asked for their full class list; other datasets fall back to the metrics' names."""
+    report = next(r for r in metrics_of_run["forgetting"] if r["dataset"] == dataset)
+    names = tuple(c["class_name"] for c in report["per_class"])
+    return _class_names(dataset, names, int(labels.max()) + 1 if len(labels) else 0)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _wise_ft(root: str, run_id: str, alpha: float) -> dict:
+    from ldifs_core.runner import wise_ft_metrics
+
+    return wise_ft_metrics(store_at(root), run_id, alpha)
+
+
+def wise_ft(run_id: str, alpha: float) -> dict:
+    """WiSE-FT metrics of a finished run at mix α, computed once per (run, α)."""
+    return _wise_ft(store_root(), run_id, alpha)

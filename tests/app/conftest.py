@@ -1,0 +1,91 @@
+"""App tests run against a temporary run store and a fast fake job runner (no training, no warm-up)."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import jobs
+from app.jobs import JobRunner
+from ldifs_core.config import RunConfig, TrainEvent
+from ldifs_core.store import RunStore
+from tests.app.sample_runs import finish_run
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+PAGES = {"learn": "pages/learn.py", "launch": "pages/launch.py", "forgetting": "pages/forgetting.py",
+         "drift": "pages/drift.py", "runs": "pages/runs.py"}
+LANDING = "learn"
+
+
+def fake_execute(cfg: RunConfig, store: RunStore, run_id: str, on_event=None, should_stop=None) -> str:
+    """runner.execute's contract in milliseconds: running, per-step events, cancellable, then done."""
+    store.set_status(run_id, "running")
+    for step in range(1, cfg.steps + 1):
+        if should_stop is not None and should_stop():
+            store.fail(run_id, "cancelled", f"Cancelled at step {step - 1} of {cfg.steps}.")
+            return run_id
+        if on_event is not None:
+            on_event(TrainEvent(step, cfg.steps, 1.0 / step, {"ce": 1.0 / step}, 1e-4, 100.0, 0.0))
+    finish_run(store, run_id, cfg)
+    return run_id
+
+
+class HeldExecute:
+    """A fake run that stays running until released (then finishes like fake_execute) or cancelled, and notes
+    the order runs start in: for watching queueing and cancelling."""
+
+    def __init__(self):
+        self.started: list[str] = []
+        self.release = threading.Event()
+
+    def __call__(self, cfg: RunConfig, store: RunStore, run_id: str, on_event=None, should_stop=None) -> str:
+        self.started.append(run_id)
+        store.set_status(run_id, "running")
+        for step in (1, 2):  # two steps done, as the runner reports them, then hold
+            on_event(TrainEvent(step, cfg.steps, 2.0 / step, {"ce": 1.5 / step, "ldifs": 0.5 / step}, 1e-4, 64.0, 42.0))
+        store.update_progress(run_id, {"phase": "training", "step": 2, "total_steps": cfg.steps, "loss": 1.0,
+                                       "parts": {"ce": 0.75, "ldifs": 0.25}, "eta_s": 42.0, "images_per_s": 64.0})
+        while not self.release.wait(0.01):
+            if should_stop():
+                store.fail(run_id, "cancelled", "Cancelled at step 0.")
+                return run_id
+        return fake_execute(cfg, store, run_id, on_event, should_stop)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> RunStore:
+    monkeypatch.setenv("LDIFS_STORE", str(tmp_path / "runs"))
+    return RunStore(tmp_path / "runs")
+
+
+@pytest.fixture
+def runner(store, monkeypatch) -> JobRunner:
+    """The app's job runner, with the fake execute in place of training."""
+    fake = JobRunner(store, execute=fake_execute)
+    monkeypatch.setattr(jobs, "job_runner", lambda: fake)
+    return fake
+
+
+@pytest.fixture
+def app(runner) -> AppTest:
+    return AppTest.from_file(MAIN, default_timeout=60)
+
+
+def open_page(app: AppTest, name: str) -> AppTest:
+    """Run the app once (registers the pages), then show `name`."""
+    app.run()
+    if name != LANDING:
+        app.switch_page(PAGES[name]).run()
+    return app
+
+
+def wait_for_status(store: RunStore, run_id: str, statuses: tuple[str, ...], timeout_s: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while (status := store.get(run_id).status) not in statuses:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} is still {status} after {timeout_s} s")
+        time.sleep(0.02)
+    return status

@@ -1,0 +1,110 @@
+"""The background job runner: one run at a time in submission order, cancellable, and never killed by a bad run."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.jobs import CANCELLED_BEFORE_START, JobRunner
+from ldifs_core.config import RunConfig
+from ldifs_core.errors import DatasetUnavailable
+from ldifs_core.store import RunStore
+from tests.app.conftest import HeldExecute, fake_execute, wait_for_status
+
+TINY = dict(steps=5, eval_limit=200, probe_limit=200, umap_points=60)
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    return RunStore(tmp_path)
+
+
+def test_submitted_runs_are_recorded_queued_and_run_one_at_a_time_in_order(store):
+    held = HeldExecute()
+    runner = JobRunner(store, execute=held)
+    first, second, third = (runner.submit(RunConfig(steps=3, seed=s)) for s in range(3))
+    wait_for_status(store, first, ("running",))
+    assert [store.get(r).status for r in (second, third)] == ["queued", "queued"]
+    assert (runner.queue_position(second), runner.queue_position(third)) == (1, 2)
+    held.release.set()
+    wait_for_status(store, third, ("done",))
+    assert held.started == [first, second, third]
+
+
+def test_cancelling_a_queued_run_records_it_cancelled_without_running_it(store):
+    held = HeldExecute()
+    runner = JobRunner(store, execute=held)
+    running, waiting = runner.submit(RunConfig(steps=3)), runner.submit(RunConfig(steps=3))
+    wait_for_status(store, running, ("running",))
+    runner.cancel(waiting)
+    assert (store.get(waiting).status, store.get(waiting).message) == ("cancelled", CANCELLED_BEFORE_START)
+    held.release.set()
+    wait_for_status(store, running, ("done",))
+    assert waiting not in held.started
+
+
+def test_cancelling_the_running_run_stops_it(store):
+    held = HeldExecute()
+    runner = JobRunner(store, execute=held)
+    run_id = runner.submit(RunConfig(steps=3))
+    wait_for_status(store, run_id, ("running",))
+    runner.cancel(run_id)
+    assert wait_for_status(store, run_id, ("cancelled",), timeout_s=2) == "cancelled"
+
+
+def test_the_worker_survives_failing_runs_and_records_them(store):
+    def seed_decides(cfg, store, run_id, **kwargs):
+        if cfg.seed == 0:
+            store.fail(run_id, "failed", "No such dataset. Pick another.")  # as execute records user errors
+            raise DatasetUnavailable("No such dataset. Pick another.")
+        if cfg.seed == 1:
+            raise RuntimeError("a bug before execute could record anything")
+        return fake_execute(cfg, store, run_id, **kwargs)
+
+    runner = JobRunner(store, execute=seed_decides)
+    user_error, bug, healthy = (runner.submit(RunConfig(steps=2, seed=seed)) for seed in range(3))
+    assert wait_for_status(store, healthy, ("done",)) == "done"
+    assert store.get(user_error).message == "No such dataset. Pick another."
+    assert store.get(bug).status == "failed" and "RuntimeError" in store.get(bug).message
+
+
+def test_live_history_has_every_step_of_the_running_run(store):
+    seen = threading.Event()
+    steps_seen: list[int] = []
+
+    def watched(cfg, store, run_id, on_event=None, should_stop=None):
+        def observe(event):
+            on_event(event)
+            steps_seen.append(len(runner.live_history(run_id)))
+
+        fake_execute(cfg, store, run_id, observe, should_stop)
+        seen.set()
+        return run_id
+
+    runner = JobRunner(store, execute=watched)
+    run_id = runner.submit(RunConfig(steps=4))
+    assert seen.wait(5)
+    assert steps_seen == [1, 2, 3, 4]
+    assert runner.live_history(run_id) == []  # once ended, the store holds the history
+
+
+@pytest.mark.slow
+def test_a_real_run_through_the_worker_finishes_and_a_cancel_lands_within_seconds(store):
+    """The real runner end to end on the embedded model: results recorded, then a long run cancelled mid-training."""
+    runner = JobRunner(store)
+    finished = runner.submit(RunConfig(**TINY))
+    wait_for_status(store, finished, ("done",), timeout_s=180)
+    metrics = store.metrics(finished)
+    assert {"downstream", "forgetting", "mean_zs_delta", "mean_lp_delta"} <= metrics.keys()
+    assert any(key.startswith("umap_pre/") for key in store.arrays(finished))
+
+    long_run = runner.submit(RunConfig(**{**TINY, "steps": 100_000}))
+    deadline = time.monotonic() + 120
+    while store.get(long_run).progress.get("phase") != "training":
+        assert time.monotonic() < deadline, "the long run never started training"
+        time.sleep(0.1)
+    asked = time.monotonic()
+    runner.cancel(long_run)
+    wait_for_status(store, long_run, ("cancelled",), timeout_s=5)
+    assert time.monotonic() - asked < 3

@@ -1,0 +1,163 @@
+"""The real app in headless Chromium: launch a short real run from the page, watch it finish, read its results,
+and keep a screenshot of every page (test-artifacts/screenshots/, and docs/screenshots/ with
+LDIFS_UPDATE_SCREENSHOTS=1)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+RUN_TIMEOUT_MS = 360_000
+PAGE_TIMEOUT_MS = 30_000
+SHORT_RUN = {"Steps": "30", "Test images per dataset": "300", "Train images per dataset for linear probes": "300",
+             "Points per dataset in the UMAP": "150"}
+NAV = {"launch": "Launch", "forgetting": "Forgetting", "drift": "Feature drift", "runs": "Runs & sweeps",
+       "learn": "Learn"}
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """Debian's Chromium (Playwright cannot download its own browsers here); installed with apt-get when missing
+    and this process is root."""
+    if not CHROMIUM.exists():
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip(f"{CHROMIUM} is missing and apt-get cannot install it here (needs root).")
+        install = "apt-get update && apt-get install -y chromium"
+        if subprocess.run(["bash", "-c", install], capture_output=True).returncode != 0 or not CHROMIUM.exists():
+            pytest.skip(f"`{install}` failed, so there is no browser to drive.")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the app exited with code {server.returncode} before it served")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the app did not answer at {url} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory) -> Iterator[str]:
+    """The app as `make run` starts it, on a free port and an empty temporary run store."""
+    port = free_port()
+    store = tmp_path_factory.mktemp("runs")
+    log = (tmp_path_factory.getbasetemp() / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "localhost", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env={**os.environ, "LDIFS_STORE": str(store)}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://localhost:{port}"
+        wait_until_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(chromium, app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1600})
+        tab.set_default_timeout(PAGE_TIMEOUT_MS)
+        tab.goto(app_url)
+        yield tab
+        browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")  # the script run has finished
+    page.wait_for_timeout(500)  # and Plotly its transitions
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    if os.environ.get("LDIFS_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / f"{name}.png", DOCS_SCREENSHOTS / f"{name}.png")
+
+
+def open_page(page, name: str) -> None:
+    page.get_by_role("link", name=NAV[name], exact=True).click()
+
+
+def chart(page, title: str):
+    return page.locator(".js-plotly-plot").filter(has_text=title)
+
+
+def assert_no_traceback(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift(page):
+    page.get_by_text("Concept forgetting and LDIFS").wait_for()
+    open_page(page, "launch")
+    page.get_by_text("Launch a fine-tuning run").wait_for()
+    page.get_by_text("Advanced").click()
+    for label, value in SHORT_RUN.items():
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+    page.get_by_role("button", name="Start run").click()
+    page.get_by_text("See what it forgot").wait_for(timeout=RUN_TIMEOUT_MS)
+    assert_no_traceback(page)
+    screenshot(page, "launch")
+
+    open_page(page, "forgetting")
+    chart(page, "Accuracy before and after fine-tuning").wait_for()
+    chart(page, "ranked by accuracy drop").wait_for()
+    assert_no_traceback(page)
+    screenshot(page, "forgetting")
+
+    open_page(page, "drift")
+    chart(page, "Joint UMAP").wait_for()
+    chart(page, "Feature distance per layer").wait_for()
+    assert page.get_by_text("2-D distances are only a picture").is_visible()
+    assert_no_traceback(page)
+    screenshot(page, "drift")
+
+    open_page(page, "runs")
+    chart(page, "Trade-off").wait_for()
+    assert_no_traceback(page)
+    screenshot(page, "runs")
+    page.get_by_role("tab", name="Download").click()
+    page.get_by_role("button", name="Metrics as CSV").wait_for()
+
+    open_page(page, "learn")
+    page.locator(".katex").first.wait_for()
+    assert_no_traceback(page)
+    screenshot(page, "learn")

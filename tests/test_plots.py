@@ -1,0 +1,136 @@
+"""Every chart of the app draws the traces a reader relies on: names, counts, values and hover data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from app import plots, tables
+from ldifs_core.config import RunConfig
+from tests.app.sample_runs import CHECKED, class_names, sample_arrays, sample_history, sample_metrics
+
+
+@pytest.fixture
+def ldifs_metrics() -> dict:
+    return sample_metrics(RunConfig(objective="ldifs", lam=1.0, eval_datasets=list(CHECKED)), "20260101-000000-aaaaaa")
+
+
+def trace_names(fig) -> list[str]:
+    return [trace.name for trace in fig.data]
+
+
+def test_accuracy_change_pairs_before_and_after_with_the_task_first_and_labelled_changes(ldifs_metrics):
+    fig = plots.accuracy_change(ldifs_metrics, "zs")
+    before, after = fig.data
+    assert trace_names(fig) == ["before fine-tuning", "after fine-tuning"]
+    assert list(after.x) == [f"mnist<br>({tables.FINE_TUNED})"] + [f"{d}<br>({tables.CHECKED})" for d in CHECKED]
+    downstream = ldifs_metrics["downstream"]
+    assert (before.y[0], after.y[0]) == (downstream["zero_shot_before"], downstream["accuracy_after"])
+    first = ldifs_metrics["forgetting"][0]
+    assert after.text[1] == f"{first['zs_after'] - first['zs_before']:+.1f}"
+    assert (after.textfont.color[0], after.textfont.color[1]) == (plots.GAIN_COLOR, plots.LOSS_COLOR)
+
+
+def test_accuracy_change_can_show_the_linear_probe(ldifs_metrics):
+    after = plots.accuracy_change(ldifs_metrics, "lp").data[1]
+    assert list(after.y[1:]) == [r["lp_after"] for r in ldifs_metrics["forgetting"]]
+    assert "linear probe" in plots.accuracy_change(ldifs_metrics, "lp").layout.title.text
+
+
+def test_class_drops_ranks_concepts_worst_first_with_class_and_accuracies_on_hover(ldifs_metrics):
+    fig = plots.class_drops(ldifs_metrics, CHECKED[0], limit=4)
+    (bars,) = fig.data
+    changes = tables.class_changes(ldifs_metrics, CHECKED[0])
+    assert len(bars.y) == 4
+    assert bars.y[-1] == changes["class_name"][0]  # horizontal bars: the last drawn sits on top
+    assert list(bars.x) == sorted(bars.x, reverse=True)
+    name, before, after = bars.customdata[-1]
+    assert (name, before, after) == tuple(changes.loc[0, ["class_name", "before", "after"]])
+    assert "before" in bars.hovertemplate and "after" in bars.hovertemplate
+
+
+def test_training_curves_split_the_total_loss_into_ce_and_the_weighted_regulariser():
+    history = sample_history(RunConfig(objective="ldifs", lam=10.0, steps=6))
+    fig = plots.training_curves(history)
+    assert trace_names(fig) == ["total loss", "CE", "λ·LDIFS"]
+    assert list(fig.data[0].x) == [1, 2, 3, 4, 5, 6]
+    assert trace_names(plots.training_curves(sample_history(RunConfig(objective="ce", steps=3)))) == ["total loss", "CE"]
+
+
+@pytest.fixture
+def umap() -> dict:
+    arrays = sample_arrays(RunConfig(eval_datasets=[CHECKED[0]]))
+    return {key.split("/")[0]: value for key, value in arrays.items()}
+
+
+def draw_map(umap: dict, show: str = plots.SHOW_BOTH, trails=()):
+    return plots.feature_map(umap["umap_pre"], umap["umap_post"], umap["umap_labels"], class_names(CHECKED[0]),
+                             umap["umap_ids"], show, trails)
+
+
+@pytest.mark.parametrize("show, expected", [
+    (plots.SHOW_BOTH, ["before fine-tuning", "after fine-tuning"]),
+    (plots.SHOW_BEFORE, ["before fine-tuning"]),
+    (plots.SHOW_AFTER, ["after fine-tuning"]),
+])
+def test_feature_map_toggles_pre_and_post_points(umap, show, expected):
+    fig = draw_map(umap, show)
+    assert trace_names(fig) == expected
+    assert all(len(trace.x) == len(umap["umap_labels"]) for trace in fig.data)
+
+
+def test_feature_map_colours_by_class_and_hovers_the_class_name_and_image(umap):
+    after = draw_map(umap).data[1]
+    names = class_names(CHECKED[0])
+    first_label = int(umap["umap_labels"][0])
+    assert after.marker.color[0] == plots.CLASS_PALETTE[first_label]
+    assert tuple(after.customdata[0]) == (names[first_label], str(umap["umap_ids"][0]))
+
+
+def test_feature_map_draws_one_pre_to_post_trail_per_point_of_the_chosen_classes(umap):
+    names = class_names(CHECKED[0])
+    chosen = names[int(umap["umap_labels"][0])]
+    members = np.flatnonzero([names[int(label)] == chosen for label in umap["umap_labels"]])
+    trails = draw_map(umap, trails=[chosen]).data[0]
+    assert trails.name == "pre → post trails"
+    assert len(trails.x) == 3 * len(members)  # start, end, gap per point
+    first = members[0]
+    assert (trails.x[0], trails.x[1]) == (umap["umap_pre"][first, 0], umap["umap_post"][first, 0])
+    assert math.isnan(trails.x[2])
+    assert trace_names(draw_map(umap)) == ["before fine-tuning", "after fine-tuning"]
+
+
+def test_layer_distances_draws_one_line_per_dataset_from_the_stem_up(ldifs_metrics):
+    fig = plots.layer_distances(ldifs_metrics)
+    assert trace_names(fig) == list(CHECKED)
+    assert list(fig.data[0].x) == ["stem", "tap 1", "tap 2", "tap 3", "tap 4"]
+    assert list(fig.data[0].y) == ldifs_metrics["forgetting"][0]["layer_distance"]
+
+
+def test_tradeoff_colours_by_objective_and_labels_each_point_with_its_lambda():
+    points = tables.tradeoff_points(tables.runs_table([]))
+    for objective, lam, acc, delta in (("ce", 0.0, 97.0, -12.0), ("ldifs", 1.0, 96.0, -6.0), ("ldifs", 10.0, 95.0, -2.0)):
+        points.loc[len(points)] = {"run": f"r-{lam}", "objective": objective, "λ": lam, "dataset": "mnist",
+                                   "accuracy after": acc, "mean zero-shot Δ": delta}
+    fig = plots.tradeoff(points)
+    assert trace_names(fig) == ["ce", "ldifs"]
+    ldifs = fig.data[1]
+    assert list(ldifs.text) == ["λ=1", "λ=10"] and list(ldifs.x) == [-6.0, -2.0]
+    assert ldifs.marker.color == plots.OBJECTIVE_COLORS["ldifs"]
+    assert "run %{customdata[0]}" in ldifs.hovertemplate
+
+
+def test_run_comparison_puts_one_bar_series_per_run(ldifs_metrics):
+    ce = sample_metrics(RunConfig(objective="ce", eval_datasets=list(CHECKED)), "20260101-000000-bbbbbb")
+    fig = plots.run_comparison({"A · ce": ce, "B · ldifs": ldifs_metrics})
+    assert trace_names(fig) == ["A · ce", "B · ldifs"]
+    assert list(fig.data[0].x) == ["mnist", *CHECKED]
+    assert fig.data[0].y[1] < fig.data[1].y[1]  # the sample CE run forgets more than LDIFS
+
+
+def test_wise_ft_path_orders_the_mixes_by_alpha(ldifs_metrics):
+    mixes = [{**ldifs_metrics, "alpha": alpha, "mean_zs_delta": -alpha} for alpha in (1.0, 0.0, 0.5)]
+    (path,) = plots.wise_ft_path(mixes).data
+    assert list(path.text) == ["α=0", "α=0.5", "α=1"]
+    assert list(path.x) == [0.0, -0.5, -1.0]
