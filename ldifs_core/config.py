@@ -40,9 +40,9 @@ class RunConfig:
     ldifs_taps: int = 4  # residual-stream taps after evenly spaced blocks (ViT) / stages (ResNet), plus the stem
     precompute_frozen: bool = False
     train_limit: int | None = 10000  # fine-tuning pool (train split)
-    eval_limit: int | None = 2000  # test images per dataset in the report
-    probe_limit: int | None = 3000  # train images per dataset for linear probes
-    umap_points: int = 800  # per dataset, pre and post each
+    eval_limit: int | None = 1000  # test images per dataset in the report (fixed subset)
+    probe_limit: int | None = 1000  # train images per dataset for linear probes (fixed subset)
+    umap_points: int = 500  # per dataset, pre and post each
     data_root: str | None = None
     download: bool = False
     save_weights: bool = True
