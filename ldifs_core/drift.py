@@ -5,6 +5,8 @@ of both feature sets, fitted together so pre and post positions are comparable.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from ldifs_core.ldifs import distance_from_taps
 
 
 @torch.inference_mode()
-def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 512):
+def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 256):
     """Pooled, normalised features of both towers [N, D] each, and mean per-layer LDIFS distance [L]."""
     pre, post, per_layer = [], [], []
     for start in range(0, n, batch_size):
@@ -52,9 +54,27 @@ def knn_overlap(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> float:
     return float(same.mean())
 
 
+@lru_cache(maxsize=1)
+def cache_umap_kernels() -> None:
+    """umap-learn leaves several numba kernels uncached, so every new process spent ~10 s recompiling them.
+    Turning numba's on-disk cache on for all of them makes that a one-time cost per machine."""
+    import umap.distances
+    import umap.layouts
+    import umap.umap_
+    import umap.utils
+    from numba.core.registry import CPUDispatcher
+
+    for module in (umap.umap_, umap.layouts, umap.utils, umap.distances):
+        for kernel in vars(module).values():
+            if isinstance(kernel, CPUDispatcher):
+                kernel.enable_caching()
+
+
 def joint_umap(pre: np.ndarray, post: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One UMAP fitted on pre and post features together; returns their 2-D positions."""
-    import umap  # numba compiles on first use: import lazily, warm once per process
+    import umap  # imported lazily: numba and pynndescent cost seconds at start-up
+
+    cache_umap_kernels()
 
     # PCA init and 150 epochs: the same picture as the defaults here, in about two thirds of the time.
     reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed, n_epochs=150,
@@ -64,6 +84,6 @@ def joint_umap(pre: np.ndarray, post: np.ndarray, seed: int = 0) -> tuple[np.nda
 
 
 def warm_umap() -> None:
-    """Trigger numba's compilation (cached on disk) so the first real run does not pay for it."""
+    """Compile (and cache on disk) UMAP's kernels so that no run pays for it: the app calls this at start-up."""
     rng = np.random.default_rng(0)
     joint_umap(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))

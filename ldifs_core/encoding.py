@@ -23,7 +23,7 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def encode_images(visual: torch.nn.Module, images: torch.Tensor, model: FoundationModel,
-                  batch_size: int = 1024) -> torch.Tensor:
+                  batch_size: int = 256) -> torch.Tensor:
     """L2-normalised image embeddings [N, D] (float32, on the CPU) of uint8 images [N, C, H, W]."""
     device = module_device(visual)
     chunks = []

@@ -74,8 +74,9 @@ class LDIFS(Objective):
     def frozen_taps(self, batch: Batch) -> list[torch.Tensor]:
         if self.frozen_cache is not None:
             return [layer[batch.indices].to(batch.images.device) for layer in self.frozen_cache]
-        with torch.no_grad():
-            return forward_with_taps(self.frozen_visual, batch.images, self.taps)[1]
+        with torch.inference_mode():
+            taps = forward_with_taps(self.frozen_visual, batch.images, self.taps)[1]
+        return [tap.clone() for tap in taps]  # plain tensors again, so autograd may use them
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         pooled, tuned = forward_with_taps(self.classifier.visual, batch.images, self.taps)

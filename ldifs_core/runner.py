@@ -130,8 +130,8 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         "timings": {"train_s": round(result.train_s, 3), "eval_s": round(eval_s, 3),
                     "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3)},
     }
-    arrays["history_loss"] = np.array([h["loss"] for h in result.history], dtype=np.float32)
-    store.finish(run_id, metrics, arrays, result.history, weights_to_save(result, cfg.objective) if cfg.save_weights else None)
+    arrays["history_loss"] = np.array([h["loss"] for h in history], dtype=np.float32)
+    store.finish(run_id, metrics, arrays, history, weights_to_save(result, cfg.objective) if cfg.save_weights else None)
     return run_id
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,7 +27,6 @@ class FinetuneResult:
     clip: nn.Module  # a tuned copy of the whole CLIP (only FLYP changes its text tower)
     head: nn.Linear
     initial_head: nn.Linear
-    history: list[dict] = field(default_factory=list)
     train_s: float = 0.0
     step_ms: float = 0.0
 
@@ -139,7 +138,6 @@ def finetune(cfg: RunConfig, model: FoundationModel, train: ImageSet, device: to
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     tuned_clip.train()
 
-    history: list[dict] = []
     started = time.perf_counter()
     for step, idx in enumerate(batch_order(len(train), cfg.steps, cfg.batch_size, generator)):
         if should_stop is not None and should_stop():
@@ -162,11 +160,9 @@ def finetune(cfg: RunConfig, model: FoundationModel, train: ImageSet, device: to
         elapsed = time.perf_counter() - started
         event = TrainEvent(step + 1, cfg.steps, loss.item(), parts, optimizer.param_groups[0]["lr"],
                            (step + 1) * cfg.batch_size / elapsed, elapsed / (step + 1) * (cfg.steps - step - 1))
-        history.append({"step": event.step, "loss": event.loss, **parts, "lr": event.lr,
-                        "images_per_s": event.images_per_s})
         if on_event is not None:
             on_event(event)
     train_s = time.perf_counter() - started
     tuned_clip.eval().requires_grad_(False).cpu()
     head = flyp_head(model, tuned_clip, train) if objective.trains_text else head.cpu().eval().requires_grad_(False)
-    return FinetuneResult(tuned_clip, head, start_head, history, train_s, 1000 * train_s / cfg.steps)
+    return FinetuneResult(tuned_clip, head, start_head, train_s, 1000 * train_s / cfg.steps)

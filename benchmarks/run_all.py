@@ -1,0 +1,10 @@
+"""Every benchmark, one after another (`make bench`). Each prints its own figures, budgets and ratios."""
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("core_bench.py", "app_bench.py"):
+    print(f"\n== {script} ==", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=False)
