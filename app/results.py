@@ -76,23 +76,11 @@ def umap_datasets(run_arrays: dict[str, np.ndarray]) -> list[str]:
     return [key.split("/", 1)[1] for key in run_arrays if key.startswith("umap_pre/")]
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _class_names(dataset: str, per_class_names: tuple[str, ...], label_count: int) -> list[str]:
-    from ldifs_core.datasets import BANK_NAMES, load_bank
-
-    if dataset in BANK_NAMES:
-        return load_bank(dataset, "test").class_names
-    if len(per_class_names) >= label_count:
-        return list(per_class_names)
-    return [f"class {k}" for k in range(label_count)]
-
-
 def class_names(metrics_of_run: dict, dataset: str, labels: np.ndarray) -> list[str]:
-    """Label index → class name for a UMAP. metrics.json only lists classes that had test images, so concept-bank
-    datasets are asked for their full class list; other datasets fall back to the metrics' names."""
+    """Label index → class name for a UMAP. Every UMAP point is a test image, so its class is in `per_class`."""
     report = next(r for r in metrics_of_run["forgetting"] if r["dataset"] == dataset)
-    names = tuple(c["class_name"] for c in report["per_class"])
-    return _class_names(dataset, names, int(labels.max()) + 1 if len(labels) else 0)
+    by_label = {c["label"]: c["class_name"] for c in report["per_class"]}
+    return [by_label.get(k, f"class {k}") for k in range(int(labels.max()) + 1 if len(labels) else 0)]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

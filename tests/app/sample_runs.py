@@ -20,9 +20,9 @@ def class_names(dataset: str) -> list[str]:
 
 def per_class(dataset: str, rng: np.random.Generator, drop: float) -> list[dict]:
     rows = []
-    for name in class_names(dataset):
+    for label, name in enumerate(class_names(dataset)):
         before = float(rng.uniform(40, 90))
-        rows.append({"class_name": name, "before": before, "after": float(np.clip(before - rng.uniform(0, drop), 0, 100)),
+        rows.append({"label": label, "class_name": name, "before": before, "after": float(np.clip(before - rng.uniform(0, drop), 0, 100)),
                      "n": 20})
     return rows
 
