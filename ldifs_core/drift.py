@@ -5,6 +5,7 @@ of both feature sets, fitted together so pre and post positions are comparable.
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -38,18 +39,20 @@ def centroid_shift(pre: torch.Tensor, post: torch.Tensor, labels: torch.Tensor) 
     return float(np.mean(shifts))
 
 
+def nearest_neighbours(x: torch.Tensor, k: int, include_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact cosine k-NN (similarities, indices) of unit vectors: one matrix product for a few thousand points."""
+    sims = x @ x.T
+    if not include_self:
+        sims.fill_diagonal_(-float("inf"))
+    return sims.topk(k, dim=1)
+
+
 def knn_overlap(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> float:
     """Average fraction of each point's k nearest neighbours that are the same before and after."""
     k = min(k, len(pre) - 1)
     if k < 1:
         return 1.0
-
-    def neighbours(x):
-        sims = x @ x.T
-        sims.fill_diagonal_(-float("inf"))
-        return sims.topk(k, dim=1).indices
-
-    a, b = neighbours(pre), neighbours(post)
+    a, b = nearest_neighbours(pre, k).indices, nearest_neighbours(post, k).indices
     same = (a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).float().mean(dim=1)
     return float(same.mean())
 
@@ -75,11 +78,17 @@ def joint_umap(pre: np.ndarray, post: np.ndarray, seed: int = 0) -> tuple[np.nda
     import umap  # imported lazily: numba and pynndescent cost seconds at start-up
 
     cache_umap_kernels()
-
-    # PCA init and 150 epochs: the same picture as the defaults here, in about two thirds of the time.
-    reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed, n_epochs=150,
-                        init="pca", n_jobs=1)
-    coords = reducer.fit_transform(np.concatenate([pre, post]).astype(np.float32))
+    points = np.concatenate([pre, post]).astype(np.float32)
+    # Exact neighbours by one matrix product replace UMAP's approximate search (a third of the time);
+    # PCA init and 150 epochs give the same picture as the defaults here, faster.
+    n_neighbors = min(15, len(points) - 1)
+    sims, indices = nearest_neighbours(F.normalize(torch.from_numpy(points), dim=1), n_neighbors, include_self=True)
+    knn = (indices.numpy().astype(np.int32), (1 - sims).clamp(min=0).numpy(), None)
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine", random_state=seed, n_epochs=150,
+                        init="pca", n_jobs=1, precomputed_knn=knn)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")  # we never call transform()
+        coords = reducer.fit_transform(points)
     return coords[: len(pre)], coords[len(pre):]
 
 
