@@ -16,7 +16,7 @@ from torch import nn
 from ldifs_core import drift
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import ImageSet
-from ldifs_core.encoding import encode_images, module_device, zero_shot_head
+from ldifs_core.encoding import encode_images, module_device, zero_shot_head, zero_shot_predictions
 from ldifs_core.errors import RunCancelled
 from ldifs_core.images import to_model_input
 from ldifs_core.models import FoundationModel
@@ -72,7 +72,7 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
     pre, post, per_layer = drift.paired_features(base.clip.visual, tuned_visual, inputs, len(test), cfg.ldifs_taps,
                                                  cfg.ldifs_variant)
     head = zero_shot_head(base, test.class_names, test.templates)
-    zs_pre, zs_post = (pre @ head.T).argmax(1), (post @ head.T).argmax(1)
+    zs_pre, zs_post = zero_shot_predictions(pre, head), zero_shot_predictions(post, head)
 
     probe_before = fit_linear_probe(base_train_features(base, data), data.train.labels, test.num_classes,
                                     seed=cfg.seed)
@@ -110,14 +110,16 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
     post = encode_images(tuned_visual, test.images, base)
     with torch.no_grad():
         tuned_predictions = head(F.normalize(post, dim=-1)).argmax(1)
+    zs_pre = zero_shot_predictions(pre, zs_head)
+    before_c = per_class_accuracy(zs_pre, test.labels, test.num_classes)
+    after_c = per_class_accuracy(tuned_predictions, test.labels, test.num_classes)
     return {
         "dataset": test.name,
-        "zero_shot_before": accuracy((pre @ zs_head.T).argmax(1), test.labels),
+        "zero_shot_before": accuracy(zs_pre, test.labels),
         "accuracy_after": accuracy(tuned_predictions, test.labels),
-        "zero_shot_after": accuracy((post @ zs_head.T).argmax(1), test.labels),
-        "per_class": [{"label": c, "class_name": n, "before": b, "after": a} for c, (n, b, a) in enumerate(zip(
-            test.class_names, per_class_accuracy((pre @ zs_head.T).argmax(1), test.labels, test.num_classes),
-            per_class_accuracy(tuned_predictions, test.labels, test.num_classes))) if b is not None],
+        "zero_shot_after": accuracy(zero_shot_predictions(post, zs_head), test.labels),
+        "per_class": [{"label": c, "class_name": name, "before": b, "after": a}
+                      for c, (name, b, a) in enumerate(zip(test.class_names, before_c, after_c)) if b is not None],
     }
 
 
