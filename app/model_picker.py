@@ -19,23 +19,14 @@ class ModelChoice:
     pretrained: str | None = None  # an open_clip tag or a checkpoint path
 
 
-def weights_here(name: str, tag: str) -> bool:
-    """models.weights_available, where a registry entry it cannot parse counts as 'needs a download'
-    (hf_hub ids that include a file name, e.g. ViTamin's, make huggingface_hub raise a ValueError)."""
-    from ldifs_core.models import weights_available
-
-    try:
-        return weights_available(name, tag)
-    except ValueError:
-        return False
-
-
 @st.cache_data(show_spinner="Looking for cached weights…", ttl=600)
 def zoo_weights() -> list[tuple[str, str, bool]]:
     """Every open_clip (name, tag) with whether its weights are already on this machine."""
     import open_clip
 
-    return [(name, tag, weights_here(name, tag)) for name, tag in open_clip.list_pretrained()]
+    from ldifs_core.models import weights_available
+
+    return [(name, tag, weights_available(name, tag)) for name, tag in open_clip.list_pretrained()]
 
 
 @st.cache_data(show_spinner=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ldifs_core.datasets import BANK_NAMES, load_split
 from ldifs_core.encoding import encode_images, zero_shot_accuracy
-from ldifs_core.models import EMBEDDED_MODEL, load_model
+from ldifs_core.models import EMBEDDED_MODEL, FoundationModel, load_model
 from ldifs_core.paths import ASSETS_DIR
 from ldifs_core.probe import fit_linear_probe
 
@@ -20,8 +20,7 @@ PROBE_TRAIN_LIMIT = 5000
 FINETUNE_TASKS = ("mnist", "fashion_mnist", "animals")
 
 
-def measure(checkpoint: Path) -> dict[str, dict[str, float]]:
-    model = load_model(EMBEDDED_MODEL, str(checkpoint))
+def measure(model: FoundationModel) -> dict[str, dict[str, float]]:
     results = {}
     for name in BANK_NAMES:
         test, train = load_split(name, "test"), load_split(name, "train").subset(PROBE_TRAIN_LIMIT)
@@ -37,8 +36,9 @@ def measure(checkpoint: Path) -> dict[str, dict[str, float]]:
 
 
 def measure_and_write_card(checkpoint: Path, provenance: dict) -> dict:
-    results = measure(checkpoint)
-    vision = sum(p.numel() for p in load_model(EMBEDDED_MODEL, str(checkpoint)).clip.visual.parameters())
+    model = load_model(EMBEDDED_MODEL, str(checkpoint))
+    results = measure(model)
+    vision = sum(p.numel() for p in model.clip.visual.parameters())
     card = {"model": EMBEDDED_MODEL, "checkpoint": Path(checkpoint).name, "vision_parameters": vision,
             "finetune_tasks": list(FINETUNE_TASKS), "domains": results, **provenance}
     CARD_JSON.write_text(json.dumps(card, indent=2) + "\n")

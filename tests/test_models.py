@@ -59,9 +59,15 @@ def test_unknown_model_name_is_refused_with_the_embedded_hint():
 
 def test_zoo_model_without_cached_weights_offline_says_it_needs_a_network(monkeypatch):
     monkeypatch.setattr(models, "weights_host_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(models, "cached_weights_path", lambda *a, **k: None)
+    assert not models.weights_available("ViT-B-32", "openai")
     with pytest.raises(ModelUnavailable, match="network.*local checkpoint.*embedded default"):
         load_model("ViT-B-32", "openai")
-    assert not models.weights_available("ViT-B-32", "openai") or models.cached_weights_path("ViT-B-32", "openai")
+
+
+def test_every_zoo_entry_can_be_checked_for_cached_weights():
+    for name, tag in open_clip.list_pretrained():
+        models.weights_available(name, tag)  # hub ids with a file name once made this raise
 
 
 def test_unknown_tag_lists_the_known_ones():
