@@ -12,14 +12,17 @@ import streamlit as st  # noqa: E402
 from app import jobs, widgets  # noqa: E402
 
 st.set_page_config(page_title="LDIFS Lab", page_icon=":material/biotech:", layout="wide")
+# The page files live in views/, not pages/: a `pages/` folder beside main.py makes Streamlit treat the app as an
+# old-style multipage app until st.navigation first runs, so a deep link (/runs) opened first after a restart ran
+# the page file alone, without this navigation and sidebar.
 # Learn opens first: it needs no torch/open_clip beyond the run store, so the first load stays fast while the
 # worker's warm-up imports the rest in the background for Launch.
 page = st.navigation([
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:", default=True),
-    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
-    st.Page("pages/forgetting.py", title="Forgetting", icon=":material/insights:"),
-    st.Page("pages/drift.py", title="Feature drift", icon=":material/scatter_plot:"),
-    st.Page("pages/runs.py", title="Runs & sweeps", icon=":material/table_rows:"),
+    st.Page("views/learn.py", title="Learn", icon=":material/school:", default=True),
+    st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("views/forgetting.py", title="Forgetting", icon=":material/insights:"),
+    st.Page("views/drift.py", title="Feature drift", icon=":material/scatter_plot:"),
+    st.Page("views/runs.py", title="Runs & sweeps", icon=":material/table_rows:"),
 ])
 with st.sidebar:
     widgets.jobs_sidebar()

@@ -17,8 +17,8 @@ MY_RUNS = "my_runs"  # session_state: ids this session launched, oldest first
 FOCUS = "focus_run"  # session_state: the run the result pages show (follows the user across pages)
 POLL_S = 1.0
 LAMBDAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the λ slider: log-spaced, with 0 = plain CE
-LAUNCH_PAGE = "pages/launch.py"
-FORGETTING_PAGE = "pages/forgetting.py"
+LAUNCH_PAGE = "views/launch.py"
+FORGETTING_PAGE = "views/forgetting.py"
 NO_FINISHED_RUNS = "No finished runs yet — start one on the Launch page."
 OBJECTIVE_LABELS = {
     "ce": "CE — plain fine-tuning",

@@ -23,7 +23,7 @@ MAIN = str(ROOT / "app" / "main.py")
 FIRST_LOAD_BUDGET_S = 5.0
 SWITCH_BUDGET_S = 0.3
 REPEATS = 7
-RESULT_PAGES = ("pages/forgetting.py", "pages/drift.py", "pages/runs.py", "pages/learn.py", "pages/launch.py")
+RESULT_PAGES = ("views/forgetting.py", "views/drift.py", "views/runs.py", "views/learn.py", "views/launch.py")
 
 # Runs in a fresh interpreter: the clock starts before streamlit or the app is imported.
 FIRST_LOAD = """
@@ -87,7 +87,7 @@ def switching_times(store: Path, run_ids: list[str]) -> dict[str, float]:
             app.switch_page(page)
             samples.append(timed_run(app))
         figures[f"switch to {Path(page).stem}"] = statistics.median(samples)
-    for page in ("pages/forgetting.py", "pages/drift.py"):
+    for page in ("views/forgetting.py", "views/drift.py"):
         app.switch_page(page).run()
         samples = []
         for i in range(REPEATS):
@@ -110,7 +110,7 @@ def main() -> None:
         store = Path(tmp) / "runs"
         run_ids = fill_store(store)
         landing = fresh_process_load(store)
-        launch = fresh_process_load(store, "pages/launch.py")
+        launch = fresh_process_load(store, "views/launch.py")
         switches = switching_times(store, run_ids)
     print(f"App server timings ({os.cpu_count()} CPUs; AppTest script runs, sample store with {len(run_ids)} runs)")
     print("First page load, fresh process (imports included):")

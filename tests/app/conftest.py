@@ -15,8 +15,8 @@ from ldifs_core.store import RunStore
 from tests.app.sample_runs import finish_run
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-PAGES = {"learn": "pages/learn.py", "launch": "pages/launch.py", "forgetting": "pages/forgetting.py",
-         "drift": "pages/drift.py", "runs": "pages/runs.py"}
+PAGES = {"learn": "views/learn.py", "launch": "views/launch.py", "forgetting": "views/forgetting.py",
+         "drift": "views/drift.py", "runs": "views/runs.py"}
 LANDING = "learn"
 
 

@@ -15,6 +15,8 @@ from tests.app.conftest import MAIN, PAGES, HeldExecute, open_page, wait_for_sta
 from tests.app.sample_runs import CHECKED, add_ended_run, add_finished_run
 
 RESULT_PAGES = ("forgetting", "drift")
+TITLES = {"learn": "Concept forgetting and LDIFS", "launch": "Launch a fine-tuning run", "forgetting": "Concept forgetting",
+          "drift": "Feature drift", "runs": "Runs and sweeps"}
 
 
 def figures(app: AppTest) -> list[dict]:
@@ -274,3 +276,17 @@ def test_lambda_is_picked_on_a_log_scale_with_zero_and_only_for_regularised_obje
     assert (lam.value, lam.disabled) == (10.0, False)
     next(s for s in app.selectbox if s.label == "Objective").set_value("ce").run()
     assert app.select_slider[0].disabled
+
+
+# -- navigation ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", [name for name in PAGES if name != "learn"])
+def test_a_deep_link_opened_first_runs_the_navigation_and_the_sidebar(runner, page):
+    """After a restart the first request may be /runs: main.py must still set up the navigation and the Jobs
+    panel (a `pages/` folder beside main.py made Streamlit run the page file alone, as an old-style MPA)."""
+    app = AppTest.from_file(MAIN, default_timeout=60)
+    app.switch_page(PAGES[page]).run()  # before any run: what a fresh server does with a deep link
+    assert_no_exception(app)
+    assert "Jobs" in [header.value for header in app.sidebar.subheader]
+    assert app.title[0].value == TITLES[page]

@@ -100,5 +100,5 @@ if mine:
     st.subheader("Your runs")
     widgets.live_runs(mine[-RECENT_RUNS:])
     if len(mine) > RECENT_RUNS:
-        st.page_link("pages/runs.py", label=f"{len(mine) - RECENT_RUNS} older run(s) on Runs & sweeps",
+        st.page_link("views/runs.py", label=f"{len(mine) - RECENT_RUNS} older run(s) on Runs & sweeps",
                      icon=":material/table_rows:")

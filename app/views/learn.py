@@ -37,7 +37,7 @@ of both towers) and a **linear probe** that never touches the encoder.
 concept · *Feature drift* shows how the features moved · *Runs & sweeps* compares runs, sweeps λ and mixes
 weights with WiSE-FT.
 """)
-st.page_link("pages/launch.py", label="Launch a run of your own", icon=":material/rocket_launch:")
+st.page_link("views/launch.py", label="Launch a run of your own", icon=":material/rocket_launch:")
 
 st.subheader("Guided demo: CE vs LDIFS")
 st.markdown(f"Queues two runs that differ only in the objective — plain CE and LDIFS (λ = "

@@ -65,7 +65,7 @@ def sweep_tab() -> None:
         for cfg in configs:
             widgets.remember_run(jobs.job_runner().submit(cfg))
         st.success(f"Queued {len(configs)} runs; they run one after another.", icon=":material/schedule:")
-        st.page_link("pages/launch.py", label="Follow them on the Launch page", icon=":material/monitoring:")
+        st.page_link("views/launch.py", label="Follow them on the Launch page", icon=":material/monitoring:")
 
 
 def wise_ft_tab(finished: list[RunRecord]) -> None:
