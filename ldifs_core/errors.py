@@ -30,7 +30,17 @@ class TrainingDiverged(LabError):
 
 
 class RunNotFound(LabError):
-    """A run id that the store does not know."""
+    """A run id that the store does not know, or a run without the results asked for."""
+
+
+class RunUnreadable(LabError):
+    """A run whose stored files are corrupt, missing, or written by another version; its message starts with
+    "unreadable: ". The other runs of the store are unaffected."""
+
+
+class StoreUnavailable(LabError):
+    """A run store that cannot be opened or written here: a file instead of a folder, an index that is not a
+    database, a read-only folder asked to record a run, a full disk."""
 
 
 class RunCancelled(Exception):

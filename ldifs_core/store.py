@@ -3,9 +3,15 @@
 Several processes (the app, the CLI) and threads share one store, so every call opens its own short-lived
 connection to a WAL database and keeps its transaction to a few statements. Result files are written
 atomically before the index says "done", so a reader never sees a finished run with missing files.
+
+A store is read through whatever happened to it: a run whose files are corrupt, missing or written by another
+version is listed with status "unreadable" (its message says why) and reading its results raises
+RunUnreadable; a folder this process may not write is opened read-only and never written; a disk that fills
+up while results are saved records the run as failed. Parser errors never leave this module.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -13,18 +19,21 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import threading
 import time
 import uuid
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ldifs_core.config import STATUSES, RunConfig
-from ldifs_core.errors import RunNotFound
+from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES, RunConfig
+from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.paths import default_store_dir
 
 if TYPE_CHECKING:  # torch loads only when weights are written: the app's pages stay light
@@ -32,10 +41,16 @@ if TYPE_CHECKING:  # torch loads only when weights are written: the app's pages 
 
 BUSY_TIMEOUT_S = 30.0
 ENDED_STATUSES = ("failed", "cancelled")
-EMBEDDED_MODEL = "embedded"  # how list(model=...) names the default model (config.model is None)
+# Shown, never stored: a run whose settings or results this version cannot read.
+UNREADABLE = "unreadable"
+STORED_STATUSES = tuple(status for status in STATUSES if status != UNREADABLE)
+LISTED_STATUSES = (*STORED_STATUSES, UNREADABLE)
+EMBEDDED_MODEL = "embedded"  # the index's model column for the default model (config.model is None)
 INTERRUPTED_MESSAGE = "The process running it stopped (app restart or crash); start it again."
 RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 PROC = Path("/proc")
+# What a readable metrics.json has at its top level (the store reads no deeper).
+RESULT_KEYS = {"downstream": dict, "forgetting": list, "mean_zs_delta": (int, float), "mean_lp_delta": (int, float)}
 
 # Headline numbers copied from metrics.json into the index, so run tables need not open every run folder.
 SUMMARY_KEYS = {
@@ -69,9 +84,9 @@ CREATE TABLE IF NOT EXISTS runs (
 @dataclass
 class RunRecord:
     run_id: str
-    config: RunConfig
-    status: str  # one of config.STATUSES
-    message: str  # '' or the error / cancel reason shown to users
+    config: RunConfig  # of an unreadable run: what the index still tells (dataset, objective, model)
+    status: str  # one of LISTED_STATUSES
+    message: str  # '' or the error / cancel reason shown to users; "unreadable: <reason>" for unreadable runs
     created_at: float  # unix time
     updated_at: float
     progress: dict  # latest live progress (may be {})
@@ -79,12 +94,20 @@ class RunRecord:
 
 
 class RunStore:
-    """Every run ever started under `root`: root/index.sqlite plus root/<run_id>/ with its files."""
+    """Every run ever started under `root`: root/index.sqlite plus root/<run_id>/ with its files.
+
+    A folder this process cannot write is opened read-only (`read_only`): its runs can be listed, shown and
+    exported, and nothing is written, not even the index's bookkeeping; recording a run raises StoreUnavailable.
+    """
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
         self._db_path = self.root / "index.sqlite"
+        _open_folder(self.root)
+        self.read_only = not _can_write(self.root, self._db_path)
+        if self.read_only:
+            self._query("SELECT run_id FROM runs LIMIT 1")  # an unusable index says so now, not on the first page
+            return
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             db.execute(SCHEMA)
@@ -94,17 +117,27 @@ class RunStore:
 
     def create(self, config: RunConfig, status: str = "queued") -> str:
         _check_status(status)
+        self._check_writable()
         run_id, run_dir = self._claim_run_dir()
-        config_json = _dumps(config.to_dict())
-        _write_atomic(run_dir / "config.json", lambda path: path.write_text(config_json))
+        try:
+            _write_json(run_dir / "config.json", config.to_dict())
+        except OSError as err:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise StoreUnavailable(f"Could not start a run in {self.root}: {_os_reason(err)}. {_os_advice(err)}") \
+                from err
         now = time.time()
         row = {
-            "run_id": run_id, "config": config_json, "dataset": config.dataset,
+            "run_id": run_id, "config": _dumps(config.to_dict()), "dataset": config.dataset,
             "objective": config.objective, "model": config.model or EMBEDDED_MODEL, "status": status,
             "created_at": now, "updated_at": now, **_current_owner(),
         }
-        with self._connect() as db:
-            db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        try:
+            with self._connect() as db:
+                db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                           tuple(row.values()))
+        except StoreUnavailable:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return run_id
 
     def set_status(self, run_id: str, status: str, message: str = "") -> None:
@@ -118,40 +151,58 @@ class RunStore:
 
     def finish(self, run_id: str, metrics: dict, arrays: dict[str, np.ndarray] | None = None,
                history: list[dict] | None = None, weights: dict[str, torch.Tensor] | None = None) -> None:
-        """Write the result files first, then flip the row to "done": "done" always means complete."""
-        run_dir = self._existing_run_dir(run_id)
-        metrics = {**metrics, "status": "done", "run_id": run_id}
-        _write_atomic(run_dir / "metrics.json", lambda path: path.write_text(_dumps(metrics)))
-        if arrays is not None:
-            _write_atomic(run_dir / "arrays.npz", lambda path: np.savez_compressed(path, **arrays))
-        if history is not None:
-            _write_history(run_dir, history)
-        if weights is not None:
-            import safetensors.torch
+        """Write the result files first, then flip the row to "done": "done" always means complete.
 
-            tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
-            _write_atomic(run_dir / "weights.safetensors", lambda path: safetensors.torch.save_file(tensors, path))
+        metrics.json gets this version's `schema_version`, `status` and `run_id`. When a file cannot be written
+        (a full disk, a folder turned read-only), the files written so far are removed (the history stays, for
+        the curves), the run is recorded as failed with the reason, and StoreUnavailable says the same.
+        """
+        self._check_writable()
+        run_dir = self._existing_run_dir(run_id)
+        metrics = {**metrics, "schema_version": SCHEMA_VERSION, "status": "done", "run_id": run_id}
+        written: list[Path] = []
+
+        def save(name: str, write: Callable[[Path], object]) -> None:
+            _write_atomic(run_dir / name, write)
+            written.append(run_dir / name)
+
+        try:
+            if history is not None:
+                _write_json(run_dir / "history.json", history)
+            if arrays is not None:
+                save("arrays.npz", lambda path: np.savez_compressed(path, **arrays))
+            if weights is not None:
+                save("weights.safetensors", lambda path: _save_weights(path, weights))
+            _write_json(run_dir / "metrics.json", metrics)
+            written.append(run_dir / "metrics.json")
+        except OSError as err:
+            for path in written:
+                path.unlink(missing_ok=True)
+            message = f"Could not save the results: {_os_reason(err)}. {_os_advice(err)}"
+            self._update(run_id, status="failed", message=message)
+            raise StoreUnavailable(message) from err
         self._update(run_id, status="done", message="", summary=_dumps(_summarise(metrics)))
 
     def fail(self, run_id: str, status: str, message: str, history: list[dict] | None = None) -> None:
         """Record a failed or cancelled run; its history is kept so the partial curves can still be drawn."""
         if status not in ENDED_STATUSES:
             raise ValueError(f"fail() takes status 'failed' or 'cancelled', not {status!r}")
-        run_dir = self._existing_run_dir(run_id)
+        self._check_writable()
+        run_dir = self._run_dir(run_id)
         if history is not None:
-            _write_history(run_dir, history)
+            try:
+                _write_json(run_dir / "history.json", history)
+            except OSError as err:  # the status matters more than the curves: record it even on a full disk
+                warnings.warn(f"The history of run {run_id} could not be saved: {_os_reason(err)}.", stacklevel=2)
         self._update(run_id, status=status, message=message)
 
-    def delete(self, run_id: str) -> None:
-        """Drop the row first, so no listing ever shows a run whose folder is half removed."""
-        run_dir = self._run_dir(run_id)
-        with self._connect() as db:
-            if db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount == 0:
-                raise self._not_found(run_id)
-        shutil.rmtree(run_dir, ignore_errors=True)
-
     def mark_interrupted(self) -> int:
-        """Runs still queued or running whose owning process is gone become "interrupted"; returns how many."""
+        """Runs still queued or running whose owning process is gone become "interrupted"; returns how many.
+
+        A read-only store is left as it is (its runs show the status they were last given).
+        """
+        if self.read_only:
+            return 0
         with self._connect() as db:
             active = db.execute(
                 "SELECT run_id, updated_at, owner_host, owner_pid, owner_started FROM runs"
@@ -172,64 +223,192 @@ class RunStore:
     # -- reading -------------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise self._not_found(run_id)
-        return _record(row)
+        return _record(self._row(run_id), self.root)
 
-    def list(self, *, dataset: str | None = None, objective: str | None = None, model: str | None = None,
+    def list(self, *, dataset: str | None = None, objective: str | None = None,
              status: str | None = None) -> list[RunRecord]:
-        """Newest first; model="embedded" selects runs of the default model."""
-        if status is not None:
-            _check_status(status)
-        filters = {"dataset": dataset, "objective": objective, "model": model, "status": status}
+        """Newest first. Never fails because of one run: a run this version cannot read is listed with status
+        "unreadable" and message "unreadable: <reason>" (and only `status="unreadable"` selects it)."""
+        if status is not None and status not in LISTED_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; expected one of {LISTED_STATUSES}")
+        filters = {"dataset": dataset, "objective": objective, "status": None if status == UNREADABLE else status}
         used = {column: value for column, value in filters.items() if value is not None}
         where = " AND ".join(f"{column} = ?" for column in used) or "1"
-        with self._connect() as db:
-            rows = db.execute(
-                f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, rowid DESC", tuple(used.values())
-            ).fetchall()
-        return [_record(row) for row in rows]
+        rows = self._query(f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, rowid DESC",
+                           tuple(used.values()))
+        records = [_record(row, self.root) for row in rows]
+        return records if status is None else [record for record in records if record.status == status]
 
     def metrics(self, run_id: str) -> dict:
-        path = self._existing_run_dir(run_id) / "metrics.json"
-        if not path.exists():
-            record = self.get(run_id)
+        """metrics.json of a finished run; RunNotFound for runs without results, RunUnreadable when it cannot
+        be read."""
+        record = _record(self._row(run_id), self.root, check_results=False)
+        self._check_readable(record)
+        if record.status != "done":
             reason = f": {record.message}" if record.message else ""
             raise RunNotFound(f"Run {run_id} has no results yet: it is {record.status}{reason}.")
-        return json.loads(path.read_text())
+        metrics, problem = _results(self._run_dir(run_id))
+        if metrics is None:
+            raise RunUnreadable(_unreadable_message(run_id, problem))
+        return metrics
 
     def arrays(self, run_id: str) -> dict[str, np.ndarray]:
-        path = self._existing_run_dir(run_id) / "arrays.npz"
+        path = self._readable_run_dir(run_id) / "arrays.npz"
         if not path.exists():
             return {}
-        with np.load(path) as npz:
-            return {name: npz[name] for name in npz.files}
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise RunUnreadable(_unreadable_message(run_id, f"arrays.npz is corrupt ({err})")) from err
 
     def history(self, run_id: str) -> list[dict]:
-        path = self._existing_run_dir(run_id) / "history.json"
-        return json.loads(path.read_text()) if path.exists() else []
+        path = self._readable_run_dir(run_id) / "history.json"
+        try:
+            history = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as err:
+            raise RunUnreadable(_unreadable_message(run_id, f"history.json is corrupt ({err})")) from err
+        if not isinstance(history, list):
+            raise RunUnreadable(_unreadable_message(run_id, "history.json is corrupt (not a list)"))
+        return history
 
     def weights_path(self, run_id: str) -> Path | None:
-        path = self._existing_run_dir(run_id) / "weights.safetensors"
-        return path if path.exists() else None
+        """The run's tuned weights (None when it kept none); a file that is not whole safetensors raises
+        RunUnreadable (only its header is read here)."""
+        path = self._readable_run_dir(run_id) / "weights.safetensors"
+        if not path.exists():
+            return None
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as weights:
+                weights.keys()
+        except (OSError, SafetensorError) as err:
+            raise RunUnreadable(_unreadable_message(run_id, f"weights.safetensors is corrupt ({err})")) from err
+        return path
+
+    # -- WiSE-FT results, cached per (run, α) ---------------------------------------------------------------
+
+    def wise_results(self, run_id: str) -> dict[float, dict]:
+        """WiSE-FT metrics already computed for a run, by α ({} when none). Cache files that are unreadable or
+        from another version are skipped, so their α is computed again."""
+        folder = self._readable_run_dir(run_id) / "wise"
+        results: dict[float, dict] = {}
+        for path in sorted(folder.glob("alpha-*.json")) if folder.is_dir() else []:
+            try:
+                data = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+                continue
+            alpha, metrics = data.get("alpha"), data.get("metrics")
+            if _is_alpha(alpha) and isinstance(metrics, dict):
+                results[float(alpha)] = metrics
+        return results
+
+    def save_wise(self, run_id: str, alpha: float, metrics: dict) -> bool:
+        """Cache the WiSE-FT metrics of a finished run at `alpha` (atomically, in <run>/wise/). Returns False,
+        with a warning, when the cache cannot be written (read-only store, full disk): the result stays valid."""
+        if not _is_alpha(alpha):
+            raise ValueError(f"WiSE-FT α must be a number between 0 and 1, not {alpha!r}")
+        record = self.get(run_id)
+        self._check_readable(record)
+        if record.status != "done":
+            raise RunNotFound(f"Run {run_id} has no results yet: it is {record.status}; WiSE-FT needs a finished run.")
+        path = self._run_dir(run_id) / "wise" / f"alpha-{float(alpha)!r}.json"
+        try:
+            if self.read_only:
+                raise OSError(errno.EROFS, "the run store is read-only here", str(self.root))
+            path.parent.mkdir(exist_ok=True)
+            _write_json(path, {"schema_version": SCHEMA_VERSION, "alpha": float(alpha), "metrics": metrics})
+        except OSError as err:
+            warnings.warn(f"WiSE-FT α={alpha:g} of run {run_id} could not be cached ({_os_reason(err)}); it will be "
+                          f"computed again next time.", stacklevel=2)
+            return False
+        return True
 
     # -- internals -----------------------------------------------------------------------------------
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """One connection per call: safe across threads and processes; commits on success, then closes."""
-        db = sqlite3.connect(self._db_path, timeout=BUSY_TIMEOUT_S)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; keeps frequent progress writes cheap
+        """One connection per call: safe across threads and processes; commits on success, then closes.
+        Every SQLite failure leaves as StoreUnavailable saying what to do."""
+        try:
+            db = self._open_index()
+        except sqlite3.Error as err:
+            raise self._index_error(err) from err
         try:
             with db:
                 yield db
+        except sqlite3.Error as err:
+            raise self._index_error(err) from err
         finally:
             db.close()
 
+    def _open_index(self) -> sqlite3.Connection:
+        if not self.read_only:
+            db = sqlite3.connect(self._db_path, timeout=BUSY_TIMEOUT_S)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; keeps frequent progress writes cheap
+            return db
+        uri = self._db_path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        except sqlite3.OperationalError:
+            # A WAL index needs a -shm file beside it, which a read-only folder cannot gain once the last
+            # writer has gone: then nobody writes here, and the file can be read as it is.
+            db.close()
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        if self.read_only and not self._db_path.exists():
+            return []  # a read-only folder that never had an index holds no runs
+        with self._connect() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _index_error(self, err: sqlite3.Error) -> StoreUnavailable:
+        text = str(err)
+        if "readonly" in text:
+            return self._read_only_error()
+        if "locked" in text or "busy" in text:
+            return StoreUnavailable(f"The run index {self._db_path} stayed locked by another process for "
+                                    f"{BUSY_TIMEOUT_S:.0f} s ({text}); try again.")
+        if "full" in text:
+            return StoreUnavailable(f"The run index {self._db_path} cannot grow ({text}). Free some space and try "
+                                    f"again.")
+        return StoreUnavailable(f"{self._db_path} is not a run index this lab can read ({text}). Move it aside to "
+                                f"start a new index, or point --store (or $LDIFS_STORE) at another folder.")
+
+    def _read_only_error(self) -> StoreUnavailable:
+        return StoreUnavailable(f"The run store {self.root} is read-only here: its runs can be listed, shown and "
+                                f"exported, not recorded. Point --store (or $LDIFS_STORE) at a folder you can write.")
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise self._read_only_error()
+
+    def _row(self, run_id: str) -> sqlite3.Row:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise self._not_found(run_id)
+        return rows[0]
+
+    def _check_readable(self, record: RunRecord) -> None:
+        if record.status == UNREADABLE:
+            raise RunUnreadable(_unreadable_message(record.run_id, record.message.removeprefix("unreadable: ")))
+
+    def _readable_run_dir(self, run_id: str) -> Path:
+        """The folder of a known run that is not unreadable (it may be missing for a run that never finished)."""
+        self._check_readable(self.get(run_id))
+        return self._run_dir(run_id)
+
     def _update(self, run_id: str, **columns: object) -> None:
+        self._check_writable()
         assignments = ", ".join(f"{column} = ?" for column in columns)
         with self._connect() as db:
             cursor = db.execute(
@@ -248,6 +427,9 @@ class RunStore:
                 run_dir.mkdir()
             except FileExistsError:
                 continue
+            except OSError as err:
+                raise StoreUnavailable(f"Could not start a run in {self.root}: {_os_reason(err)}. "
+                                       f"{_os_advice(err)}") from err
             return run_id, run_dir
 
     def _run_dir(self, run_id: str) -> Path:
@@ -266,22 +448,163 @@ class RunStore:
         return RunNotFound(f"No run '{run_id}' in {self.root}. Use `python -m ldifs_core list` to see the run ids.")
 
 
+# -- opening a store ------------------------------------------------------------------------------------
+
+
+def _open_folder(root: Path) -> None:
+    """The store's folder exists (created when missing) and can be read, or StoreUnavailable says what to do."""
+    hint = "Point --store (or $LDIFS_STORE) at a folder"
+    if root.exists() and not root.is_dir():
+        raise StoreUnavailable(f"The run store {root} is a file, not a folder. {hint}; a missing one is created.")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreUnavailable(f"Could not create the run store {root}: {_os_reason(err)}. {hint} you can write.") \
+            from err
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise StoreUnavailable(f"The run store {root} cannot be read here (permission denied). {hint} you can read.")
+
+
+def _can_write(root: Path, index: Path) -> bool:
+    """Whether this process may write the folder and its index (SQLite also writes journal files beside it)."""
+    return os.access(root, os.W_OK | os.X_OK) and (not index.exists() or os.access(index, os.W_OK))
+
+
+# -- reading a run's row and results, whatever state they are in ----------------------------------------
+
+
+def _record(row: sqlite3.Row, root: Path, check_results: bool = True) -> RunRecord:
+    """The row as a RunRecord; never raises. A run whose settings or (when done) results this version cannot
+    read gets status "unreadable" and the reason as its message."""
+    config, problem = _config_of(row)
+    status, message = row["status"], row["message"]
+    if problem is None and status not in STORED_STATUSES:
+        problem = f"its status '{status}' is unknown to this version"
+    if problem is None and status == "done" and check_results:
+        problem = _results_problem(root / row["run_id"])
+    if problem is not None:
+        status, message = UNREADABLE, f"unreadable: {problem}"
+    return RunRecord(run_id=row["run_id"], config=config, status=status, message=message,
+                     created_at=row["created_at"], updated_at=row["updated_at"],
+                     progress=_json_object(row["progress"]), summary=_json_object(row["summary"]))
+
+
+def _config_of(row: sqlite3.Row) -> tuple[RunConfig, str | None]:
+    """The run's settings and, when this version cannot trust them, why. Settings from another version are
+    ignored with a warning (the index keeps them)."""
+    if not RUN_ID_PATTERN.fullmatch(str(row["run_id"])):
+        return _config_from_columns(row), "its id is not one this version makes"
+    try:
+        data = json.loads(row["config"])
+    except (TypeError, ValueError) as err:
+        return _config_from_columns(row), f"its settings do not parse ({err})"
+    if not isinstance(data, dict):
+        return _config_from_columns(row), "its settings are not a JSON object"
+    unknown = RunConfig.unknown_keys(data)
+    if unknown:
+        warnings.warn(f"Run {row['run_id']} has settings from another version, ignored here: {', '.join(unknown)}.",
+                      stacklevel=4)
+    try:
+        config = RunConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        return _config_from_columns(row), f"its settings do not parse ({err})"
+    if config.objective not in OBJECTIVES:
+        lam = config.lam if isinstance(config.lam, (int, float)) else 0.0  # keeps effective_lam defined
+        return replace(config, lam=lam), f"its objective '{config.objective}' is unknown to this version"
+    return config, None
+
+
+def _config_from_columns(row: sqlite3.Row) -> RunConfig:
+    """What the index's own columns still tell about a run whose settings cannot be read."""
+    objective = str(row["objective"])
+    return RunConfig(dataset=str(row["dataset"]), objective=objective,
+                     lam=None if objective in DEFAULT_LAMBDA else 0.0,
+                     model=None if row["model"] == EMBEDDED_MODEL else str(row["model"]))
+
+
+def _json_object(text: object) -> dict:
+    """Progress and summary are display-only: a broken one reads as empty instead of hiding the run."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# run folder -> (its metrics.json's identity, problem or None): a listing parses each results file once, and
+# again only when it changes (results are written by atomic replace, which changes the identity).
+_VERDICTS: dict[Path, tuple[tuple[int, int, int] | None, str | None]] = {}
+_VERDICTS_LOCK = threading.Lock()
+
+
+def _results_problem(run_dir: Path) -> str | None:
+    """Why a finished run's metrics.json cannot be read, or None; parsed once per version of the file."""
+    identity = _file_identity(run_dir / "metrics.json")
+    with _VERDICTS_LOCK:
+        known = _VERDICTS.get(run_dir)
+    if known is not None and identity is not None and known[0] == identity:
+        return known[1]
+    return _results(run_dir)[1]
+
+
+def _results(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(metrics, None) for a readable metrics.json of this version, else (None, why). Never raises."""
+    path = run_dir / "metrics.json"
+    identity = _file_identity(path)
+    if identity is None:
+        metrics, problem = None, ("metrics.json is missing" if run_dir.is_dir() else f"its folder {run_dir} is missing")
+    else:
+        metrics, problem = _parse_results(path)
+    with _VERDICTS_LOCK:
+        _VERDICTS[run_dir] = (identity, problem)
+    return metrics, problem
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _parse_results(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        metrics = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, "metrics.json is missing"
+    except OSError as err:
+        return None, f"metrics.json cannot be read ({err.strerror})"
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        return None, f"metrics.json is corrupt ({_shorten(str(err))})"
+    if not isinstance(metrics, dict):
+        return None, "metrics.json is corrupt (not a JSON object)"
+    version = metrics.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        return None, (f"metrics.json was written by another version of the lab (schema {version}; this one reads "
+                      f"{SCHEMA_VERSION})")
+    missing = [key for key, kind in RESULT_KEYS.items() if not isinstance(metrics.get(key), kind)]
+    if missing:
+        return None, f"metrics.json lacks {', '.join(missing)}"
+    return metrics, None
+
+
+def _unreadable_message(run_id: str, problem: str | None) -> str:
+    return (f"unreadable: {problem} (run {run_id}). Run it again to get its results; the other runs are not "
+            f"affected.")
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_alpha(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
 def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"unknown run status {status!r}; expected one of {STATUSES}")
-
-
-def _record(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        config=RunConfig.from_dict(json.loads(row["config"])),
-        status=row["status"],
-        message=row["message"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        progress=json.loads(row["progress"]),
-        summary=json.loads(row["summary"]),
-    )
+    if status not in STORED_STATUSES:
+        raise ValueError(f"unknown run status {status!r}; expected one of {STORED_STATUSES}")
 
 
 def _summarise(metrics: dict) -> dict:
@@ -295,6 +618,9 @@ def _summarise(metrics: dict) -> dict:
     return summary
 
 
+# -- writing files ---------------------------------------------------------------------------------------
+
+
 def _dumps(value: object) -> str:
     """JSON that also takes the numpy scalars and arrays metrics tend to contain."""
     return json.dumps(value, default=_jsonable)
@@ -306,18 +632,51 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    _write_atomic(run_dir / "history.json", lambda path: path.write_text(_dumps(history)))
+def _write_json(path: Path, value: object) -> None:
+    text = _dumps(value)
+    _write_atomic(path, lambda temp: temp.write_text(text))
+
+
+def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+    try:
+        safetensors.torch.save_file(tensors, str(path))
+    except SafetensorError as err:  # its I/O failures (a full disk) are not OSErrors
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
 
 
 def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Readers see the old file or the whole new one. The temp name keeps the suffix (numpy appends .npz)."""
+    """Readers see the old file or the whole new one. The temp name keeps the suffix (numpy appends .npz).
+    An OSError names the file being written, not its temp name."""
     temp = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
     try:
         write(temp)
         os.replace(temp, path)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _os_reason(err: OSError) -> str:
+    reason = err.strerror or str(err)
+    return f"{reason} ({err.filename})" if err.filename else reason
+
+
+def _os_advice(err: OSError) -> str:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "Free some space and run it again."
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "Make the run store writable (or point --store at another folder) and run it again."
+    return "Check the disk and run it again."
 
 
 # -- who owns a run --------------------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """The run store keeps every run, finished or not, safely across threads, processes and restarts."""
 from __future__ import annotations
 
+import errno
+import json
 import multiprocessing
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +18,16 @@ import torch
 from safetensors.torch import load_file
 
 from ldifs_core import store as store_module
-from ldifs_core.config import RunConfig
-from ldifs_core.errors import RunNotFound
+from ldifs_core.config import SCHEMA_VERSION, RunConfig
+from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
 
-METRICS = {
-    "downstream": {"accuracy_after": 97.1, "zero_shot_before": 48.5, "per_class": [1, 2]},
+METRICS = {  # the top level of a metrics.json (schema 2); the store reads no deeper
+    "downstream": {"dataset": "mnist", "accuracy_after": 97.1, "zero_shot_before": 48.5, "per_class": []},
+    "forgetting": [{"dataset": "animals", "zs_delta": -3.2, "lp_delta": -0.4, "per_class": []}],
     "mean_zs_delta": -3.2,
     "mean_lp_delta": -0.4,
     "timings": {"total_s": 12.5, "train_s": 10.0},
-    "zero_shot": {"svhn": {"before": 30.0, "after": 25.0}},
 }
 
 
@@ -52,7 +57,7 @@ def test_finished_run_round_trips_through_a_fresh_store(tmp_path):
     record = reader.get(run_id)
     assert record.config == config
     assert record.status == "done" and record.message == ""
-    assert reader.metrics(run_id) == {**METRICS, "status": "done", "run_id": run_id}
+    assert reader.metrics(run_id) == {**METRICS, "schema_version": SCHEMA_VERSION, "status": "done", "run_id": run_id}
     loaded = reader.arrays(run_id)
     assert loaded.keys() == arrays.keys()
     for name, array in arrays.items():
@@ -73,8 +78,8 @@ def test_finish_puts_the_headline_numbers_in_the_summary(store):
 
 def test_summary_skips_missing_headline_numbers_and_accepts_numpy_scalars(store):
     run_id = store.create(RunConfig())
-    store.finish(run_id, {"mean_zs_delta": np.float32(-1.5), "downstream": {}})
-    assert store.get(run_id).summary == {"mean_zs_delta": -1.5}
+    store.finish(run_id, {**METRICS, "mean_zs_delta": np.float32(-1.5), "downstream": {}, "timings": {}})
+    assert store.get(run_id).summary == {"mean_zs_delta": -1.5, "mean_lp_delta": -0.4}
     assert store.metrics(run_id)["mean_zs_delta"] == -1.5
 
 
@@ -104,7 +109,7 @@ def test_progress_updates_are_visible_to_other_store_instances(tmp_path):
     assert record.updated_at >= record.created_at
 
 
-def test_list_is_newest_first_and_filters_on_dataset_objective_model_and_status(store):
+def test_list_is_newest_first_and_filters_on_dataset_objective_and_status(store):
     first = _finish_quickly(store, RunConfig(dataset="mnist", objective="ce"))
     second = store.create(RunConfig(dataset="svhn", objective="ldifs", model="ViT-B-32"))
     third = store.create(RunConfig(dataset="mnist", objective="ldifs"))
@@ -112,8 +117,6 @@ def test_list_is_newest_first_and_filters_on_dataset_objective_model_and_status(
     assert [r.run_id for r in store.list()] == [third, second, first]
     assert [r.run_id for r in store.list(dataset="mnist")] == [third, first]
     assert [r.run_id for r in store.list(objective="ldifs")] == [third, second]
-    assert [r.run_id for r in store.list(model="embedded")] == [third, first]
-    assert [r.run_id for r in store.list(model="ViT-B-32")] == [second]
     assert [r.run_id for r in store.list(status="done")] == [first]
     assert [r.run_id for r in store.list(dataset="mnist", status="queued")] == [third]
     assert store.list(dataset="gtsrb") == []
@@ -156,7 +159,8 @@ def test_missing_optional_results_read_as_empty(store):
 def test_an_unknown_run_id_raises_run_not_found_that_points_to_the_list_command(store, run_id):
     calls = [
         lambda: store.get(run_id), lambda: store.metrics(run_id), lambda: store.arrays(run_id),
-        lambda: store.history(run_id), lambda: store.weights_path(run_id), lambda: store.delete(run_id),
+        lambda: store.history(run_id), lambda: store.weights_path(run_id), lambda: store.wise_results(run_id),
+        lambda: store.save_wise(run_id, 0.5, METRICS),
         lambda: store.set_status(run_id, "running"), lambda: store.update_progress(run_id, {"step": 1}),
         lambda: store.finish(run_id, METRICS), lambda: store.fail(run_id, "failed", "x"),
     ]
@@ -177,21 +181,396 @@ def test_statuses_outside_the_known_set_are_programming_errors(store):
         store.list(status="Done")
 
 
-def test_delete_removes_the_run_and_its_folder(store):
-    kept = _finish_quickly(store, RunConfig())
-    gone = _finish_quickly(store, RunConfig())
-    store.delete(gone)
-    assert not (store.root / gone).exists()
-    assert [r.run_id for r in store.list()] == [kept]
-    with pytest.raises(RunNotFound):
-        store.get(gone)
-
-
 def test_the_root_defaults_to_ldifs_store(tmp_path, monkeypatch):
     monkeypatch.setenv("LDIFS_STORE", str(tmp_path / "from-env"))
     store = RunStore()
     assert store.root == tmp_path / "from-env"
     assert (store.root / "index.sqlite").exists()
+
+
+# -- runs that cannot be read ---------------------------------------------------------------------------
+
+
+def _set_column(root: Path, run_id: str, column: str, value: str) -> None:
+    """Edit the index behind the store's back, as another version of the lab or a damaged disk would."""
+    with closing(sqlite3.connect(root / "index.sqlite")) as db, db:
+        db.execute(f"UPDATE runs SET {column} = ? WHERE run_id = ?", (value, run_id))
+
+
+def _garble_metrics(run_dir: Path) -> None:
+    (run_dir / "metrics.json").write_bytes(b"\x00\x9f{ not json")
+
+
+def _drop_metrics(run_dir: Path) -> None:
+    (run_dir / "metrics.json").unlink()
+
+
+def _drop_folder(run_dir: Path) -> None:
+    shutil.rmtree(run_dir)
+
+
+def _metrics_of_version_1(run_dir: Path) -> None:
+    old = {key: value for key, value in json.loads((run_dir / "metrics.json").read_text()).items()
+           if key != "schema_version"}
+    (run_dir / "metrics.json").write_text(json.dumps(old))
+
+
+def _metrics_without_results(run_dir: Path) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run_id": run_dir.name}))
+
+
+def _metrics_not_an_object(run_dir: Path) -> None:
+    (run_dir / "metrics.json").write_text("[1, 2, 3]")
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_garble_metrics, "metrics.json is corrupt"),
+    (_drop_metrics, "metrics.json is missing"),
+    (_drop_folder, "folder"),
+    (_metrics_of_version_1, "another version"),
+    (_metrics_without_results, "lacks downstream, forgetting"),
+    (_metrics_not_an_object, "metrics.json is corrupt"),
+])
+def test_a_finished_run_whose_results_cannot_be_read_is_listed_as_unreadable_beside_the_others(store, damage, reason):
+    before = _finish_quickly(store, RunConfig(dataset="mnist"))
+    damaged = _finish_quickly(store, RunConfig(dataset="svhn"))
+    after = _finish_quickly(store, RunConfig(dataset="gtsrb"))
+    damage(store.root / damaged)
+
+    listed = {r.run_id: r for r in store.list()}
+    assert list(listed) == [after, damaged, before]
+    assert listed[before].status == listed[after].status == "done"
+    record = listed[damaged]
+    assert record.status == "unreadable"
+    assert record.message.startswith("unreadable: ") and reason in record.message
+    assert record.config.dataset == "svhn"  # still says which run it was
+    assert store.get(damaged).status == "unreadable"
+    assert [r.run_id for r in store.list(status="done")] == [after, before]
+    assert [r.run_id for r in store.list(status="unreadable")] == [damaged]
+    assert store.metrics(before)["downstream"]["accuracy_after"] == 97.1
+
+
+@pytest.mark.parametrize("damage", [_garble_metrics, _drop_metrics, _drop_folder, _metrics_of_version_1])
+def test_reading_the_results_of_an_unreadable_run_raises_run_unreadable_saying_what_to_do(store, damage):
+    run_id = store.create(RunConfig())
+    store.finish(run_id, METRICS, arrays={"a": np.ones(2)}, history=[{"step": 1}], weights={"w": torch.ones(2)})
+    damage(store.root / run_id)
+    for read in (store.metrics, store.arrays, store.history, store.weights_path):
+        with pytest.raises(RunUnreadable, match=r"^unreadable: .*(run it again|Run it again)"):
+            read(run_id)
+
+
+def test_results_repaired_in_place_are_readable_again(store):
+    """The unreadable verdict is cached per file version, never per run id."""
+    run_id = _finish_quickly(store, RunConfig())
+    good = (store.root / run_id / "metrics.json").read_bytes()
+    _garble_metrics(store.root / run_id)
+    assert store.get(run_id).status == "unreadable"
+    (store.root / run_id / "metrics.json").write_bytes(good)
+    assert store.get(run_id).status == "done"
+    assert store.metrics(run_id)["mean_zs_delta"] == -3.2
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("arrays.npz", b"PK\x03\x04 not a zip archive", "arrays.npz is corrupt"),
+    ("history.json", b'[{"step": 1', "history.json is corrupt"),
+    ("weights.safetensors", b"replaced by something else", "weights.safetensors is corrupt"),
+    ("weights.safetensors", b"", "weights.safetensors is corrupt"),
+])
+def test_a_corrupt_result_file_raises_run_unreadable_not_a_parser_error(store, name, content, reason):
+    run_id = store.create(RunConfig())
+    store.finish(run_id, METRICS, arrays={"a": np.ones(2)}, history=[{"step": 1}], weights={"w": torch.ones(2)})
+    (store.root / run_id / name).write_bytes(content)
+    read = {"arrays.npz": store.arrays, "history.json": store.history, "weights.safetensors": store.weights_path}[name]
+    with pytest.raises(RunUnreadable, match=f"^unreadable: {reason}"):
+        read(run_id)
+    assert store.metrics(run_id)["mean_lp_delta"] == -0.4  # the rest of the run stays readable
+
+
+def test_a_row_whose_settings_do_not_parse_is_listed_as_unreadable(store):
+    good = _finish_quickly(store, RunConfig(dataset="mnist"))
+    bad = _finish_quickly(store, RunConfig(dataset="svhn", objective="ce"))
+    _set_column(store.root, bad, "config", '{"dataset": "svhn", ')
+
+    records = {r.run_id: r for r in store.list()}
+    assert records[good].status == "done"
+    assert records[bad].status == "unreadable"
+    assert records[bad].message.startswith("unreadable: its settings do not parse")
+    assert (records[bad].config.dataset, records[bad].config.objective) == ("svhn", "ce")  # from the index columns
+    with pytest.raises(RunUnreadable, match="^unreadable: its settings do not parse"):
+        store.metrics(bad)
+
+
+def test_a_row_with_an_objective_this_version_does_not_know_is_unreadable_but_listable(store):
+    run_id = store.create(RunConfig())
+    _set_column(store.root, run_id, "config", json.dumps({**RunConfig().to_dict(), "objective": "dpo"}))
+    (record,) = store.list()
+    assert record.status == "unreadable"
+    assert "objective 'dpo'" in record.message
+    assert record.config.describe()  # front ends can still print it
+    assert record.config.effective_lam == 0.0
+
+
+def test_a_row_with_a_status_this_version_does_not_know_is_unreadable(store):
+    run_id = store.create(RunConfig())
+    _set_column(store.root, run_id, "status", "paused")
+    assert store.get(run_id).message == "unreadable: its status 'paused' is unknown to this version"
+
+
+def test_a_listing_parses_each_results_file_once_until_it_changes(store, monkeypatch):
+    runs = [_finish_quickly(store, RunConfig()) for _ in range(3)]
+    parsed = []
+    real = store_module._parse_results
+    monkeypatch.setattr(store_module, "_parse_results", lambda path: parsed.append(path.parent.name) or real(path))
+    for _ in range(3):
+        assert [r.status for r in store.list()] == ["done"] * 3
+    assert sorted(parsed) == sorted(runs)
+    parsed.clear()
+    _garble_metrics(store.root / runs[1])
+    assert [r.status for r in store.list()] == ["done", "unreadable", "done"]
+    assert [r.status for r in store.list()] == ["done", "unreadable", "done"]
+    assert parsed == [runs[1]]
+
+
+def test_a_row_with_broken_progress_or_summary_is_listed_with_them_empty(store):
+    run_id = _finish_quickly(store, RunConfig())
+    _set_column(store.root, run_id, "progress", "{")
+    _set_column(store.root, run_id, "summary", "[]")
+    (record,) = store.list()
+    assert (record.status, record.progress, record.summary) == ("done", {}, {})
+
+
+def test_settings_from_another_version_are_kept_in_the_index_but_ignored_with_a_warning(store):
+    config = RunConfig(dataset="svhn", objective="l2sp", lam=0.5)
+    run_id = _finish_quickly(store, config)
+    _set_column(store.root, run_id, "config", json.dumps({**config.to_dict(), "future_knob": 3, "mixup": True}))
+
+    with pytest.warns(UserWarning, match=f"{run_id}.*future_knob, mixup"):
+        (record,) = store.list()
+    assert record.status == "done"
+    assert record.config == config
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db:
+        (stored,) = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    assert json.loads(stored)["future_knob"] == 3  # kept for the version that knows it
+
+
+# -- stores that cannot be opened or written ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda root: root.write_text("not a folder"), "is a file, not a folder"),
+    (lambda root: (root.mkdir(), (root / "index.sqlite").write_bytes(b"garbage " * 512)), "not a run index"),
+    (lambda root: (root.mkdir(), (root / "index.sqlite").mkdir()), "not a run index"),
+])
+def test_a_store_that_cannot_be_opened_gives_a_clear_error_saying_what_to_do(tmp_path, make, words):
+    root = tmp_path / "runs"
+    make(root)
+    with pytest.raises(StoreUnavailable, match=words) as err:
+        RunStore(root)
+    assert "--store" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder that another user can enter (pytest's tmp_path is private to its owner)."""
+    path = Path(tempfile.mkdtemp(prefix="ldifs-store-"))
+    path.chmod(0o755)
+    yield path
+    for folder in (path, *path.rglob("*")):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    shutil.rmtree(path)
+
+
+def _as_user_without_write_access(root: Path, read):
+    """Run read(root) with `root` and its index read-only: as nobody when the tests run as root (root may write
+    anything), otherwise in this process after removing the write permissions."""
+    for path in (root, *root.iterdir()):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    if os.geteuid() != 0:
+        return read(root)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_as_nobody, args=(read, root, queue))
+    child.start()
+    outcome, value = queue.get(timeout=60)
+    child.join(timeout=60)
+    if outcome == "error":
+        raise AssertionError(value)
+    return value
+
+
+def _read_as_nobody(read, root, queue) -> None:
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        queue.put(("ok", read(root)))
+    except BaseException as err:  # report anything, assertion or bug, to the parent
+        queue.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def _read_everything(root: Path) -> dict:
+    store = RunStore(root)
+    records = store.list()
+    done = next(r.run_id for r in records if r.status == "done")
+    try:
+        store.create(RunConfig())
+        refused = ""
+    except StoreUnavailable as err:
+        refused = str(err)
+    return {
+        "read_only": store.read_only,
+        "statuses": sorted(r.status for r in records),
+        "accuracy": store.metrics(done)["downstream"]["accuracy_after"],
+        "history": store.history(done),
+        "wise": store.wise_results(done),
+        "refused": refused,
+    }
+
+
+def test_a_read_only_store_can_be_listed_and_read_and_opening_it_writes_nothing(shared_dir, monkeypatch):
+    root = shared_dir / "runs"
+    store = RunStore(root)
+    done = store.create(RunConfig())
+    store.finish(done, METRICS, history=[{"step": 1, "loss": 2.0}])
+    monkeypatch.setattr(store_module.socket, "gethostname", lambda: "other-machine")
+    orphan = store.create(RunConfig(), status="running")  # its owner is gone: a writable store would mark it
+    monkeypatch.undo()
+    with closing(sqlite3.connect(root / "index.sqlite")) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    files_before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+    seen = _as_user_without_write_access(root, _read_everything)
+
+    assert seen["read_only"] is True
+    assert seen["statuses"] == ["done", "running"]
+    assert seen["accuracy"] == 97.1 and seen["history"] == [{"step": 1, "loss": 2.0}] and seen["wise"] == {}
+    assert "read-only" in seen["refused"] and "--store" in seen["refused"]
+    assert {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()} == files_before
+    assert orphan in {p.name for p in root.iterdir()}
+
+
+def test_a_read_only_folder_without_an_index_lists_no_runs(shared_dir):
+    root = shared_dir / "empty"
+    root.mkdir()
+    (root / "placeholder").write_text("")
+    assert _as_user_without_write_access(root, lambda path: [r.run_id for r in RunStore(path).list()]) == []
+
+
+# -- a disk that fills up --------------------------------------------------------------------------------
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/.tmp")
+
+
+def _no_space_in_safetensors(*args, **kwargs):
+    from safetensors import SafetensorError
+
+    raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28) at path "x"')
+
+
+@pytest.mark.parametrize("writer", [
+    "store_module._write_json", "numpy.savez_compressed", "safetensors.torch.save_file", "safetensors (rust error)",
+])
+def test_a_full_disk_while_saving_results_records_the_run_as_failed_and_leaves_no_half_files(store, monkeypatch,
+                                                                                             writer):
+    run_id = store.create(RunConfig())
+    store.set_status(run_id, "running")
+    if writer == "store_module._write_json":
+        real = store_module._write_json
+        monkeypatch.setattr(store_module, "_write_json",
+                            lambda path, value: _no_space() if path.name.endswith("metrics.json") else real(path, value))
+    elif writer == "numpy.savez_compressed":
+        monkeypatch.setattr(np, "savez_compressed", _no_space)
+    elif writer == "safetensors.torch.save_file":
+        monkeypatch.setattr("safetensors.torch.save_file", _no_space)
+    else:
+        monkeypatch.setattr("safetensors.torch.save_file", _no_space_in_safetensors)
+
+    with pytest.raises(StoreUnavailable, match="No space left on device"):
+        store.finish(run_id, METRICS, arrays={"a": np.ones(3)}, history=[{"step": 1}], weights={"w": torch.ones(2)})
+
+    record = store.get(run_id)
+    assert record.status == "failed"
+    assert record.message.startswith("Could not save the results: No space left on device")
+    assert "Free some space and run it again." in record.message
+    assert record.summary == {}
+    assert sorted(p.name for p in (store.root / run_id).iterdir()) == ["config.json", "history.json"]
+    assert store.history(run_id) == [{"step": 1}]  # the curves of the failed run stay
+    monkeypatch.undo()
+    assert RunStore(store.root).get(run_id).status == "failed"  # not "interrupted" after a restart
+
+
+def test_a_full_disk_while_recording_a_failure_still_records_it(store, monkeypatch):
+    run_id = store.create(RunConfig(), status="running")
+    monkeypatch.setattr(store_module, "_write_json", _no_space)
+    store.fail(run_id, "failed", "The loss became NaN at step 2.", history=[{"step": 1}])
+    assert (store.get(run_id).status, store.get(run_id).message) == ("failed", "The loss became NaN at step 2.")
+
+
+def test_a_full_disk_while_creating_a_run_leaves_neither_row_nor_folder(store, monkeypatch):
+    monkeypatch.setattr(store_module, "_write_json", _no_space)
+    with pytest.raises(StoreUnavailable, match="No space left on device"):
+        store.create(RunConfig())
+    assert store.list() == []
+    assert [p.name for p in store.root.iterdir() if p.is_dir()] == []
+
+
+# -- WiSE-FT results cached per (run, α) -----------------------------------------------------------------
+
+
+def test_wise_results_are_cached_per_alpha_and_survive_a_restart(store):
+    run_id = _finish_quickly(store, RunConfig())
+    assert store.wise_results(run_id) == {}
+    half = {**METRICS, "alpha": 0.5}
+    assert store.save_wise(run_id, 0.5, half) is True
+    store.save_wise(run_id, 0.0, {**METRICS, "alpha": 0.0})
+    store.save_wise(run_id, 0.5, {**half, "mean_zs_delta": -1.0})  # recomputed: the newer one wins
+
+    cached = RunStore(store.root).wise_results(run_id)
+    assert sorted(cached) == [0.0, 0.5]
+    assert cached[0.5] == {**half, "mean_zs_delta": -1.0}
+    assert [p.name for p in (store.root / run_id / "wise").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_corrupt_wise_cache_file_is_ignored_so_that_alpha_is_computed_again(store):
+    run_id = _finish_quickly(store, RunConfig())
+    store.save_wise(run_id, 0.25, {**METRICS, "alpha": 0.25})
+    store.save_wise(run_id, 0.75, {**METRICS, "alpha": 0.75})
+    files = sorted((store.root / run_id / "wise").iterdir())
+    files[0].write_text('{"alpha": 0.25, "metr')
+    (store.root / run_id / "wise" / "alpha-0.9.json").write_text(json.dumps({"alpha": "high"}))
+    assert sorted(store.wise_results(run_id)) == [0.75]
+
+
+def test_wise_results_written_by_another_version_are_ignored(store):
+    run_id = _finish_quickly(store, RunConfig())
+    store.save_wise(run_id, 0.5, {**METRICS, "alpha": 0.5})
+    (path,) = (store.root / run_id / "wise").iterdir()
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": SCHEMA_VERSION - 1}))
+    assert store.wise_results(run_id) == {}
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_wise_alpha_outside_0_to_1_is_a_programming_error(store, alpha):
+    run_id = _finish_quickly(store, RunConfig())
+    with pytest.raises(ValueError):
+        store.save_wise(run_id, alpha, METRICS)
+
+
+def test_wise_results_of_an_unfinished_run_cannot_be_saved(store):
+    run_id = store.create(RunConfig())
+    with pytest.raises(RunNotFound, match="queued"):
+        store.save_wise(run_id, 0.5, METRICS)
+
+
+def test_a_wise_result_that_cannot_be_cached_is_reported_not_raised(store, monkeypatch):
+    run_id = _finish_quickly(store, RunConfig())
+    monkeypatch.setattr(store_module, "_write_json", _no_space)
+    with pytest.warns(UserWarning, match="No space left on device"):
+        assert store.save_wise(run_id, 0.5, METRICS) is False
+    assert store.wise_results(run_id) == {}
 
 
 # -- concurrency ---------------------------------------------------------------------------------------
