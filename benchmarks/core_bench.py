@@ -38,30 +38,32 @@ def fresh_process_load() -> float:
 def step_milliseconds(repeats: int = 40) -> dict[str, float]:
     """Median optimizer-step time of each objective on the same batch of 64, measured interleaved."""
     import copy
+    import dataclasses
 
     import torch
 
+    from ldifs_core.config import RunConfig
     from ldifs_core.datasets import load_split
-    from ldifs_core.features import forward_with_taps
-    from ldifs_core.images import to_model_input
+    from ldifs_core.encoding import model_inputs
     from ldifs_core.models import load_model
-    from ldifs_core.objectives import LDIFS, Batch, Objective, TunedClassifier
+    from ldifs_core.objectives import LDIFS, Batch, Objective, TrainingSetup
 
-    model = load_model()
+    base = load_model().private_copy()
     data = load_split("mnist", "train").subset(64)
-    batch = Batch(to_model_input(data.images, model.image_size, model.mean, model.std), data.labels, torch.arange(64))
-    frozen = copy.deepcopy(model.clip.visual).requires_grad_(False)
-    with torch.no_grad():
-        cache = [tap.half() for tap in forward_with_taps(frozen, batch.images)[1]]
+    batch = Batch(model_inputs(base, data.images, torch.device("cpu")), data.labels, torch.arange(64))
 
-    def setup(make):
-        classifier = TunedClassifier(copy.deepcopy(model.clip.visual).train(), torch.nn.Linear(128, 10))
-        return make(classifier), torch.optim.AdamW(classifier.parameters(), lr=1e-4)
+    def setup(kind, **settings):
+        tuned = copy.deepcopy(base.clip)
+        tuned.visual.train().requires_grad_(True)
+        head = torch.nn.Linear(base.clip.visual.output_dim, 10)
+        cfg = dataclasses.replace(RunConfig(objective=kind.name, train_limit=64), **settings)
+        objective = kind(TrainingSetup(cfg, base, tuned, head, data, torch.device("cpu")))
+        return objective, torch.optim.AdamW([*tuned.visual.parameters(), *head.parameters()], lr=1e-4)
 
     contenders = {
         "ce": setup(Objective),
-        "ldifs": setup(lambda c: LDIFS(c, 10.0, frozen)),
-        "ldifs, frozen features precomputed": setup(lambda c: LDIFS(c, 10.0, frozen, frozen_cache=cache)),
+        "ldifs": setup(LDIFS),
+        "ldifs, frozen features precomputed": setup(LDIFS, precompute_frozen=True),
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):

@@ -12,18 +12,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldifs_core.features import forward_with_taps
-from ldifs_core.ldifs import distance_from_taps
+from ldifs_core.encoding import autocast_for
+from ldifs_core.ldifs import distance_from_taps, forward_with_taps
 
 
 @torch.inference_mode()
 def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 256):
-    """Pooled, normalised features of both towers [N, D] each, and mean per-layer LDIFS distance [L]."""
+    """Pooled, normalised features of both towers [N, D] each (float32 on the CPU, computed in the same
+    precision as every other evaluation feature), and mean per-layer LDIFS distance [L]."""
     pre, post, per_layer = [], [], []
     for start in range(0, n, batch_size):
         x = inputs_fn(start, start + batch_size)
-        pooled0, taps0 = forward_with_taps(base_visual, x, taps)
-        pooled1, taps1 = forward_with_taps(tuned_visual, x, taps)
+        with autocast_for(x.device):
+            pooled0, taps0 = forward_with_taps(base_visual, x, taps)
+            pooled1, taps1 = forward_with_taps(tuned_visual, x, taps)
         pre.append(F.normalize(pooled0.float(), dim=-1).cpu())
         post.append(F.normalize(pooled1.float(), dim=-1).cpu())
         per_layer.append(distance_from_taps(taps0, taps1, variant).sum(dim=1).cpu())

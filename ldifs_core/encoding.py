@@ -1,6 +1,8 @@
-"""Image features and zero-shot heads: the shared primitives of every evaluation.
+"""From stored uint8 images to model input, image features and zero-shot heads: the primitives every
+training step and every evaluation share.
 
-Each function computes where its module lives (move the model to a device once, not per call).
+Each function computes where its module lives (a run moves its private model to a device once, not per call),
+and every evaluation feature goes through `encode_images`, so probes and tests always see one precision.
 """
 from __future__ import annotations
 
@@ -8,8 +10,33 @@ import torch
 import torch.nn.functional as F
 
 from ldifs_core.datasets import ImageSet
-from ldifs_core.images import to_model_input
 from ldifs_core.models import FoundationModel
+from ldifs_core.stats import accuracy
+
+
+def to_model_input(images: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
+    """uint8 [B, C, H, W] (C = 1 or 3) -> normalised float [B, 3, S, S], resized when H != S."""
+    x = images.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True)
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift_fraction: float = 0.08) -> torch.Tensor:
+    """Translate each image by a few pixels (zero fill); flips would change digits and letters, so none."""
+    b, _, h, w = images.shape
+    pad = max(1, round(max_shift_fraction * h))
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy.view(b, 1) + torch.arange(h).view(1, h)).view(b, 1, h, 1).expand(-1, images.shape[1], -1, w + 2 * pad)
+    shifted = padded.gather(2, rows.to(images.device))
+    cols = (dx.view(b, 1) + torch.arange(w).view(1, w)).view(b, 1, 1, w).expand(-1, images.shape[1], h, -1)
+    return shifted.gather(3, cols.to(images.device))
 
 
 def autocast_for(device: torch.device):
@@ -21,6 +48,10 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def model_inputs(model: FoundationModel, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return to_model_input(images.to(device, non_blocking=True), model.image_size, model.mean, model.std)
+
+
 @torch.inference_mode()
 def encode_images(visual: torch.nn.Module, images: torch.Tensor, model: FoundationModel,
                   batch_size: int = 256) -> torch.Tensor:
@@ -28,9 +59,9 @@ def encode_images(visual: torch.nn.Module, images: torch.Tensor, model: Foundati
     device = module_device(visual)
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = to_model_input(images[start:start + batch_size].to(device), model.image_size, model.mean, model.std)
         with autocast_for(device):
-            chunks.append(F.normalize(visual(batch).float(), dim=-1).cpu())
+            chunks.append(F.normalize(visual(model_inputs(model, images[start:start + batch_size], device)).float(),
+                                      dim=-1).cpu())
     return torch.cat(chunks) if chunks else torch.empty(0, model.clip.visual.output_dim)
 
 
@@ -54,4 +85,4 @@ def zero_shot_accuracy(model: FoundationModel, data: ImageSet) -> float:
     """Top-1 zero-shot accuracy (in %) of `model` on `data`."""
     head = zero_shot_head(model, data.class_names, data.templates)
     features = encode_images(model.clip.visual, data.images, model)
-    return 100.0 * (zero_shot_predictions(features, head) == data.labels).float().mean().item()
+    return accuracy(zero_shot_predictions(features, head), data.labels)

@@ -11,13 +11,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from ldifs_core.config import RunConfig
-from ldifs_core.runner import execute, wise_ft_metrics
+from ldifs_core.config import OBJECTIVES, RunConfig
+from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
+from ldifs_core.wise import wise_ft_metrics
 
-OBJECTIVES = ("ce", "ldifs", "l2sp", "flyp", "lp")
 WISE_ALPHA = 0.5
-METHOD_ORDER = ("ce", "ldifs", "l2sp", "flyp", "lp", f"wise-ft (α={WISE_ALPHA}, of ce)")
+METHOD_ORDER = (*OBJECTIVES, f"wise-ft (α={WISE_ALPHA}, of ce)")
 
 
 def finished_run(store: RunStore, cfg: RunConfig) -> str | None:

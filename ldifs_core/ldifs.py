@@ -3,18 +3,76 @@
 LDIFS(x) = mean over L tapped layers of [ mean over positions of ||phî_l(theta, x) - phî_l(theta0, x)||^2 ],
 with each position's feature vector normalised to unit L2 norm along channels (LPIPS-style).
 
+Taps: ViT, the output of ln_pre and the residual stream after evenly spaced blocks (ViT-B-32 with 4 taps:
+after blocks 3, 6, 9, 12); ModifiedResNet, the stem (after its pooling) and the four stages.
+
 Variant "released" reproduces the authors' released code, which differs in two details: it normalises
 each channel along the position (token) axis instead of each position along channels, and it averages
 the squared differences over channels instead of summing them.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-from ldifs_core.features import forward_with_taps
+from ldifs_core.models import is_read_only
 
 EPS = 1e-10
+
+
+def tap_modules(visual: nn.Module, taps: int = 4) -> list[nn.Module]:
+    """The modules whose outputs LDIFS compares, in forward order."""
+    if hasattr(visual, "transformer") and hasattr(visual, "ln_pre"):
+        blocks = list(visual.transformer.resblocks)
+        n = min(taps, len(blocks))
+        picked = sorted({round(len(blocks) * (i + 1) / n) - 1 for i in range(n)})
+        return [visual.ln_pre] + [blocks[i] for i in picked]
+    if hasattr(visual, "layer4") and hasattr(visual, "avgpool"):
+        return [visual.avgpool, visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+    raise TypeError(f"No LDIFS taps known for {type(visual).__name__}: use an open_clip VisionTransformer or "
+                    f"ModifiedResNet image tower.")
+
+
+def as_positions(output: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    """Any tapped output -> [B, P, C]."""
+    if output.dim() == 4:  # conv maps [B, C, H, W]
+        return output.flatten(2).transpose(1, 2)
+    return output if batch_first else output.transpose(0, 1)
+
+
+@contextmanager
+def tapped(visual: nn.Module, taps: int = 4):
+    """Within the block, every forward of `visual` appends its tapped features to the yielded list.
+
+    Hooks are installed on `visual` itself, so it must be a run's own module: a shared, read-only model
+    (see models.FoundationModel) is refused, since another thread's forward would land in this list.
+    """
+    if is_read_only(visual):
+        raise RuntimeError("This image tower belongs to a shared, read-only base model: tap a run's private copy "
+                           "(FoundationModel.private_copy) instead.")
+    captured: list[torch.Tensor] = []
+    modules = tap_modules(visual, taps)
+    # ln_pre always sees batch-first input; transformer blocks follow the transformer's own layout.
+    batch_first = getattr(getattr(visual, "transformer", None), "batch_first", True)
+    handles = [
+        module.register_forward_hook(
+            lambda _m, _i, out, first=(i == 0): captured.append(as_positions(out, True if first else batch_first)))
+        for i, module in enumerate(modules)
+    ]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_with_taps(visual: nn.Module, images: torch.Tensor, taps: int = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The tower's pooled output and its tapped features, from one forward pass."""
+    with tapped(visual, taps) as captured:
+        pooled = visual(images)
+    return pooled, list(captured)
 
 
 def layer_distance(frozen: torch.Tensor, tuned: torch.Tensor, variant: str = "paper") -> torch.Tensor:
@@ -38,7 +96,7 @@ def distance_from_taps(frozen_taps: list[torch.Tensor], tuned_taps: list[torch.T
 
 def ldifs_distance(pretrained_encoder: nn.Module, finetuned_encoder: nn.Module, images: torch.Tensor,
                    taps: int = 4, variant: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
-    """LDIFS per sample [B] and per layer [L, B] for any open_clip image tower pair.
+    """LDIFS per sample [B] and per layer [L, B] for any open_clip image tower pair (both a run's own modules).
 
     Gradients flow into `finetuned_encoder` only: the pre-trained features are computed without grad.
     """

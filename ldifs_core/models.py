@@ -5,10 +5,11 @@ ViT-B-32 would. Failures a user can cause become `ModelUnavailable` / `BadCheckp
 """
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,11 +23,16 @@ from ldifs_core.paths import ASSETS_DIR
 EMBEDDED_MODEL = "LabCLIP-ViT-28-p7"
 EMBEDDED_CHECKPOINT = ASSETS_DIR / "model" / f"{EMBEDDED_MODEL}.safetensors"
 EMBEDDED_HINT = f"Leave the model empty to use the embedded default ({EMBEDDED_MODEL}), which needs no network."
+READ_ONLY = "_ldifs_read_only"  # marks every module of a loaded (shared) model; private copies drop it
 
 
-@dataclass
+@dataclass(frozen=True)
 class FoundationModel:
-    """A loaded CLIP with what evaluation and training need to feed it."""
+    """A loaded CLIP with what evaluation and training need to feed it.
+
+    A loaded model is read-only: several threads (app sessions, the worker) share one, so nothing may tap,
+    move or tune it. A run works on `private_copy()`, which it may hook, move and train as it likes.
+    """
 
     clip: open_clip.model.CLIP
     tokenizer: object
@@ -39,6 +45,28 @@ class FoundationModel:
     @property
     def label(self) -> str:
         return f"{self.name} ({Path(self.pretrained).name if os.path.sep in self.pretrained else self.pretrained})"
+
+    def private_copy(self, device: torch.device | str = "cpu") -> "FoundationModel":
+        """This model's own copy on `device` for one run (frozen, eval mode, no longer marked read-only)."""
+        clip = copy.deepcopy(self.clip)
+        for module in clip.modules():
+            module.__dict__.pop(READ_ONLY, None)
+        return replace(self, clip=clip.to(device).eval().requires_grad_(False))
+
+    def with_clip(self, clip: torch.nn.Module) -> "FoundationModel":
+        """The same tokenizer and preprocessing around other weights (a tuned or WiSE-FT mixed CLIP)."""
+        return replace(self, clip=clip)
+
+
+def mark_read_only(clip: torch.nn.Module) -> None:
+    """Frozen, eval mode, and marked so that tapping it fails loudly instead of racing other threads."""
+    clip.eval().requires_grad_(False)
+    for module in clip.modules():
+        setattr(module, READ_ONLY, True)
+
+
+def is_read_only(module: torch.nn.Module) -> bool:
+    return getattr(module, READ_ONLY, False)
 
 
 @lru_cache(maxsize=1)
@@ -107,7 +135,7 @@ def weights_available(name: str | None, pretrained: str | None) -> bool:
 
 
 def load_model(name: str | None = None, pretrained: str | None = None) -> FoundationModel:
-    """Load a CLIP on the CPU in eval mode; callers move it where they train."""
+    """Load a CLIP on the CPU, read-only; runs take `private_copy(device)` of it."""
     name, pretrained = resolve(name, pretrained)
     if name not in open_clip.list_models():
         raise ModelUnavailable(f"Unknown open_clip model '{name}'. Pick one of open_clip.list_models() "
@@ -128,7 +156,7 @@ def load_model(name: str | None = None, pretrained: str | None = None) -> Founda
         clip, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, weights_only=True)
     except Exception as err:  # open_clip and torch.load raise many types; each maps to advice below
         raise load_error(err, name, pretrained, is_file) from None
-    clip.eval()
+    mark_read_only(clip)
     cfg = clip.visual.preprocess_cfg
     size = cfg["size"]
     return FoundationModel(clip, open_clip.get_tokenizer(name), name, pretrained,

@@ -1,7 +1,9 @@
-"""Fine-tuning objectives: each turns a batch into (total loss, named parts) for the one training loop.
+"""Fine-tuning objectives. Each builds itself from a `TrainingSetup`, turns a batch into (total loss, named
+parts) for the one training loop, and owns its classifier head: where it starts, what it ends as, and how a
+WiSE-FT weight mix classifies.
 
-All but FLYP train the image tower end to end with a linear head on its normalised features; FLYP
-trains both towers contrastively against the class prompts, as in Goyal et al. (2023).
+All but FLYP train the image tower end to end with a linear head on its normalised features; FLYP trains both
+towers contrastively against the class prompts, as in Goyal et al. (2023), and classifies with its own text tower.
 """
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldifs_core.features import forward_with_taps
-from ldifs_core.ldifs import distance_from_taps
+from ldifs_core.config import RunConfig
+from ldifs_core.datasets import ImageSet
+from ldifs_core.encoding import autocast_for, encode_images, model_inputs, zero_shot_head
+from ldifs_core.ldifs import distance_from_taps, forward_with_taps
+from ldifs_core.models import FoundationModel
+from ldifs_core.probe import fit_linear_probe
 
 
 class TunedClassifier(nn.Module):
@@ -35,27 +41,93 @@ class Batch:
     indices: torch.Tensor  # positions in the training pool (for precomputed frozen features)
 
 
+@dataclass
+class TrainingSetup:
+    """What an objective builds itself from."""
+
+    cfg: RunConfig
+    base: FoundationModel  # the run's private θ₀: frozen, on the run's device
+    tuned: nn.Module  # the run's CLIP being tuned (a copy of base.clip)
+    head: nn.Linear  # the classifier head, already initialised by `initial_head`
+    train: ImageSet
+    device: torch.device
+
+
+def text_head(model: FoundationModel, data: ImageSet) -> nn.Linear:
+    """A frozen head from `model`'s text tower: class embeddings times its logit scale (CLIP's zero-shot head)."""
+    weight = zero_shot_head(model, data.class_names, data.templates) * model.clip.logit_scale.exp().item()
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.zero_()
+    return head.requires_grad_(False)
+
+
+def probe_head(cfg: RunConfig, model: FoundationModel, data: ImageSet) -> nn.Linear:
+    """A linear probe fitted on θ₀'s features of a per-class subset of the training pool."""
+    pool = data.per_class_subset(cfg.probe_limit, cfg.probe_cap, cfg.seed)
+    features = encode_images(model.clip.visual, pool.images, model)
+    probe = fit_linear_probe(features, pool.labels, data.num_classes, seed=cfg.seed)
+    head = nn.Linear(features.shape[1], data.num_classes)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight)
+        head.bias.copy_(probe.bias)
+    return head
+
+
+def multi_positive_cross_entropy(logits: torch.Tensor, row_groups: torch.Tensor,
+                                 column_groups: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy where every column of the row's group is a positive (images of one class share a caption)."""
+    same = (row_groups[:, None] == column_groups[None, :]).float()
+    return torch.sum(-same / same.sum(dim=1, keepdim=True) * F.log_softmax(logits, dim=1), dim=1).mean()
+
+
 class Objective:
-    """Cross-entropy on the head's logits; subclasses add a regulariser."""
+    """Cross-entropy on the head's logits; subclasses add a regulariser or change what trains."""
 
     name = "ce"
     trains_text = False
     freezes_encoder = False
 
-    def __init__(self, classifier: TunedClassifier, lam: float = 0.0):
-        self.classifier = classifier
-        self.lam = lam
+    def __init__(self, setup: TrainingSetup):
+        self.setup = setup
+        self.classifier = TunedClassifier(setup.tuned.visual, setup.head)
+        self.lam = setup.cfg.effective_lam
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    @classmethod
+    def initial_head(cls, cfg: RunConfig, base: FoundationModel, train: ImageSet) -> nn.Linear:
+        """ZS-init: the text tower's class embeddings times CLIP's logit scale; LP-init: a fitted linear probe."""
+        head = text_head(base, train).requires_grad_(True) if cfg.init == "zs" else probe_head(cfg, base, train)
+        return head.to(base.clip.logit_scale.device)
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(self.classifier(batch.images), batch.labels)
-        return ce, {"ce": ce.item()}
+        return ce, {"ce": ce.detach()}
+
+    def final_head(self) -> nn.Linear:
+        """The head the tuned model classifies its task with (on the CPU, frozen)."""
+        return self.setup.head.cpu().eval().requires_grad_(False)
+
+    @classmethod
+    def mixed_head(cls, base: FoundationModel, mixed_clip: nn.Module, initial: nn.Linear, final: nn.Linear,
+                   alpha: float, task: ImageSet) -> nn.Linear:
+        """WiSE-FT's head for weights (1 − α)·θ₀ + α·θ: the heads are mixed like the weights."""
+        head = nn.Linear(final.in_features, final.out_features)
+        with torch.no_grad():
+            head.weight.copy_(torch.lerp(initial.weight, final.weight, alpha))
+            head.bias.copy_(torch.lerp(initial.bias, final.bias, alpha))
+        return head.requires_grad_(False)
 
 
 class LinearProbeOnly(Objective):
-    """Head only, frozen encoder: the no-forgetting reference."""
+    """Head only, frozen encoder: the no-forgetting reference. It always starts from the fitted probe."""
 
     name = "lp"
     freezes_encoder = True
+
+    @classmethod
+    def initial_head(cls, cfg: RunConfig, base: FoundationModel, train: ImageSet) -> nn.Linear:
+        return probe_head(cfg, base, train).to(base.clip.logit_scale.device)
 
 
 class LDIFS(Objective):
@@ -63,26 +135,41 @@ class LDIFS(Objective):
 
     name = "ldifs"
 
-    def __init__(self, classifier: TunedClassifier, lam: float, frozen_visual: nn.Module, taps: int = 4,
-                 variant: str = "paper", frozen_cache: list[torch.Tensor] | None = None):
-        super().__init__(classifier, lam)
-        self.frozen_visual = frozen_visual
-        self.taps = taps
-        self.variant = variant
-        self.frozen_cache = frozen_cache  # per-layer [N, P, C] features of the whole pool, when precomputed
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        self.frozen_visual = setup.base.clip.visual
+        self.taps = setup.cfg.ldifs_taps
+        self.variant = setup.cfg.ldifs_variant
+        # Per-layer [N, P, C] features of the whole pool; config validation keeps this away from augmentation.
+        self.frozen_cache = self.precompute_frozen_taps() if setup.cfg.precompute_frozen else None
+
+    @torch.no_grad()
+    def precompute_frozen_taps(self, batch_size: int = 512) -> list[torch.Tensor]:
+        """θ₀'s tapped features for the whole pool (fp16), so each step skips the frozen forward pass."""
+        base, train, device = self.setup.base, self.setup.train, self.setup.device
+        layers: list[list[torch.Tensor]] = []
+        for start in range(0, len(train), batch_size):
+            with autocast_for(device):
+                taps = forward_with_taps(self.frozen_visual, model_inputs(base, train.images[start:start + batch_size],
+                                                                          device), self.taps)[1]
+            if not layers:
+                layers = [[] for _ in taps]
+            for chunks, tap in zip(layers, taps):
+                chunks.append(tap.to(torch.float16))
+        return [torch.cat(chunks) for chunks in layers]
 
     def frozen_taps(self, batch: Batch) -> list[torch.Tensor]:
         if self.frozen_cache is not None:
-            return [layer[batch.indices].to(batch.images.device) for layer in self.frozen_cache]
+            return [layer[batch.indices.to(layer.device)] for layer in self.frozen_cache]
         with torch.inference_mode():
             taps = forward_with_taps(self.frozen_visual, batch.images, self.taps)[1]
         return [tap.clone() for tap in taps]  # plain tensors again, so autograd may use them
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pooled, tuned = forward_with_taps(self.classifier.visual, batch.images, self.taps)
         ce = F.cross_entropy(self.classifier.head(F.normalize(pooled, dim=-1)), batch.labels)
         reg = self.lam * distance_from_taps(self.frozen_taps(batch), tuned, self.variant).mean()
-        return ce + reg, {"ce": ce.item(), "ldifs": reg.item()}
+        return ce + reg, {"ce": ce.detach(), "ldifs": reg.detach()}
 
 
 class L2SP(Objective):
@@ -90,15 +177,15 @@ class L2SP(Objective):
 
     name = "l2sp"
 
-    def __init__(self, classifier: TunedClassifier, lam: float, frozen_visual: nn.Module):
-        super().__init__(classifier, lam)
-        self.anchors = [p.detach().clone() for p in frozen_visual.parameters()]
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        self.anchors = [p.detach() for p in setup.base.clip.visual.parameters()]
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(self.classifier(batch.images), batch.labels)
         drift = sum((p - p0).pow(2).sum() for p, p0 in zip(self.classifier.visual.parameters(), self.anchors))
         reg = self.lam * drift
-        return ce + reg, {"ce": ce.item(), "l2sp": reg.item()}
+        return ce + reg, {"ce": ce.detach(), "l2sp": reg.detach()}
 
 
 class FLYP(Objective):
@@ -107,22 +194,35 @@ class FLYP(Objective):
     name = "flyp"
     trains_text = True
 
-    def __init__(self, classifier: TunedClassifier, clip: nn.Module, prompt_tokens: torch.Tensor, seed: int):
-        super().__init__(classifier, 0.0)
-        self.clip = clip
-        self.prompt_tokens = prompt_tokens  # [K, T, context]
-        self.rng = random.Random(seed)
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        train = setup.train
+        prompts = [t.format(c) for c in train.class_names for t in train.templates]
+        self.prompt_tokens = setup.base.tokenizer(prompts).view(train.num_classes, len(train.templates), -1)
+        self.rng = random.Random(setup.cfg.seed)
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        clip = self.setup.tuned
         templates = self.prompt_tokens.shape[1]
         picks = torch.tensor([self.rng.randrange(templates) for _ in range(len(batch.labels))])
         tokens = self.prompt_tokens[batch.labels.cpu(), picks].to(batch.images.device)
         image = F.normalize(self.classifier.visual(batch.images), dim=-1)
-        text = F.normalize(self.clip.encode_text(tokens), dim=-1)
-        logits = self.clip.logit_scale.exp().clamp(max=100) * image @ text.T
-        # Images of one class share a caption: every same-class pair counts as a positive.
-        same = (batch.labels[:, None] == batch.labels[None, :]).float()
-        targets = same / same.sum(dim=1, keepdim=True)
-        contrastive = 0.5 * (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
-                             + torch.sum(-targets * F.log_softmax(logits.T, 1), 1).mean())
-        return contrastive, {"contrastive": contrastive.item()}
+        text = F.normalize(clip.encode_text(tokens), dim=-1)
+        logits = clip.logit_scale.exp().clamp(max=100) * image @ text.T
+        contrastive = 0.5 * (multi_positive_cross_entropy(logits, batch.labels, batch.labels)
+                             + multi_positive_cross_entropy(logits.T, batch.labels, batch.labels))
+        return contrastive, {"contrastive": contrastive.detach()}
+
+    def final_head(self) -> nn.Linear:
+        """FLYP classifies with its own tuned text tower's class embeddings."""
+        return text_head(self.setup.base.with_clip(self.setup.tuned), self.setup.train).cpu().eval()
+
+    @classmethod
+    def mixed_head(cls, base: FoundationModel, mixed_clip: nn.Module, initial: nn.Linear, final: nn.Linear,
+                   alpha: float, task: ImageSet) -> nn.Linear:
+        """The mixed text tower's own class embeddings: a text-derived head is recomputed, not interpolated."""
+        return text_head(base.with_clip(mixed_clip), task).cpu().eval()
+
+
+# Every name in config.OBJECTIVES (the list front ends offer) has its class here; a test keeps the two equal.
+OBJECTIVE_TYPES: dict[str, type[Objective]] = {cls.name: cls for cls in (Objective, LDIFS, L2SP, FLYP, LinearProbeOnly)}

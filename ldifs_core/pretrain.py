@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +20,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ldifs_core.datasets import BANK_NAMES, load_split
-from ldifs_core.images import random_shift, to_model_input
+from ldifs_core.encoding import random_shift, to_model_input
 from ldifs_core.models import EMBEDDED_CHECKPOINT, EMBEDDED_MODEL, register_embedded_config
+from ldifs_core.objectives import multi_positive_cross_entropy
+from ldifs_core.train import lr_factor
 
 
 @dataclass
@@ -79,8 +80,7 @@ def pretrain(cfg: PretrainConfig, log_every: int = 100) -> open_clip.model.CLIP:
     print(f"pretraining on {len(images)} captioned images of {len(captions)} concepts")
 
     optimizer = torch.optim.AdamW(clip.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = lambda step: min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg.steps, cfg.warmup_steps))
     generator = torch.Generator().manual_seed(cfg.seed)
     clip.train()
     started = time.time()
@@ -93,10 +93,8 @@ def pretrain(cfg: PretrainConfig, log_every: int = 100) -> open_clip.model.CLIP:
         text_features = F.normalize(clip.encode_text(concept_text), dim=-1)
         logits = clip.logit_scale.exp().clamp(max=100) * image_features @ text_features.T
         # image -> every concept's caption, and each caption -> the batch images showing its concept
-        in_batch = logits.T[concepts[idx]]
-        same = (concepts[idx][:, None] == concepts[idx][None, :]).float()
         loss = 0.5 * (F.cross_entropy(logits, concepts[idx])
-                      + torch.sum(-same / same.sum(1, keepdim=True) * F.log_softmax(in_batch, dim=1), dim=1).mean())
+                      + multi_positive_cross_entropy(logits.T[concepts[idx]], concepts[idx], concepts[idx]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)

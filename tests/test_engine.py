@@ -8,21 +8,23 @@ import torch
 
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import load_split
+from ldifs_core.config import OBJECTIVES
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError
-from ldifs_core.evaluate import mix_heads, wise_ft
 from ldifs_core.models import load_model
-from ldifs_core.objectives import L2SP, Batch, TunedClassifier
-from ldifs_core.runner import execute, wise_ft_metrics
+from ldifs_core.objectives import L2SP, OBJECTIVE_TYPES, Batch, TrainingSetup
+from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
+from ldifs_core.wise import mix_weights, wise_ft_metrics
 
-TINY = dict(steps=4, batch_size=16, eval_limit=120, probe_limit=120, umap_points=40, train_limit=200,
+TINY = dict(steps=4, batch_size=16, eval_limit=120, probe_limit=12, umap_points=40, train_limit=200,
             eval_datasets=["animals"])
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model()
+    """A run's private copy of the embedded model (the loaded one is read-only)."""
+    return load_model().private_copy()
 
 
 @pytest.fixture(scope="module")
@@ -64,27 +66,69 @@ def test_linear_probe_objective_leaves_the_encoder_untouched(model, digits):
         assert torch.equal(result.clip.visual.state_dict()[key], value)
 
 
-def test_l2sp_adds_lambda_times_the_squared_distance_to_the_pretrained_weights(model):
-    frozen = model.clip.visual
-    tuned = copy.deepcopy(frozen)
+def test_l2sp_adds_lambda_times_the_squared_distance_to_the_pretrained_weights(model, digits):
+    tuned = copy.deepcopy(model.clip)
     with torch.no_grad():
-        for p in tuned.parameters():
+        for p in tuned.visual.parameters():
             p.add_(0.01)
-    expected = sum((p1 - p0).pow(2).sum() for p1, p0 in zip(tuned.parameters(), frozen.parameters())).item()
-    head = torch.nn.Linear(frozen.output_dim, 10)
-    objective = L2SP(TunedClassifier(tuned, head), lam=0.5, frozen_visual=frozen)
+    expected = sum((p1 - p0).pow(2).sum()
+                   for p1, p0 in zip(tuned.visual.parameters(), model.clip.visual.parameters())).item()
+    head = torch.nn.Linear(model.clip.visual.output_dim, 10)
+    cfg = RunConfig(objective="l2sp", lam=0.5, **TINY)
+    objective = L2SP(TrainingSetup(cfg, model, tuned, head, digits, torch.device("cpu")))
     x = torch.randn(4, 3, 28, 28)
     _, parts = objective.loss(Batch(x, torch.tensor([0, 1, 2, 3]), torch.arange(4)))
-    assert parts["l2sp"] == pytest.approx(0.5 * expected, rel=1e-4)
+    assert parts["l2sp"].item() == pytest.approx(0.5 * expected, rel=1e-4)
+
+
+def test_every_objective_the_front_ends_offer_builds_itself():
+    assert set(OBJECTIVE_TYPES) == set(OBJECTIVES)
 
 
 def test_wise_ft_endpoints_are_the_pretrained_and_the_finetuned_weights(model, digits):
     result = finetune(RunConfig(objective="ce", **TINY), model, digits, torch.device("cpu"))
-    at_zero, at_one = wise_ft(model.clip, result.clip, 0.0), wise_ft(model.clip, result.clip, 1.0)
+    at_zero, at_one = mix_weights(model.clip, result.clip, 0.0), mix_weights(model.clip, result.clip, 1.0)
     for key, value in model.clip.state_dict().items():
         torch.testing.assert_close(at_zero.state_dict()[key], value)
         torch.testing.assert_close(at_one.state_dict()[key], result.clip.state_dict()[key])
-    assert torch.equal(mix_heads(result.initial_head, result.head, 0.0).weight, result.initial_head.weight)
+    head = OBJECTIVE_TYPES["ce"].mixed_head(model, at_zero, result.initial_head, result.head, 0.0, digits)
+    assert torch.equal(head.weight, result.initial_head.weight)
+
+
+def test_flyp_wise_ft_head_comes_from_the_mixed_text_tower(model, digits):
+    """FLYP's head is text-derived: a mix recomputes it from the mixed text tower instead of interpolating."""
+    from ldifs_core.objectives import text_head
+
+    result = finetune(RunConfig(objective="flyp", lr=1e-3, **TINY), model, digits, torch.device("cpu"))
+    mixed = mix_weights(model.clip, result.clip, 0.5)
+    head = OBJECTIVE_TYPES["flyp"].mixed_head(model, mixed, result.initial_head, result.head, 0.5, digits)
+    torch.testing.assert_close(head.weight, text_head(model.with_clip(mixed), digits).weight)
+    interpolated = torch.lerp(result.initial_head.weight, result.head.weight, 0.5)
+    assert not torch.allclose(head.weight, interpolated, atol=1e-4)
+
+
+def test_batchnorm_statistics_stay_put_for_lp_and_for_frozen_bn_and_move_for_end_to_end_runs():
+    """A ModifiedResNet tower: `lp` and bn="frozen" must not change the running statistics; bn="train" does."""
+    import open_clip
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from ldifs_core.models import FoundationModel
+
+    torch.manual_seed(0)
+    clip = CLIP(embed_dim=16, vision_cfg=CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, image_size=64, head_width=8),
+                text_cfg=CLIPTextCfg(width=16, heads=2, layers=1))
+    base = FoundationModel(clip.eval().requires_grad_(False), open_clip.get_tokenizer("RN50"), "RN-tiny", "random", 64,
+                           (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    train = load_split("mnist", "train").subset(64, seed=0)
+    stats = lambda c: [m.running_mean.clone() for m in c.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    base_stats = stats(base.clip)
+    settings = dict(TINY, steps=2, probe_limit=5, init="zs")
+    for cfg, moves in ((RunConfig(objective="lp", **settings), False),
+                       (RunConfig(objective="ce", bn="frozen", **settings), False),
+                       (RunConfig(objective="ce", bn="train", **settings), True)):
+        tuned = finetune(cfg, base, train, torch.device("cpu")).clip
+        changed = any(not torch.equal(a, b) for a, b in zip(stats(tuned), base_stats))
+        assert changed == moves, (cfg.objective, cfg.bn)
 
 
 def test_precomputed_frozen_features_give_the_same_training(model, digits):
@@ -154,8 +198,15 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_message(store_dir, monkeyp
     ({"dataset": "no_such_set"}, DatasetUnavailable, "Unknown dataset"),
     ({"objective": "magic"}, BadConfig, "objective 'magic' is unknown"),
     ({"steps": 0}, BadConfig, "steps must be"),
-    ({"lam": -1.0}, BadConfig, "lam must be"),
+    ({"objective": "ldifs", "lam": -1.0}, BadConfig, "λ must be"),
+    ({"objective": "ce", "lam": 5.0}, BadConfig, "ce has no regulariser"),
     ({"batch_size": 100000}, BadConfig, "batch size"),
+    ({"batch_size": 300}, BadConfig, "larger than the fine-tuning pool"),
+    ({"seed": 2**70}, BadConfig, "seed must be between"),
+    ({"eval_datasets": []}, BadConfig, "no dataset is left to check"),
+    ({"eval_datasets": ["mnist"]}, BadConfig, "no dataset is left to check"),
+    ({"precompute_frozen": True, "augment": True}, BadConfig, "augmentation"),
+    ({"bn": "sometimes"}, BadConfig, "bn 'sometimes'"),
 ])
 def test_bad_settings_fail_clearly_and_no_run_is_marked_done(store_dir, change, error, words):
     store = RunStore()
@@ -169,3 +220,24 @@ def test_an_empty_image_folder_is_a_clear_error(store_dir, tmp_path):
     empty.mkdir()
     with pytest.raises(DatasetUnavailable):
         execute(RunConfig(**{**TINY, "dataset": str(empty)}), RunStore())
+
+
+def test_a_one_class_folder_is_refused_instead_of_reporting_100_to_100(store_dir, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "one_class" / "cat"
+    folder.mkdir(parents=True)
+    for i in range(30):
+        Image.new("L", (28, 28), color=i * 8).save(folder / f"{i}.png")
+    with pytest.raises(DatasetUnavailable, match="at least two"):
+        execute(RunConfig(**{**TINY, "dataset": str(tmp_path / "one_class"), "batch_size": 4}), RunStore())
+
+
+def test_probe_subsets_give_every_class_images_within_the_cap():
+    quickdraw = load_split("quickdraw", "train")
+    subset = quickdraw.per_class_subset(100, cap=5000, seed=0)
+    counts = torch.bincount(subset.labels, minlength=quickdraw.num_classes)
+    assert len(subset) <= 5000 and counts.min() >= 14 and counts.max() == counts.min()
+    assert torch.equal(subset.labels, quickdraw.per_class_subset(100, cap=5000, seed=0).labels)
+    small = load_split("mnist", "train").per_class_subset(20, cap=None, seed=0)
+    assert torch.bincount(small.labels).tolist() == [20] * 10

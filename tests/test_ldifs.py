@@ -1,11 +1,12 @@
 """LDIFS distance: the regulariser's definition, checked against a direct computation."""
 import copy
+import math
 
 import pytest
 import torch
 
 from ldifs_core import ldifs_distance
-from ldifs_core.features import tap_modules
+from ldifs_core.ldifs import tap_modules
 
 
 def perturbed(encoder, scale=0.05, seed=1):
@@ -39,16 +40,40 @@ def resnet_taps_by_hand(net, x):
     return [t.flatten(2).transpose(1, 2) for t in taps]  # [B, positions, channels]
 
 
+def unit(vector):
+    length = math.sqrt(sum(v * v for v in vector))
+    return [v / (length + 1e-10) for v in vector]  # ReLU maps can hold all-zero vectors
+
+
 def direct_distance(taps0, taps1, variant):
-    per_layer = []
-    for a, b in zip(taps0, taps1):
-        axis = 2 if variant == "paper" else 1  # channels, or positions (the released code)
-        a = a / (a.norm(dim=axis, keepdim=True) + 1e-10)  # ReLU maps can hold all-zero channels
-        b = b / (b.norm(dim=axis, keepdim=True) + 1e-10)
-        sq = (a - b) ** 2
-        per_position = sq.sum(dim=2) if variant == "paper" else sq.mean(dim=2)
-        per_layer.append(per_position.mean(dim=1))
-    return torch.stack(per_layer).mean(dim=0)
+    """The paper's definition in plain Python, one sample at a time, with no tensor axes to get wrong.
+
+    paper: every position's channel vector is made unit length; squared differences are summed over channels and
+    averaged over positions. released: every channel's vector over positions is made unit length; squared
+    differences are averaged over channels and over positions. Then the mean over layers.
+    """
+    batch = taps0[0].shape[0]
+    per_sample = []
+    for b in range(batch):
+        layers = []
+        for a_map, b_map in zip(taps0, taps1):
+            a, c = a_map[b].tolist(), b_map[b].tolist()  # positions x channels, as nested lists
+            positions, channels = len(a), len(a[0])
+            if variant == "paper":
+                total = 0.0
+                for p in range(positions):
+                    u, v = unit(a[p]), unit(c[p])
+                    total += sum((x - y) ** 2 for x, y in zip(u, v))
+                layers.append(total / positions)
+            else:
+                total = 0.0
+                for ch in range(channels):
+                    u = unit([a[p][ch] for p in range(positions)])
+                    v = unit([c[p][ch] for p in range(positions)])
+                    total += sum((x - y) ** 2 for x, y in zip(u, v))
+                layers.append(total / (channels * positions))
+        per_sample.append(sum(layers) / len(layers))
+    return torch.tensor(per_sample)
 
 
 @pytest.mark.parametrize("variant", ["paper", "released"])

@@ -5,6 +5,7 @@ training, evaluation and the app all read data the same way.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,9 +20,10 @@ from ldifs_core.paths import BANK_DIR
 BANK_NAMES = tuple(DOMAINS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageSet:
-    """One split of one dataset: images uint8 [N, C, H, W], labels int64 [N]."""
+    """One split of one dataset: images uint8 [N, C, H, W], labels int64 [N]. Shared between runs: never
+    written in place (subsets are new sets)."""
 
     name: str
     split: str
@@ -29,6 +31,7 @@ class ImageSet:
     labels: torch.Tensor
     class_names: list[str]
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    selection: str = "all"  # which images of the split these are: part of every cache key
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,7 +45,44 @@ class ImageSet:
         if limit is None or limit >= len(self):
             return self
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-        return ImageSet(self.name, self.split, self.images[order], self.labels[order], self.class_names, self.templates)
+        return self._take(order, f"{limit} at seed {seed}")
+
+    def per_class_subset(self, per_class: int | None, cap: int | None = None, seed: int = 0) -> "ImageSet":
+        """Up to `per_class` images of every class, fewer per class when `cap` (a total) binds, at least one each:
+        a total limit alone left a 345-class dataset with about 3 images per class. Seeded and fixed."""
+        present = int((torch.bincount(self.labels, minlength=self.num_classes) > 0).sum())
+        per = per_class if per_class is not None else len(self)
+        if cap is not None and present:
+            per = min(per, max(1, cap // present))
+        shuffled = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        by_label = shuffled[torch.sort(self.labels[shuffled], stable=True).indices]  # grouped by class, still shuffled
+        sorted_labels = self.labels[by_label]
+        group_start = torch.searchsorted(sorted_labels, sorted_labels, side="left")
+        rank = torch.arange(len(self)) - group_start
+        chosen = by_label[rank < per].sort().values
+        if len(chosen) == len(self):
+            return self
+        return self._take(chosen, f"{per} per class at seed {seed}")
+
+    def _take(self, positions: torch.Tensor, how: str) -> "ImageSet":
+        return ImageSet(self.name, self.split, self.images[positions], self.labels[positions], self.class_names,
+                        self.templates, f"{self.selection} > {how}")
+
+
+def split_by_class(labels: Sequence[int], test_fraction: float,
+                   rng_for_class: Callable[[int], np.random.Generator]) -> dict[str, list[int]]:
+    """Fixed 'train'/'test' positions for data without a split of its own: per class (in label order), a shuffle
+    from `rng_for_class(label)` sends round(test_fraction * n) items to test (at least 1 when n >= 2, never all)."""
+    labels = np.asarray(labels)
+    split: dict[str, list[int]] = {"train": [], "test": []}
+    for label in np.unique(labels):
+        positions = np.flatnonzero(labels == label)
+        n = len(positions)
+        n_test = min(max(round(test_fraction * n), 1), n - 1)
+        order = rng_for_class(int(label)).permutation(n)
+        split["test"] += positions[order[:n_test]].tolist()
+        split["train"] += positions[order[n_test:]].tolist()
+    return {name: sorted(positions) for name, positions in split.items()}
 
 
 @lru_cache(maxsize=None)

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from ldifs_core.datasets import split_by_class
 from ldifs_core.datasets.domains import DOMAINS
 from ldifs_core.errors import BankSourceMissing
 from ldifs_core.paths import BANK_DIR
@@ -124,14 +125,9 @@ def mnist_like(images_train, labels_train, images_test, labels_test, rng):
 
 
 def split_per_class(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
-    """Stratified split: HOLDOUT_FRACTION of every class goes to test."""
-    train_idx, test_idx = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = int(round(len(members) * HOLDOUT_FRACTION))
-        test_idx.extend(members[:n_test])
-        train_idx.extend(members[n_test:])
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    """Stratified split: HOLDOUT_FRACTION of every class goes to test (one generator shuffles every class in turn)."""
+    split = split_by_class(labels, HOLDOUT_FRACTION, lambda _label: rng)
+    train_idx, test_idx = np.array(split["train"], dtype=np.int64), np.array(split["test"], dtype=np.int64)
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 

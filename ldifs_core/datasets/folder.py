@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 from tqdm import tqdm
 
-from ldifs_core.datasets import ImageSet
+from ldifs_core.datasets import ImageSet, split_by_class
 from ldifs_core.errors import DatasetUnavailable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -89,23 +89,9 @@ def decode_all(load: Callable[[int], tuple[Image.Image, int]], count: int, image
 
 def stratified_split(labels: Sequence[int], seed: int = SPLIT_SEED,
                      test_fraction: float = TEST_FRACTION) -> dict[str, list[int]]:
-    """Fixed 'train'/'test' positions for a dataset that has no split of its own.
-
-    Per class, a seeded shuffle sends round(test_fraction * n) items (at least 1 when n >= 2, never all) to test.
-    Each class is shuffled with its own seed (seed, label), so adding images to one class leaves the other
-    classes' splits as they were.
-    """
-    by_class: dict[int, list[int]] = {}
-    for position, label in enumerate(labels):
-        by_class.setdefault(int(label), []).append(position)
-    split: dict[str, list[int]] = {"train": [], "test": []}
-    for label, positions in by_class.items():
-        n = len(positions)
-        n_test = min(max(round(test_fraction * n), 1), n - 1)
-        order = np.random.default_rng([seed, label]).permutation(n)
-        split["test"] += [positions[i] for i in order[:n_test]]
-        split["train"] += [positions[i] for i in order[n_test:]]
-    return {name: sorted(positions) for name, positions in split.items()}
+    """The fixed split of a folder (or torchvision set) without one. Each class is shuffled with its own seed
+    (seed, label), so adding images to one class leaves the other classes' splits as they were."""
+    return split_by_class(labels, test_fraction, lambda label: np.random.default_rng([seed, label]))
 
 
 def _image_files(folder: Path) -> list[Path]:

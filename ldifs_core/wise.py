@@ -1,0 +1,119 @@
+"""WiSE-FT (Wortsman et al., 2022): evaluate the weight mix (1 − α)·θ₀ + α·θ of a finished run without
+retraining. Each (run, α) is evaluated once and kept in the run store, so a path of α values is cheap to redraw.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ldifs_core.errors import BadConfig, LabError, RunCancelled, RunNotFound
+from ldifs_core.evaluate import forgetting_report
+from ldifs_core.models import FoundationModel
+from ldifs_core.objectives import OBJECTIVE_TYPES
+from ldifs_core.runner import prepare
+from ldifs_core.store import RunStore
+
+
+def mix_weights(base_clip: nn.Module, tuned_clip: nn.Module, alpha: float) -> nn.Module:
+    """A new CLIP with weights (1 − α)·θ₀ + α·θ (α = 0 gives θ₀, α = 1 gives θ); both inputs stay as they are."""
+    mixed = copy.deepcopy(tuned_clip)
+    base_state = base_clip.state_dict()
+    mixed.load_state_dict({k: torch.lerp(base_state[k].to(v.device).float(), v.float(), alpha).to(v.dtype)
+                           if v.is_floating_point() else v for k, v in tuned_clip.state_dict().items()})
+    return mixed
+
+
+def tuned_from_weights(base: FoundationModel, weights: dict[str, torch.Tensor]) -> tuple[nn.Module, nn.Linear, nn.Linear]:
+    """A run's tuned CLIP, final head and initial head, rebuilt on `base` (a private copy) from its saved weights."""
+    clip = copy.deepcopy(base.clip)
+    state = clip.state_dict()
+    device = next(clip.parameters()).device
+    state.update({k[len("clip."):]: v.to(device) for k, v in weights.items() if k.startswith("clip.")})
+    clip.load_state_dict(state)
+    heads = []
+    for prefix in ("head", "initial_head"):
+        weight = weights[f"{prefix}.weight"]
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        head.load_state_dict({"weight": weight, "bias": weights[f"{prefix}.bias"]})
+        heads.append(head.requires_grad_(False))
+    return clip.eval(), heads[0], heads[1]
+
+
+def run_weights(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:
+    """The saved weights of a finished run, or a LabError that says why there are none to mix."""
+    record = store.get(run_id)
+    if record.status != "done":
+        reason = f" ({record.message})" if record.message else ""
+        raise RunNotFound(f"Run {run_id} is {record.status}{reason}: only finished runs can be mixed with WiSE-FT.")
+    path = store.weights_path(run_id)
+    if path is None:
+        raise RunNotFound(f"Run {run_id} kept no weights (save_weights was off), so WiSE-FT cannot mix them. "
+                          f"Run it again with weights saved.")
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise LabError(f"The weights file of run {run_id} ({path}) cannot be read ({err}); it was replaced or "
+                       f"damaged. Run the configuration again to get fresh weights.") from None
+    if not {"head.weight", "head.bias", "initial_head.weight", "initial_head.bias"} <= set(weights):
+        raise LabError(f"The weights file of run {run_id} ({path}) lacks the classifier heads; it was replaced by "
+                       f"another file. Run the configuration again to get fresh weights.")
+    return weights
+
+
+def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_umap: bool = False,
+                   should_stop: Callable[[], bool] | None = None,
+                   on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
+    """Evaluate each α afresh (no cache); the run's data and weights are loaded once for all of them."""
+    alphas = list(alphas)
+    bad = [a for a in alphas if not 0.0 <= a <= 1.0]
+    if bad:
+        raise BadConfig(f"WiSE-FT α must be between 0 and 1, got {', '.join(f'{a:g}' for a in bad)}.")
+    weights = run_weights(store, run_id)
+    cfg = store.get(run_id).config
+    run = prepare(cfg)
+    try:
+        tuned_clip, final, initial = tuned_from_weights(run.base, weights)
+    except (KeyError, RuntimeError) as err:
+        raise LabError(f"The weights file of run {run_id} does not fit its model ({str(err).splitlines()[0][:160]}); "
+                       f"it was replaced by another file. Run the configuration again.") from None
+    kind = OBJECTIVE_TYPES[cfg.objective]
+    results = []
+    for alpha in alphas:
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
+        mixed = mix_weights(run.base.clip, tuned_clip, alpha)
+        head = kind.mixed_head(run.base, mixed, initial, final, alpha, run.test)
+        report, _ = forgetting_report(cfg, run.base, mixed.visual, head, run.test, run.others, with_umap)
+        results.append({"run_id": run_id, "alpha": alpha, **report})
+        if on_alpha is not None:
+            on_alpha(alpha, results[-1])
+    return results
+
+
+def wise_ft_metrics(store: RunStore, run_id: str, alpha: float) -> dict:
+    """The report of one WiSE-FT mix, evaluated afresh."""
+    return evaluate_mixes(store, run_id, [alpha])[0]
+
+
+def wise_ft_path(store: RunStore, run_id: str, alphas: Iterable[float],
+                 should_stop: Callable[[], bool] | None = None,
+                 on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
+    """Reports for every α (sorted), each computed once per run and kept in the store; cancellable between α."""
+    alphas = sorted(set(alphas))
+    cached = store.wise_results(run_id)
+    missing = [a for a in alphas if a not in cached]
+
+    def keep(alpha: float, metrics: dict) -> None:
+        store.save_wise(run_id, alpha, metrics)
+        cached[alpha] = metrics
+        if on_alpha is not None:
+            on_alpha(alpha, metrics)
+
+    if missing:
+        evaluate_mixes(store, run_id, missing, should_stop=should_stop, on_alpha=keep)
+    return [cached[a] for a in alphas]
