@@ -1,20 +1,125 @@
 """Command-line front end: `python -m ldifs_core run|sweep|list|show|export|wise`.
 
-Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process.
+Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
+before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
+
+Exit codes: 0 every run finished (or the command did what it was asked); 1 a sweep in which at least one run
+failed (each is recorded with its reason and listed in the summary; the others still ran); 2 bad input, or a
+run, store or file problem the message explains (`run` exits 2 when its run failed); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import json
+import math
+import os
 import sys
+import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from ldifs_core.config import DEFAULT_LAMBDA, INITS, OBJECTIVES, RunConfig
-from ldifs_core.errors import LabError
-from ldifs_core.store import RunStore
+from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
+from ldifs_core.errors import BadConfig, LabError, RunNotFound
+from ldifs_core.store import LISTED_STATUSES, RunStore
+
+T = TypeVar("T")
+STORE_HELP = "run store folder (default: $LDIFS_STORE or ./runs)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose complaints end like every other bad input: one line, exit code 2 (via main)."""
+
+    def error(self, message: str):
+        raise BadConfig(f"{message} (see `{self.prog} --help`)")
+
+
+# -- checking input before any work ------------------------------------------------------------------
+
+
+def comma_list(flag: str, text: str, convert: Callable[[str], T], example: str) -> list[T]:
+    """The items of a comma list, each converted; a BadConfig naming the flag and the item that does not fit.
+
+    `convert` raises ValueError with a short reason ("is not a number") for an item it refuses.
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise BadConfig(f"{flag} is empty: give a comma list such as {example}.")
+    values = []
+    for item in items:
+        if not item:
+            raise BadConfig(f"{flag} '{text}' has an empty item: give a comma list such as {example}.")
+        try:
+            values.append(convert(item))
+        except ValueError as err:
+            raise BadConfig(f"{flag}: '{item}' {err}; give a comma list such as {example}.") from None
+    return values
+
+
+def number(item: str) -> float:
+    try:
+        value = float(item)
+    except ValueError:
+        raise ValueError("is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("is not a finite number")
+    return value
+
+
+def whole_number(item: str) -> int:
+    try:
+        return int(item)
+    except ValueError:
+        raise ValueError("is not a whole number") from None
+
+
+def seed(item: str) -> int:
+    value = whole_number(item)
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"is outside the seed range 0..{MAX_SEED}")
+    return value
+
+
+def alpha(item: str) -> float:
+    value = number(item)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("is outside 0..1 (α = 0 is the base model, 1 the fine-tuned one)")
+    return value
+
+
+def objective(item: str) -> str:
+    if item not in OBJECTIVES:
+        raise ValueError(f"is not an objective (use {', '.join(OBJECTIVES)})")
+    return item
+
+
+def name(item: str) -> str:
+    return item
+
+
+def check_output(flag: str, path: Path | None) -> None:
+    """An output file can be written where it is asked for, or BadConfig says why, before any work starts."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise BadConfig(f"{flag} {path} is a folder: give a file name.")
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadConfig(f"{flag} {path}: the folder {folder} does not exist; create it first or choose another path.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BadConfig(f"{flag} {path} cannot be written here (permission denied); choose another path.")
+
+
+def write_output(flag: str, path: Path, text: str, note: str = "") -> None:
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise BadConfig(f"{flag} {path} could not be written ({err.strerror}){note}.") from None
+
+
+# -- run options ---------------------------------------------------------------------------------------
 
 
 def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
@@ -22,115 +127,196 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
     parser.add_argument("--model", help="open_clip model name (default: the embedded model)")
     parser.add_argument("--pretrained", help="open_clip pretrained tag or a local checkpoint file")
     parser.add_argument("--dataset", default=defaults.dataset, help="registered dataset name or an ImageFolder path")
-    parser.add_argument("--eval-datasets", help="comma list (default: every other concept-bank domain)")
+    parser.add_argument("--eval-datasets", help="comma list of datasets checked for forgetting "
+                        "(default: every other concept-bank domain)")
     if sweep:
         parser.add_argument("--objectives", default="ce,ldifs", help=f"comma list of {','.join(OBJECTIVES)}")
-        parser.add_argument("--lams", default="", help="comma list of λ values for ldifs/l2sp (default: the default λ)")
-        parser.add_argument("--seeds", default="0", help="comma list of seeds")
+        parser.add_argument("--lams", default="", help=f"comma list of λ values for {' and '.join(REGULARISED)} "
+                            f"(default: their default λ)")
+        parser.add_argument("--seeds", default="0", help=f"comma list of seeds (0..{MAX_SEED})")
     else:
         parser.add_argument("--objective", default=defaults.objective, choices=OBJECTIVES)
-        parser.add_argument("--lam", type=float, help=f"regulariser weight (default per objective: {DEFAULT_LAMBDA})")
-        parser.add_argument("--seed", type=int, default=defaults.seed)
+        parser.add_argument("--lam", type=float, help=f"regulariser weight, only for {' and '.join(REGULARISED)} "
+                            f"(default: {', '.join(f'{o} {DEFAULT_LAMBDA[o]:g}' for o in REGULARISED)})")
+        parser.add_argument("--seed", type=int, default=defaults.seed, help=f"0..{MAX_SEED}")
     parser.add_argument("--init", default=defaults.init, choices=INITS, help="head init: zero-shot or linear probe")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
     parser.add_argument("--augment", action="store_true", help="random shifts of the training images")
+    parser.add_argument("--bn", default=defaults.bn, choices=BATCHNORM_MODES,
+                        help="BatchNorm statistics of an end-to-end run: updated (train) or kept (frozen)")
     parser.add_argument("--ldifs-variant", default=defaults.ldifs_variant, choices=("paper", "released"))
     parser.add_argument("--precompute-frozen", action="store_true",
-                        help="compute the frozen encoder's features once (no augmentation)")
+                        help="compute the frozen encoder's features once (not with --augment)")
     parser.add_argument("--data-root", help="root of torchvision datasets")
     parser.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP pictures (faster)")
     parser.add_argument("--train-limit", type=int, default=defaults.train_limit, help="fine-tuning pool size")
     parser.add_argument("--eval-limit", type=int, default=defaults.eval_limit, help="test images per dataset")
     parser.add_argument("--probe-limit", type=int, default=defaults.probe_limit,
-                        help="train images per dataset for linear probes")
-    parser.add_argument("--store", type=Path, help="run store folder (default: $LDIFS_STORE or ./runs)")
-    parser.add_argument("--json", type=Path, help="also write the metrics JSON here")
+                        help="train images per class for linear probes")
+    parser.add_argument("--probe-cap", type=int, default=defaults.probe_cap,
+                        help="at most this many linear-probe train images per dataset")
+    parser.add_argument("--store", type=Path, help=STORE_HELP)
+    parser.add_argument("--json", type=Path, help="also write the metrics JSON here" +
+                        (" (a list: every run, failed ones with their status and message)" if sweep else ""))
 
 
 def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int) -> RunConfig:
+    """The run's settings, validated: BadConfig says what to change."""
+    eval_datasets = (comma_list("--eval-datasets", args.eval_datasets, name, "animals,quickdraw")
+                     if args.eval_datasets is not None else None)
     return RunConfig(
         dataset=args.dataset, objective=objective, lam=lam, init=args.init, model=args.model,
         pretrained=args.pretrained, seed=seed, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-        device=args.device, augment=args.augment, ldifs_variant=args.ldifs_variant,
+        device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=args.ldifs_variant,
         precompute_frozen=args.precompute_frozen, data_root=args.data_root, download=args.download,
-        eval_datasets=[d.strip() for d in args.eval_datasets.split(",") if d.strip()] if args.eval_datasets else None,
-        umap_points=0 if args.no_umap else RunConfig.umap_points, train_limit=args.train_limit,
-        eval_limit=args.eval_limit, probe_limit=args.probe_limit,
+        eval_datasets=eval_datasets, umap_points=0 if args.no_umap else RunConfig.umap_points,
+        train_limit=args.train_limit, eval_limit=args.eval_limit, probe_limit=args.probe_limit,
+        probe_cap=args.probe_cap,
     ).validate()
 
 
-def run_with_progress(cfg: RunConfig, store: RunStore) -> str:
+def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
+    """Every configuration of the grid, all validated before the first one runs."""
+    objectives = comma_list("--objectives", args.objectives, objective, "ce,ldifs")
+    lams = comma_list("--lams", args.lams, number, "1,10") if args.lams.strip() else None
+    seeds = comma_list("--seeds", args.seeds, seed, "0,1,2")
+    if lams is not None and not any(o in REGULARISED for o in objectives):
+        raise BadConfig(f"--lams applies to {' and '.join(REGULARISED)} only, and neither is in --objectives.")
+    return [config_from(args, o, lam, s)
+            for o, s in itertools.product(objectives, seeds)
+            for lam in ((lams or [None]) if o in REGULARISED else [None])]
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+
+def run_with_progress(cfg: RunConfig, store: RunStore, run_id: str) -> None:
+    """Execute the recorded run `run_id`, with a progress bar from its first training step (a run that fails
+    while loading prints only its error)."""
     from tqdm import tqdm
 
     from ldifs_core.runner import execute
 
-    with tqdm(total=cfg.steps, desc=cfg.describe(), unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        def on_event(event):
-            bar.update(event.step - bar.n)
-            bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}")
+    bar = None
 
-        return execute(cfg, store, on_event=on_event)
+    def on_event(event):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=event.total_steps, desc=cfg.describe(), unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.update(event.step - bar.n)
+        bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}")
+
+    try:
+        execute(cfg, store, run_id, on_event=on_event)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def summary_line(metrics: dict) -> str:
     down = metrics["downstream"]
     return (f"{metrics['run_id']}  {metrics['config']['objective']:<6} {down['dataset']}: "
             f"{down['zero_shot_before']:.1f}% -> {down['accuracy_after']:.1f}%   forgetting: "
-            f"ZS {metrics['mean_zs_delta']:+.1f} pts, LP {metrics['mean_lp_delta']:+.1f} pts   "
+            f"ZS {metrics['mean_zs_delta']:+.1f} pts{interval(metrics.get('mean_zs_delta_ci'))}, "
+            f"LP {metrics['mean_lp_delta']:+.1f} pts{interval(metrics.get('mean_lp_delta_ci'))}   "
             f"({metrics['timings']['total_s']:.0f} s)")
 
 
-def finish_run(store: RunStore, run_id: str, json_path: Path | None) -> int:
+def interval(ci: list[float] | None) -> str:
+    return f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else ""
+
+
+def cmd_run(args) -> int:
+    cfg = config_from(args, args.objective, args.lam, args.seed)
+    check_output("--json", args.json)
+    store = RunStore(args.store)
+    run_id = store.create(cfg)
+    try:
+        run_with_progress(cfg, store, run_id)
+    except LabError as err:  # recorded as failed with this reason
+        print(f"error: run {run_id} failed: {err}", file=sys.stderr)
+        return 2
     record = store.get(run_id)
-    if record.status != "done":
+    if record.status != "done":  # cancelled
         print(f"error: run {run_id} {record.status}: {record.message}", file=sys.stderr)
         return 1
     metrics = store.metrics(run_id)
     print(summary_line(metrics))
-    if json_path:
-        json_path.write_text(json.dumps(metrics, indent=2))
+    if args.json:
+        write_output("--json", args.json, json.dumps(metrics, indent=2), f"; the run is kept as {run_id}")
     return 0
 
 
-def cmd_run(args) -> int:
-    store = RunStore(args.store)
-    cfg = config_from(args, args.objective, args.lam, args.seed)
-    return finish_run(store, run_with_progress(cfg, store), args.json)
+def outcome(store: RunStore, run_id: str) -> dict:
+    """What a sweep reports for one run: the metrics of a finished run, else its status and message."""
+    record = store.get(run_id)
+    if record.status == "done":
+        return store.metrics(run_id)
+    return {"run_id": run_id, "status": record.status, "message": record.message, "config": record.config.to_dict()}
 
 
 def cmd_sweep(args) -> int:
+    configs = sweep_configs(args)
+    check_output("--json", args.json)
     store = RunStore(args.store)
-    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    lams = [float(x) for x in args.lams.split(",") if x.strip()] or [None]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    configs = []
-    for objective, seed in itertools.product(objectives, seeds):
-        for lam in (lams if objective in ("ldifs", "l2sp") else [None]):
-            configs.append(config_from(args, objective, lam, seed))
-    results, code = [], 0
-    for cfg in configs:
-        run_id = run_with_progress(cfg, store)
-        code |= finish_run(store, run_id, None)
-        if store.get(run_id).status == "done":
-            results.append(store.metrics(run_id))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return code
+    results: list[dict] = []
+    try:
+        for cfg in configs:
+            run_id = store.create(cfg)
+            try:
+                run_with_progress(cfg, store, run_id)
+            except LabError:
+                pass  # recorded as failed with its reason; the sweep goes on
+            except KeyboardInterrupt:
+                results.append(outcome(store, run_id))
+                raise
+            except Exception:  # a bug: recorded as failed ("Internal error"); shown, and the sweep goes on
+                traceback.print_exc()
+            results.append(outcome(store, run_id))
+            print(summary_line(results[-1]) if results[-1]["status"] == "done" else failure_line(results[-1]))
+    finally:
+        print_sweep_table(results, len(configs))
+        if args.json:
+            write_output("--json", args.json, json.dumps(results, indent=2))
+    return 0 if all(result["status"] == "done" for result in results) else 1
+
+
+def failure_line(result: dict) -> str:
+    return f"{result['run_id']}  {result['config']['objective']:<6} {result['status']}: {result['message']}"
+
+
+def print_sweep_table(results: list[dict], planned: int) -> None:
+    done = sum(result["status"] == "done" for result in results)
+    print(f"\nSweep: {len(results)} of {planned} runs, {done} done, {len(results) - done} not done")
+    print(f"{'run':<22}  {'objective':<9}  {'λ':>6}  {'seed':>4}  {'status':<10}  result")
+    for result in results:
+        cfg = RunConfig.from_dict(result["config"])
+        lam = f"{cfg.effective_lam:g}" if cfg.regularised else "-"
+        if result["status"] == "done":
+            text = (f"{result['downstream']['accuracy_after']:.1f}%  ZS {result['mean_zs_delta']:+.1f}  "
+                    f"LP {result['mean_lp_delta']:+.1f}")
+        else:
+            text = result["message"]
+        print(f"{result['run_id']:<22}  {cfg.objective:<9}  {lam:>6}  {cfg.seed:>4}  {result['status']:<10}  {text}")
 
 
 def cmd_list(args) -> int:
     store = RunStore(args.store)
-    records = store.list(dataset=args.dataset, objective=args.objective)
+    records = store.list(dataset=args.dataset, objective=args.objective, status=args.status)
     if not records:
-        print("No runs yet. Start one with `python -m ldifs_core run`.")
+        filters = [f"--{key} {value}" for key, value in
+                   (("dataset", args.dataset), ("objective", args.objective), ("status", args.status)) if value]
+        print(f"No runs match {' '.join(filters)}." if filters else
+              "No runs yet. Start one with `python -m ldifs_core run`.")
     for r in records:
         s = r.summary
         numbers = (f"acc {s['accuracy_after']:.1f}  ZS Δ {s['mean_zs_delta']:+.1f}  LP Δ {s['mean_lp_delta']:+.1f}"
-                   if "accuracy_after" in s else r.message[:60])
+                   if r.status == "done" and {"accuracy_after", "mean_zs_delta", "mean_lp_delta"} <= set(s)
+                   else r.message[:100])
         print(f"{r.run_id}  {r.status:<11} {r.config.describe():<45} {numbers}")
     return 0
 
@@ -138,71 +324,60 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     store = RunStore(args.store)
     record = store.get(args.run)
-    if record.status != "done":
-        print(json.dumps({"run_id": record.run_id, "status": record.status, "message": record.message,
-                          "config": record.config.to_dict(), "progress": record.progress}, indent=2))
+    if record.status == "done":
+        print(json.dumps(store.metrics(args.run), indent=2))
         return 0
-    print(json.dumps(store.metrics(args.run), indent=2))
+    shown = {"run_id": record.run_id, "status": record.status, "message": record.message}
+    if record.status != "unreadable":
+        shown.update(config=record.config.to_dict(), progress=record.progress)
+    print(json.dumps(shown, indent=2))
     return 0
 
 
-def metrics_rows(metrics: dict) -> list[dict]:
-    """Flat rows for CSV: one per (dataset, class) plus one per dataset summary (class_name empty)."""
-    rows = []
-    down = metrics["downstream"]
-    rows.append({"run_id": metrics["run_id"], "role": "downstream", "dataset": down["dataset"], "class_name": "",
-                 "zs_before": down["zero_shot_before"], "zs_after": down["zero_shot_after"],
-                 "lp_before": "", "lp_after": "", "accuracy_after": down["accuracy_after"]})
-    for entry in metrics["forgetting"]:
-        rows.append({"run_id": metrics["run_id"], "role": "forgetting", "dataset": entry["dataset"], "class_name": "",
-                     "zs_before": entry["zs_before"], "zs_after": entry["zs_after"], "lp_before": entry["lp_before"],
-                     "lp_after": entry["lp_after"], "accuracy_after": ""})
-        for c in entry["per_class"]:
-            rows.append({"run_id": metrics["run_id"], "role": "forgetting", "dataset": entry["dataset"],
-                         "class_name": c["class_name"], "zs_before": c["before"], "zs_after": c["after"],
-                         "lp_before": "", "lp_after": "", "accuracy_after": ""})
-    return rows
-
-
-def metrics_csv(metrics: dict) -> str:
-    rows = metrics_rows(metrics)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def cmd_export(args) -> int:
+    from ldifs_core.export import metrics_csv
+
+    check_output("--out", args.out)
     metrics = RunStore(args.store).metrics(args.run)
     text = metrics_csv(metrics) if args.format == "csv" else json.dumps(metrics, indent=2)
     if args.out:
-        args.out.write_text(text)
+        write_output("--out", args.out, text)
     else:
         sys.stdout.write(text)
     return 0
 
 
 def cmd_wise(args) -> int:
-    from ldifs_core.runner import wise_ft_metrics
-
+    alphas = comma_list("--alphas", args.alphas, alpha, "0,0.5,1")
     store = RunStore(args.store)
-    for alpha in [float(a) for a in args.alphas.split(",")]:
-        m = wise_ft_metrics(store, args.run, alpha)
-        print(f"α={alpha:.2f}  {m['downstream']['dataset']}: {m['downstream']['accuracy_after']:.1f}%   "
+    record = store.get(args.run)
+    if record.status not in ("done", "unreadable"):
+        reason = f" ({record.message})" if record.message else ""
+        raise RunNotFound(f"Run {args.run} is {record.status}{reason}: WiSE-FT mixes the weights of a finished run; "
+                          f"pick one from `python -m ldifs_core list --status done`.")
+    store.metrics(args.run)  # an unreadable run says why here
+    if store.weights_path(args.run) is None:  # a damaged file says so here
+        raise RunNotFound(f"Run {args.run} kept no weights (save_weights was off), so WiSE-FT cannot mix them. "
+                          f"Run it again with weights saved.")
+    from ldifs_core.wise import wise_ft_path
+
+    for m in wise_ft_path(store, args.run, alphas):
+        print(f"α={m['alpha']:.2f}  {m['downstream']['dataset']}: {m['downstream']['accuracy_after']:.1f}%   "
               f"forgetting: ZS {m['mean_zs_delta']:+.1f} pts, LP {m['mean_lp_delta']:+.1f} pts")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ldifs_core", description="LDIFS Lab: fine-tune CLIP, measure "
-                                     "concept forgetting.")
+    parser = ArgumentParser(prog="python -m ldifs_core", description="LDIFS Lab: fine-tune CLIP, measure concept "
+                            "forgetting.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_options(sub.add_parser("run", help="fine-tune once and report forgetting"))
-    add_run_options(sub.add_parser("sweep", help="grid over objectives, λ values and seeds"), sweep=True)
-    listing = sub.add_parser("list", help="runs in the store")
+    add_run_options(sub.add_parser("sweep", help="grid over objectives, λ values and seeds; a failed run is "
+                                   "recorded and the others go on (exit code 1 if any failed)"), sweep=True)
+    listing = sub.add_parser("list", help="runs in the store (unreadable ones with the reason)")
     listing.add_argument("--dataset")
-    listing.add_argument("--objective")
+    listing.add_argument("--objective", choices=OBJECTIVES)
+    listing.add_argument("--status", choices=LISTED_STATUSES)
     show = sub.add_parser("show", help="one run's metrics (or status)")
     show.add_argument("run")
     export = sub.add_parser("export", help="a run's metrics as CSV or JSON")
@@ -211,9 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path)
     wise = sub.add_parser("wise", help="WiSE-FT: evaluate (1-α)·θ₀ + α·θ of a finished run")
     wise.add_argument("run")
-    wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma list of α in 0..1")
     for p in (listing, show, export, wise):
-        p.add_argument("--store", type=Path, help="run store folder (default: $LDIFS_STORE or ./runs)")
+        p.add_argument("--store", type=Path, help=STORE_HELP)
     return parser
 
 
@@ -221,13 +396,21 @@ COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_sh
             "wise": cmd_wise}
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # one line, like the errors
+        try:
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
+        except LabError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        except SystemExit as exit:  # --help
+            return exit.code if isinstance(exit.code, int) else 0

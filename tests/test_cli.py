@@ -1,55 +1,346 @@
-"""The CLI end to end on a tiny run, called in-process through main(argv)."""
+"""The CLI, called in-process through main(argv): tiny real runs end to end, and every bad input refused with one
+line and exit code 2 before any work starts."""
 import csv
 import io
 import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from ldifs_core import stats
 from ldifs_core.cli import main
+from ldifs_core.config import RunConfig
+from ldifs_core.export import COLUMNS
+from ldifs_core.store import RunStore
 
 TINY = ["--steps", "3", "--batch-size", "16", "--eval-datasets", "animals", "--no-umap", "--train-limit", "200",
-        "--eval-limit", "100", "--probe-limit", "100"]
+        "--eval-limit", "100", "--probe-limit", "10"]
 
 
 def run_cli(*argv):
     return main(list(argv))
 
 
-def test_run_writes_the_documented_metrics_json_and_lists_it(store_dir, tmp_path, capsys):
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+# -- tiny real runs --------------------------------------------------------------------------------------
+
+
+def test_run_writes_the_documented_metrics_json_lists_shows_and_exports_it(store_dir, tmp_path, capsys):
     out = tmp_path / "metrics.json"
     assert run_cli("run", "--dataset", "mnist", "--objective", "ldifs", "--lam", "5", *TINY, "--json", str(out)) == 0
     metrics = json.loads(out.read_text())
     assert metrics["config"]["objective"] == "ldifs" and metrics["config"]["lam"] == 5
+    assert metrics["schema_version"] == 2
     assert {"run_id", "status", "downstream", "forgetting", "mean_zs_delta", "mean_lp_delta", "timings"} <= set(metrics)
     assert metrics["run_id"] in capsys.readouterr().out
 
     assert run_cli("list") == 0
     assert metrics["run_id"] in capsys.readouterr().out
     assert run_cli("show", metrics["run_id"]) == 0
-    assert json.loads(capsys.readouterr().out)["run_id"] == metrics["run_id"]
+    assert json.loads(capsys.readouterr().out) == metrics
 
     assert run_cli("export", metrics["run_id"], "--format", "csv") == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert {r["dataset"] for r in rows} == {"mnist", "animals"}
-    assert any(r["class_name"] == "zebra" for r in rows)
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == ",".join(COLUMNS)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {(r["role"], r["dataset"]) for r in rows} == {("downstream", "mnist"), ("forgetting", "animals"), ("mean", "")}
+    zebra = [r for r in rows if r["class_name"] == "zebra"]
+    assert [r["probe"] for r in zebra] == ["zs", "lp"]
+    assert all(int(r["n"]) > 0 and float(r["change_ci_low"]) <= float(r["change"]) <= float(r["change_ci_high"])
+               for r in zebra)
 
 
-def test_sweep_runs_every_objective_and_lambda(store_dir, tmp_path, capsys):
+def test_a_sweep_records_a_diverging_run_goes_on_and_reports_every_run(store_dir, tmp_path, capsys):
+    """λ = 1e300 overflows to infinity in float32: the loss is not a number at the first step."""
     out = tmp_path / "sweep.json"
-    assert run_cli("sweep", "--objectives", "ce,ldifs", "--lams", "1,10", *TINY, "--json", str(out)) == 0
-    results = json.loads(out.read_text())
-    assert sorted((r["config"]["objective"], r["config"]["lam"]) for r in results) == [
-        ("ce", None), ("ldifs", 1.0), ("ldifs", 10.0)]
+    assert run_cli("sweep", "--objectives", "ldifs", "--lams", "1e300,1", *TINY, "--json", str(out)) == 1
+
+    failed, finished = json.loads(out.read_text())
+    assert failed["status"] == "failed" and failed["config"]["lam"] == 1e300
+    assert "loss" in failed["message"]
+    assert finished["status"] == "done" and finished["config"]["lam"] == 1.0 and "downstream" in finished
+    table = capsys.readouterr().out.split("Sweep: ")[1]
+    assert "2 of 2 runs, 1 done, 1 not done" in table
+    assert failed["run_id"] in table and finished["run_id"] in table and failed["message"][:40] in table
+    statuses = {r.run_id: r.status for r in RunStore(store_dir).list()}
+    assert statuses == {failed["run_id"]: "failed", finished["run_id"]: "done"}
+
+
+# -- bad input: refused before any work --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sweep", "--lams", "1,x"], "--lams: 'x' is not a number"),
+    (["sweep", "--lams", "1,inf"], "--lams: 'inf' is not a finite number"),
+    (["sweep", "--seeds", "0,y"], "--seeds: 'y' is not a whole number"),
+    (["sweep", "--seeds", "0,1.5"], "--seeds: '1.5' is not a whole number"),
+    (["sweep", "--seeds", f"0,{2**70}"], f"--seeds: '{2**70}' is outside the seed range 0..4294967295"),
+    (["sweep", "--seeds", ""], "--seeds is empty"),
+    (["sweep", "--seeds", "0,,1"], "has an empty item"),
+    (["sweep", "--objectives", "ce,bogus"], "--objectives: 'bogus' is not an objective"),
+    (["sweep", "--objectives", "ce,flyp", "--lams", "1,10"], "--lams applies to ldifs and l2sp only"),
+    (["sweep", "--eval-datasets", "mnist"], "no dataset is left to check for forgetting"),
+    (["run", "--seed", str(2**70)], "seed must be between 0 and 4294967295"),
+    (["run", "--seed", "-1"], "seed must be between 0 and 4294967295"),
+    (["run", "--eval-datasets", ""], "--eval-datasets is empty"),
+    (["run", "--eval-datasets", " , "], "--eval-datasets is empty"),
+    (["run", "--dataset", "mnist", "--eval-datasets", "mnist"], "no dataset is left to check for forgetting"),
+    (["run", "--objective", "ce", "--lam", "5"], "λ is only used by ldifs and l2sp"),
+    (["run", "--objective", "lp", "--lam", "0"], "λ is only used by ldifs and l2sp"),
+    (["run", "--objective", "ldifs", "--lam", "nan"], "λ must be a finite number"),
+    (["run", "--precompute-frozen", "--augment"], "precomputed frozen features cannot follow random augmentation"),
+    (["run", "--batch-size", "500", "--train-limit", "100"], "batch size 500 is larger than the fine-tuning pool"),
+    (["run", "--steps", "0"], "steps must be"),
+    (["run", "--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    (["run", "--bn", "sometimes"], "argument --bn: invalid choice"),
+    (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["list", "--objective", "bogus"], "argument --objective: invalid choice: 'bogus'"),
+    (["wise", "20250101-000000-abcdef", "--alphas", "0,a"], "--alphas: 'a' is not a number"),
+    (["wise", "20250101-000000-abcdef", "--alphas", "0,1.5"], "--alphas: '1.5' is outside 0..1"),
+    (["wise", "20250101-000000-abcdef", "--alphas", "-0.5"], "--alphas: '-0.5' is outside 0..1"),
+    ([], "the following arguments are required"),
+])
+def test_bad_input_exits_2_with_one_line_before_any_run_is_recorded(store_dir, capsys, argv, words):
+    assert run_cli(*argv) == 2
+    assert words in one_error_line(capsys)
+    assert not store_dir.exists() or RunStore(store_dir).list() == []
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_an_output_file_in_a_missing_folder_is_refused_before_training(store_dir, tmp_path, capsys, command):
+    assert run_cli(command, "--json", str(tmp_path / "no-such-folder" / "m.json")) == 2
+    assert "no-such-folder does not exist; create it first" in one_error_line(capsys)
+    assert run_cli(command, "--json", str(tmp_path)) == 2
+    assert "is a folder: give a file name" in one_error_line(capsys)
+    assert not store_dir.exists() or RunStore(store_dir).list() == []
+
+
+def test_an_unwritable_output_file_is_refused_before_training(store_dir, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "metrics.json"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
+    assert run_cli("run", "--json", str(target)) == 2
+    assert "cannot be written here (permission denied)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["run"], ["sweep"], ["list"], ["show", "20250101-000000-abcdef"]])
+def test_a_store_that_is_a_file_is_refused_with_what_to_do(tmp_path, capsys, command):
+    not_a_folder = tmp_path / "runs.txt"
+    not_a_folder.write_text("notes")
+    assert run_cli(*command, "--store", str(not_a_folder)) == 2
+    line = one_error_line(capsys)
+    assert "is a file, not a folder" in line and "--store" in line
+    assert not_a_folder.read_text() == "notes"
+
+
+def test_an_index_that_is_not_a_database_is_refused_with_what_to_do(tmp_path, capsys):
+    (tmp_path / "index.sqlite").write_bytes(b"\x00garbage" * 100)
+    assert run_cli("list", "--store", str(tmp_path)) == 2
+    assert "is not a run index this lab can read" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("argv, words", [
     (["run", "--dataset", "nope"], "Unknown dataset 'nope'"),
-    (["run", "--steps", "0"], "steps must be"),
     (["run", "--model", "ViT-Nope", "--pretrained", "x"], "Unknown open_clip model"),
     (["run", "--pretrained", "/no/such/file.pt", "--model", "LabCLIP-ViT-28-p7"], "does not exist"),
-    (["show", "20990101-000000-abcdef"], "No run"),
 ])
-def test_bad_input_exits_nonzero_with_a_one_line_reason(store_dir, capsys, argv, words):
+def test_a_run_that_fails_while_loading_exits_2_with_its_recorded_reason(store_dir, capsys, argv, words):
     assert run_cli(*argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and words in err[-1]
+    line = one_error_line(capsys)
+    assert words in line
+    (record,) = RunStore(store_dir).list()
+    assert line.startswith(f"error: run {record.run_id} failed: ") and record.status == "failed"
+
+
+# -- runs that cannot be read, and runs that cannot be mixed -------------------------------------------------
+
+
+def metrics_v2(seed: int = 0) -> dict:
+    """A small but complete schema-2 report, numbers from the engine's statistics."""
+    rng = np.random.default_rng(seed)
+    before, after = rng.random(40) < 0.6, rng.random(40) < 0.5
+    labels = np.repeat([0, 1], 20)
+    numbers = stats.summary(before, after)
+    rows = stats.class_rows(before, after, labels, ["cat", "dog"])
+    probe = lambda p: {f"{p}_before": numbers["before"], f"{p}_before_ci": numbers["before_ci"],
+                       f"{p}_after": numbers["after"], f"{p}_after_ci": numbers["after_ci"],
+                       f"{p}_delta": numbers["change"], f"{p}_delta_ci": numbers["change_ci"]}
+    return {
+        "config": RunConfig(objective="ce").to_dict(),
+        "downstream": {"dataset": "mnist", "n": 40, "zero_shot_before": numbers["before"],
+                       "zero_shot_before_ci": numbers["before_ci"], "accuracy_after": numbers["after"],
+                       "accuracy_after_ci": numbers["after_ci"], "change": numbers["change"],
+                       "change_ci": numbers["change_ci"], "zero_shot_after": numbers["after"],
+                       "zero_shot_after_ci": numbers["after_ci"], "per_class": rows},
+        "forgetting": [{"dataset": "animals", "n": 40, "test_images": 40, "probe_images": 20, **probe("zs"),
+                        **probe("lp"), "per_class": rows, "per_class_lp": rows}],
+        "mean_zs_delta": numbers["change"], "mean_zs_delta_ci": numbers["change_ci"],
+        "mean_lp_delta": numbers["change"], "mean_lp_delta_ci": numbers["change_ci"],
+        "timings": {"train_s": 1.0, "eval_s": 1.0, "total_s": 2.0, "step_ms": 5.0},
+    }
+
+
+def finished_run(store: RunStore, weights: bool = True) -> str:
+    run_id = store.create(RunConfig(objective="ce"))
+    store.finish(run_id, metrics_v2(), history=[{"step": 1, "loss": 1.0}],
+                 weights={"head.weight": torch.zeros(2, 4), "head.bias": torch.zeros(2)} if weights else None)
+    return run_id
+
+
+@pytest.fixture
+def store(store_dir) -> RunStore:
+    return RunStore(store_dir)
+
+
+def test_list_show_and_export_say_which_run_is_unreadable_and_keep_the_others(store, capsys):
+    good, bad = finished_run(store), finished_run(store)
+    (store.root / bad / "metrics.json").write_text("{truncated")
+
+    assert run_cli("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(good in line and "done" in line for line in lines)
+    (bad_line,) = [line for line in lines if bad in line]
+    assert "unreadable: metrics.json is corrupt" in bad_line
+
+    assert run_cli("show", bad) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "unreadable" and shown["message"].startswith("unreadable: metrics.json is corrupt")
+
+    assert run_cli("export", bad, "--format", "csv") == 2
+    assert one_error_line(capsys).startswith(f"error: unreadable: metrics.json is corrupt")
+    assert run_cli("export", good, "--format", "csv") == 0
+    assert capsys.readouterr().out.startswith(",".join(COLUMNS))
+
+
+def test_list_says_when_no_run_matches_a_filter(store, capsys):
+    assert run_cli("list") == 0
+    assert capsys.readouterr().out.startswith("No runs yet.")
+    finished_run(store)
+    assert run_cli("list", "--dataset", "svhn") == 0
+    assert capsys.readouterr().out.strip() == "No runs match --dataset svhn."
+    assert run_cli("list", "--objective", "ldifs", "--status", "done") == 0
+    assert capsys.readouterr().out.strip() == "No runs match --objective ldifs --status done."
+
+
+def test_export_writes_the_file_it_is_given(store, tmp_path, capsys):
+    run_id = finished_run(store)
+    assert run_cli("export", run_id, "--format", "csv", "--out", str(tmp_path / "m.csv")) == 0
+    assert (tmp_path / "m.csv").read_text().startswith(",".join(COLUMNS))
+    assert run_cli("export", run_id, "--out", str(tmp_path / "missing" / "m.json")) == 2
+    assert "missing does not exist" in one_error_line(capsys)
+
+
+def test_wise_of_a_run_that_did_not_finish_says_so(store, capsys):
+    failed = store.create(RunConfig())
+    store.fail(failed, "failed", "Out of memory.")
+    running = store.create(RunConfig(), status="running")
+    assert run_cli("wise", failed) == 2
+    line = one_error_line(capsys)
+    assert f"Run {failed} is failed (Out of memory.)" in line and "save_weights" not in line
+    assert run_cli("wise", running) == 2
+    assert f"Run {running} is running" in one_error_line(capsys)
+
+
+def test_wise_of_a_run_without_weights_or_with_a_replaced_weights_file_says_so(store, capsys):
+    no_weights = finished_run(store, weights=False)
+    assert run_cli("wise", no_weights) == 2
+    assert "kept no weights" in one_error_line(capsys)
+
+    replaced = finished_run(store)
+    (store.root / replaced / "weights.safetensors").write_text("not the weights")
+    assert run_cli("wise", replaced) == 2
+    assert one_error_line(capsys).startswith("error: unreadable: weights.safetensors is corrupt")
+
+    unreadable = finished_run(store)
+    (store.root / unreadable / "metrics.json").unlink()
+    assert run_cli("wise", unreadable) == 2
+    assert one_error_line(capsys).startswith("error: unreadable: metrics.json is missing")
+
+
+def test_settings_from_another_version_are_a_one_line_warning(store, capsys):
+    import sqlite3
+    from contextlib import closing
+
+    run_id = finished_run(store)
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db, db:
+        db.execute("UPDATE runs SET config = ? WHERE run_id = ?",
+                   (json.dumps({**RunConfig(objective="ce").to_dict(), "future_knob": 1}), run_id))
+    assert run_cli("list") == 0
+    captured = capsys.readouterr()
+    assert run_id in captured.out
+    assert captured.err.strip() == f"warning: Run {run_id} has settings from another version, ignored here: future_knob."
+
+
+# -- a store this user may only read -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_store():
+    """A finished run in a store that the CLI process may not write (run as nobody when the tests run as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="ldifs-cli-"))
+    folder.chmod(0o755)
+    root = folder / "runs"
+    store = RunStore(root)
+    run_id = finished_run(store)
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    yield root, run_id
+    for path in (folder, *folder.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(folder)
+
+
+def cli_as_reader(*argv: str) -> tuple[int, str, str]:
+    """main(argv) as a user who may not write the store: as nobody in a forked child when the tests run as root
+    (root may write anything); returns (exit code, stdout, stderr)."""
+    if os.geteuid() != 0:
+        return _captured_main(argv)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_main_as_nobody, args=(argv, queue))
+    child.start()
+    result = queue.get(timeout=120)
+    child.join(timeout=60)
+    return result
+
+
+def _main_as_nobody(argv, queue) -> None:
+    os.setgid(65534)
+    os.setuid(65534)
+    queue.put(_captured_main(argv))
+
+
+def _captured_main(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_read_only_store_can_be_listed_shown_and_exported(read_only_store, tmp_path):
+    root, run_id = read_only_store
+    before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+    code, out, err = cli_as_reader("list", "--store", str(root))
+    assert (code, err) == (0, "") and run_id in out and "done" in out
+    code, out, err = cli_as_reader("show", run_id, "--store", str(root))
+    assert (code, err) == (0, "") and json.loads(out)["run_id"] == run_id
+    code, out, err = cli_as_reader("export", run_id, "--format", "csv", "--store", str(root))
+    assert (code, err) == (0, "") and out.startswith(",".join(COLUMNS))
+    code, out, err = cli_as_reader("run", "--store", str(root))
+    assert code == 2 and err.startswith(f"error: The run store {root} is read-only here") and err.count("\n") == 1
+
+    assert {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()} == before
