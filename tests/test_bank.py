@@ -59,8 +59,8 @@ def test_builder_command_exits_nonzero_with_a_one_line_reason(tmp_path, capsys):
     assert "animal-mnist" in err and "pip" in err and err.count("\n") == 1
 
 
-def fake_animal_wheel(folder):
-    """A wheel laid out like animal-mnist 0.4, with a few random silhouettes (pickled numpy arrays)."""
+def fake_animal_wheel(folder, images=None, labels=None):
+    """A wheel laid out like animal-mnist 0.4, holding the given silhouettes (default: 4 random ones per class)."""
     import gzip
     import pickle
     import zipfile
@@ -68,8 +68,8 @@ def fake_animal_wheel(folder):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
-    labels = np.repeat(np.arange(10), 4)
+    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8) if images is None else images
+    labels = np.repeat(np.arange(10), 4) if labels is None else labels
     path = folder / "animal_mnist-0.4-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("animal_mnist/data/Animal_MNIST/animal_data_version_3.gz", gzip.compress(pickle.dumps(images)))
@@ -86,11 +86,47 @@ def test_a_failure_after_some_domains_were_built_still_leaves_nothing_behind(tmp
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_builder_writes_each_domain_with_its_card(tmp_path):
+def pairs(images, labels) -> set:
+    return {(bytes(image), int(label)) for image, label in zip(images.reshape(len(images), -1), labels)}
+
+
+def test_builder_splits_every_class_into_train_and_test_keeping_each_image_with_its_label(tmp_path):
+    import numpy as np
+
     out, sources = tmp_path / "bank", tmp_path / "sources"
     sources.mkdir()
-    fake_animal_wheel(sources)
-    sizes = build_bank(out, sources, fetch=False, names=["animals"])
-    assert sizes == {"animals": {"train": 30, "test": 10}}
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), 4)
+    fake_animal_wheel(sources, images, labels)
+
+    assert build_bank(out, sources, fetch=False, names=["animals"]) == {"animals": {"train": 30, "test": 10}}
     assert sorted(p.name for p in out.iterdir()) == ["animals.md", "animals.npz"]
-    assert "MIT" in (out / "animals.md").read_text()
+    with np.load(out / "animals.npz") as bank:
+        x_train, y_train, x_test, y_test = bank["x_train"], bank["y_train"], bank["x_test"], bank["y_test"]
+        class_names = [str(c) for c in bank["class_names"]]
+    train, test = pairs(x_train, y_train), pairs(x_test, y_test)
+    assert train | test == pairs(images, labels) and not train & test  # every source image once, label kept
+    assert np.bincount(y_train, minlength=10).tolist() == [3] * 10  # stratified: a quarter of each class held out
+    assert np.bincount(y_test, minlength=10).tolist() == [1] * 10
+    assert class_names[:3] == ["bear", "bird", "cat"] and len(class_names) == 10
+    card = (out / "animals.md").read_text()
+    assert "30 train / 10 test" in card and "10 classes (bear, bird, cat" in card and "License: MIT" in card
+
+
+def test_builder_drops_exact_duplicates_so_that_no_image_is_in_both_splits(tmp_path):
+    import numpy as np
+
+    out, sources = tmp_path / "bank", tmp_path / "sources"
+    sources.mkdir()
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    images[1::4] = images[0::4]  # the second image of every class repeats the first
+    fake_animal_wheel(sources, images, np.repeat(np.arange(10), 4))
+
+    sizes = build_bank(out, sources, fetch=False, names=["animals"])
+    assert sizes["animals"]["train"] + sizes["animals"]["test"] == 30
+    with np.load(out / "animals.npz") as bank:
+        train = {bytes(x) for x in bank["x_train"].reshape(-1, 28 * 28)}
+        test = {bytes(x) for x in bank["x_test"].reshape(-1, 28 * 28)}
+    assert not train & test
