@@ -505,7 +505,8 @@ def test_a_full_disk_while_saving_results_records_the_run_as_failed_and_leaves_n
 def test_a_full_disk_while_recording_a_failure_still_records_it(store, monkeypatch):
     run_id = store.create(RunConfig(), status="running")
     monkeypatch.setattr(store_module, "_write_json", _no_space)
-    store.fail(run_id, "failed", "The loss became NaN at step 2.", history=[{"step": 1}])
+    with pytest.warns(UserWarning, match="history .* could not be saved: No space left on device"):
+        store.fail(run_id, "failed", "The loss became NaN at step 2.", history=[{"step": 1}])
     assert (store.get(run_id).status, store.get(run_id).message) == ("failed", "The loss became NaN at step 2.")
 
 
