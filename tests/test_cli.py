@@ -220,7 +220,7 @@ def test_list_show_and_export_say_which_run_is_unreadable_and_keep_the_others(st
     assert shown["status"] == "unreadable" and shown["message"].startswith("unreadable: metrics.json is corrupt")
 
     assert run_cli("export", bad, "--format", "csv") == 2
-    assert one_error_line(capsys).startswith(f"error: unreadable: metrics.json is corrupt")
+    assert one_error_line(capsys).startswith("error: unreadable: metrics.json is corrupt")
     assert run_cli("export", good, "--format", "csv") == 0
     assert capsys.readouterr().out.startswith(",".join(COLUMNS))
 
