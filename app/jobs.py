@@ -1,8 +1,14 @@
-"""Background runs: one worker thread, a FIFO queue, cancellation, and live per-step curves.
+"""Background work: one worker thread, one FIFO queue of runs and WiSE-FT paths, cancellation, live curves.
 
-One worker because runs share the CPU/GPU: two at once would only slow both. Streamlit reruns its script on
-every click, so a run can never live in the script; it lives here and records everything in the run store,
-which the pages poll. The worker makes no st.* calls.
+One worker because jobs share the CPU/GPU: two at once would only slow both, and the base model is never touched
+by two jobs at a time. Streamlit reruns its script on every click, so a job can never live in the script (nor in
+a page's thread); it lives here and records everything in the run store, which the pages poll. The worker makes
+no st.* calls.
+
+Two kinds of job share the queue:
+- a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
+- a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
+  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store.
 """
 from __future__ import annotations
 
@@ -10,20 +16,25 @@ import importlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import streamlit as st
 
 from app.results import store_at, store_root
 from ldifs_core.config import RunConfig, TrainEvent
-from ldifs_core.errors import LabError
+from ldifs_core.errors import LabError, RunCancelled
 from ldifs_core.store import RunStore
 
 log = logging.getLogger(__name__)
 
 # runner.execute's signature: (cfg, store, run_id=..., on_event=..., should_stop=...) -> run id
 Execute = Callable[..., str]
+# wise.wise_ft_path's signature: (store, run_id, alphas, should_stop=..., on_alpha=(α, metrics) -> None) -> list
+WisePath = Callable[..., list]
 CANCELLED_BEFORE_START = "Cancelled before it started."
+WISE_PREFIX = "wise-"
+WISE_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))  # the app's WiSE-FT path: α = 0, 0.1, …, 1
 
 
 def execute_for_real(cfg: RunConfig, store: RunStore, **kwargs) -> str:
@@ -31,6 +42,12 @@ def execute_for_real(cfg: RunConfig, store: RunStore, **kwargs) -> str:
     from ldifs_core.runner import execute
 
     return execute(cfg, store, **kwargs)
+
+
+def wise_path_for_real(store: RunStore, run_id: str, alphas: Sequence[float], **kwargs) -> list:
+    from ldifs_core.wise import wise_ft_path
+
+    return wise_ft_path(store, run_id, alphas, **kwargs)
 
 
 def warm_up() -> None:
@@ -41,19 +58,58 @@ def warm_up() -> None:
     warm_umap()
 
 
+def wise_job_id(run_id: str) -> str:
+    """The queue id of the WiSE-FT path of a run (one per run: a second request while it waits is ignored)."""
+    return f"{WISE_PREFIX}{run_id}"
+
+
+@dataclass
+class RunJob:
+    job_id: str  # the run id
+    cfg: RunConfig
+
+
+@dataclass
+class WiseJob:
+    job_id: str
+    run_id: str
+    alphas: tuple[float, ...]
+
+
+@dataclass
+class WiseState:
+    """What sessions see of a run's WiSE-FT job: status is queued, running, done, failed or cancelled."""
+    run_id: str
+    alphas: tuple[float, ...]
+    status: str = "queued"
+    message: str = ""
+    computed: list[float] = field(default_factory=list)  # α values evaluated by this job so far
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{a:g}" for a in self.alphas[:3]) + (", …, " + f"{self.alphas[-1]:g}"
+                                                                  if len(self.alphas) > 3 else "")
+        return f"WiSE-FT path of run {self.run_id} for α in {shown}"
+
+
 class JobRunner:
-    """Process-wide queue of runs; every session submits here and reads results from the store."""
+    """Process-wide queue of jobs; every session submits here and reads results from the store."""
 
     def __init__(self, store: RunStore, execute: Execute = execute_for_real,
-                 warm_up: Callable[[], None] | None = None):
+                 warm_up: Callable[[], None] | None = None, wise_path: WisePath = wise_path_for_real):
         self.store = store
         self._execute = execute
+        self._wise_path = wise_path
         self._warm_up = warm_up
         self._changed = threading.Condition()
-        self._pending: deque[tuple[str, RunConfig]] = deque()
-        self._current: str | None = None
+        self._pending: deque[RunJob | WiseJob] = deque()
+        self._current: str | None = None  # job id
         self._stop_requested = False
         self._live: dict[str, list[dict]] = {}
+        self._wise: dict[str, WiseState] = {}  # run id -> its latest WiSE-FT job
         threading.Thread(target=self._work, name="ldifs-job-worker", daemon=True).start()
 
     # -- what sessions call --------------------------------------------------------------------------
@@ -62,36 +118,73 @@ class JobRunner:
         """Record the run as queued (so every tab sees it at once) and put it at the end of the queue."""
         run_id = self.store.create(cfg, status="queued")
         with self._changed:
-            self._pending.append((run_id, cfg))
+            self._pending.append(RunJob(run_id, cfg))
             self._changed.notify()
         return run_id
 
-    def cancel(self, run_id: str) -> None:
-        """A queued run is recorded cancelled without running; the running one stops before its next step."""
+    def submit_wise(self, run_id: str, alphas: Sequence[float]) -> bool:
+        """Queue the WiSE-FT path of a finished run; False (and nothing queued) while one for that run is
+        already queued or running, so a second click never starts a second evaluation."""
         with self._changed:
-            if run_id == self._current:
+            state = self._wise.get(run_id)
+            if state is not None and state.active:
+                return False
+            job = WiseJob(wise_job_id(run_id), run_id, tuple(alphas))
+            self._wise[run_id] = WiseState(run_id, job.alphas)
+            self._pending.append(job)
+            self._changed.notify()
+        return True
+
+    def cancel(self, job_id: str) -> None:
+        """A queued job is dropped (a run recorded cancelled) without running; the running one stops at its next
+        check: before the next training step, the next dataset of its evaluation, or the next α."""
+        with self._changed:
+            if job_id == self._current:
                 self._stop_requested = True
                 return
-            for item in self._pending:
-                if item[0] == run_id:
-                    self._pending.remove(item)
-                    self.store.fail(run_id, "cancelled", CANCELLED_BEFORE_START)
-                    return
+            job = next((job for job in self._pending if job.job_id == job_id), None)
+            if job is None:
+                return
+            self._pending.remove(job)
+            if isinstance(job, WiseJob):
+                self._wise[job.run_id].status, self._wise[job.run_id].message = "cancelled", CANCELLED_BEFORE_START
+        if isinstance(job, RunJob):
+            self.store.fail(job.job_id, "cancelled", CANCELLED_BEFORE_START)
 
-    def cancelling(self, run_id: str) -> bool:
+    def owns(self, job_id: str) -> bool:
+        """Whether this process's worker has the job (queued or running): only those can be cancelled here."""
         with self._changed:
-            return run_id == self._current and self._stop_requested
+            return job_id == self._current or any(job.job_id == job_id for job in self._pending)
 
-    def queue_position(self, run_id: str) -> int | None:
-        """1 for the next run to start; None when the run is not waiting in this queue."""
+    def cancelling(self, job_id: str) -> bool:
         with self._changed:
-            ids = [item[0] for item in self._pending]
-        return ids.index(run_id) + 1 if run_id in ids else None
+            return job_id == self._current and self._stop_requested
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job to start; None when the job is not waiting in this queue."""
+        with self._changed:
+            ids = [job.job_id for job in self._pending]
+        return ids.index(job_id) + 1 if job_id in ids else None
 
     def live_history(self, run_id: str) -> list[dict]:
         """Per-step losses of the running run (the store only gets the full history when the run ends)."""
         with self._changed:
             return list(self._live.get(run_id, ()))
+
+    def wise_state(self, run_id: str) -> WiseState | None:
+        """The latest WiSE-FT job of a run in this process (a copy), or None if none was asked for."""
+        with self._changed:
+            state = self._wise.get(run_id)
+            return None if state is None else WiseState(state.run_id, state.alphas, state.status, state.message,
+                                                        list(state.computed))
+
+    def active_wise(self) -> list[WiseState]:
+        """WiSE-FT jobs queued or running, in queue order (the running one first)."""
+        with self._changed:
+            order = [self._current] + [job.job_id for job in self._pending]
+            states = [s for s in self._wise.values() if s.active]
+        return sorted(states, key=lambda s: order.index(wise_job_id(s.run_id)) if wise_job_id(s.run_id) in order
+                      else len(order))
 
     # -- the worker ----------------------------------------------------------------------------------
 
@@ -102,28 +195,62 @@ class JobRunner:
             except Exception:  # a failed warm-up only costs the first run some seconds
                 log.exception("warm-up failed")
         while True:
-            run_id, cfg = self._next()
+            job = self._next()
             try:
-                self._execute(cfg, self.store, run_id=run_id, on_event=lambda e: self._record(run_id, e),
-                              should_stop=self._should_stop)
-            except LabError:
-                pass  # execute recorded it as failed with the user-facing message
-            except Exception as err:
-                log.exception("run %s crashed", run_id)
-                self._record_crash(run_id, err)
+                if isinstance(job, WiseJob):
+                    self._run_wise(job)
+                else:
+                    self._run(job)
             finally:
                 with self._changed:
                     self._current = None
-                    self._live.pop(run_id, None)
+                    self._live.pop(job.job_id, None)
 
-    def _next(self) -> tuple[str, RunConfig]:
+    def _run(self, job: RunJob) -> None:
+        run_id = job.job_id
+        try:
+            self._execute(job.cfg, self.store, run_id=run_id, on_event=lambda e: self._record(run_id, e),
+                          should_stop=self._should_stop)
+        except LabError:
+            pass  # execute recorded it as failed with the user-facing message
+        except Exception as err:
+            log.exception("run %s crashed", run_id)
+            self._record_crash(run_id, err)
+
+    def _run_wise(self, job: WiseJob) -> None:
+        self._set_wise(job.run_id, status="running")
+        try:
+            self._wise_path(self.store, job.run_id, job.alphas, should_stop=self._should_stop,
+                            on_alpha=lambda alpha, metrics: self._wise_computed(job.run_id, alpha))
+        except RunCancelled as cancel:
+            self._set_wise(job.run_id, status="cancelled", message=str(cancel))
+        except LabError as err:
+            self._set_wise(job.run_id, status="failed", message=str(err))
+        except Exception as err:  # a bug: shown as such, and the worker goes on with the next job
+            log.exception("WiSE-FT of run %s crashed", job.run_id)
+            self._set_wise(job.run_id, status="failed",
+                           message=f"Internal error ({type(err).__name__}: {err}). Please report it.")
+        else:
+            self._set_wise(job.run_id, status="done")
+
+    def _set_wise(self, run_id: str, **changes) -> None:
+        with self._changed:
+            for name, value in changes.items():
+                setattr(self._wise[run_id], name, value)
+
+    def _wise_computed(self, run_id: str, alpha: float) -> None:
+        with self._changed:
+            self._wise[run_id].computed.append(alpha)
+
+    def _next(self) -> RunJob | WiseJob:
         with self._changed:
             while not self._pending:
                 self._changed.wait()
-            run_id, cfg = self._pending.popleft()
-            self._current, self._stop_requested = run_id, False
-            self._live[run_id] = []
-            return run_id, cfg
+            job = self._pending.popleft()
+            self._current, self._stop_requested = job.job_id, False
+            if isinstance(job, RunJob):
+                self._live[job.job_id] = []
+            return job
 
     def _should_stop(self) -> bool:
         with self._changed:

@@ -73,7 +73,9 @@ def check_loads(choice: ModelChoice) -> None:
     """Load the model now, so 'no weights offline' or a bad path shows before queuing (raises LabError).
 
     The load goes through the runner's own model cache, so the queued run reuses it instead of loading again.
+    That cached model is shared, read-only, by every thread of the process: it is only loaded here, never
+    returned, kept or touched (runs work on private copies in the worker).
     """
-    from ldifs_core.runner import cached_model
+    from ldifs_core import runner
 
-    cached_model(choice.name, choice.pretrained)
+    runner.cached_model(choice.name, choice.pretrained)

@@ -23,42 +23,57 @@ NOT_LOSS_PARTS = {"step", "loss", "lr", "images_per_s"}
 SHOW_BEFORE, SHOW_AFTER, SHOW_BOTH = "before", "after", "both"
 
 
-def signed(value: float) -> str:
-    return f"{value:+.1f}"
-
-
 def change_colors(changes) -> list[str]:
     """Green for a gain, red for a loss: the colour says which way each change went."""
     return [GAIN_COLOR if change >= 0 else LOSS_COLOR for change in changes]
 
 
+def interval_bars(values, lows, highs) -> dict:
+    """Plotly error bars drawing each value's 95 % interval [low, high]."""
+    values, lows, highs = (np.asarray(v, dtype=float) for v in (values, lows, highs))
+    return dict(type="data", symmetric=False, array=highs - values, arrayminus=values - lows, thickness=1.2,
+                color="rgba(40, 40, 40, 0.7)")
+
+
 def accuracy_change(metrics: dict, probe: str = "zs") -> go.Figure:
-    """Before vs after per dataset with each change written on its bar: the fine-tuning gain beside the losses."""
+    """Before vs after per dataset, each bar with its 95 % interval and each change written on its bar: the
+    fine-tuning gain beside the losses."""
     rows = tables.accuracy_rows(metrics, probe)
     labels = [f"{d}<br>({role})" for d, role in zip(rows["dataset"], rows["role"])]
-    hover = "%{x}<br>%{fullData.name}: %{y:.1f}%<extra></extra>"
+    hover = ("%{x}<br>%{fullData.name}: %{y:.1f}% (95 % CI %{customdata[1]:.1f} to %{customdata[2]:.1f})"
+             "<br>n = %{customdata[0]} test images<extra></extra>")
     fig = go.Figure()
-    fig.add_bar(name="before fine-tuning", x=labels, y=rows["before"], marker_color=BEFORE_COLOR,
-                hovertemplate=hover)
-    fig.add_bar(name="after fine-tuning", x=labels, y=rows["after"], hovertemplate=hover, marker_color=AFTER_COLOR,
-                text=[signed(c) for c in rows["change"]], textposition="outside",
-                textfont=dict(color=change_colors(rows["change"]), size=14))
+    for name, key, color in (("before fine-tuning", "before", BEFORE_COLOR), ("after fine-tuning", "after", AFTER_COLOR)):
+        fig.add_bar(name=name, x=labels, y=rows[key], marker_color=color, hovertemplate=hover,
+                    error_y=interval_bars(rows[key], rows[f"{key}_low"], rows[f"{key}_high"]),
+                    customdata=np.stack([rows["n"], rows[f"{key}_low"], rows[f"{key}_high"]], axis=1))
+    after = fig.data[1]
+    after.update(text=[tables.signed(c) for c in rows["change"]], textposition="outside",
+                 textfont=dict(color=change_colors(rows["change"]), size=14))
     fig.update_layout(barmode="group", title=f"Accuracy before and after fine-tuning ({tables.PROBES[probe]})",
-                      yaxis=dict(title="accuracy (%)", range=[0, 110]), legend=dict(orientation="h", y=-0.25))
+                      yaxis=dict(title="accuracy (%), bars with 95 % intervals", range=[0, 110]),
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
-def class_drops(metrics: dict, dataset: str, limit: int = 20) -> go.Figure:
-    """The `limit` concepts that lost most accuracy, worst at the top; hover gives before/after."""
-    changes = tables.class_changes(metrics, dataset).head(limit).iloc[::-1]
+def class_drops(metrics: dict, dataset: str, limit: int = 20, probe: str = "zs", min_n: int = 1) -> go.Figure:
+    """The `limit` concepts most surely forgotten (ranked by the upper end of the change's 95 % interval), the
+    first at the top, each with its n and interval; concepts with fewer than `min_n` test images are left out."""
+    changes = tables.class_changes(metrics, dataset, probe, min_n).head(limit).iloc[::-1]
     fig = go.Figure(go.Bar(
-        name="accuracy change", orientation="h", x=changes["change"], y=changes["class_name"],
+        name="accuracy change", orientation="h", x=changes["change"],
+        y=[f"{name} (n={n})" for name, n in zip(changes["class_name"], changes["n"])],
         marker_color=change_colors(changes["change"]),
-        customdata=np.stack([changes["class_name"], changes["before"], changes["after"]], axis=1),
-        hovertemplate="<b>%{customdata[0]}</b><br>before: %{customdata[1]:.1f}%<br>after: %{customdata[2]:.1f}%"
-                      "<br>change: %{x:+.1f} points<extra></extra>",
+        error_x=interval_bars(changes["change"], changes["change_low"], changes["change_high"]),
+        customdata=changes[["class_name", "n", "before", "after", "change_low", "change_high"]].to_numpy(object),
+        hovertemplate="<b>%{customdata[0]}</b> (n = %{customdata[1]} test images)<br>before: %{customdata[2]:.1f}%"
+                      "<br>after: %{customdata[3]:.1f}%<br>change: %{x:+.1f} points "
+                      "(95 % CI %{customdata[4]:+.1f} to %{customdata[5]:+.1f})<extra></extra>",
     ))
-    fig.update_layout(title=f"Concepts of {dataset} ranked by accuracy drop", xaxis_title="change (accuracy points)",
+    title = f"Concepts of {dataset} ranked by accuracy drop ({tables.PROBES[probe]})"
+    if changes.empty:
+        title += f": no concept has at least {min_n} test images"
+    fig.update_layout(title=title, xaxis_title="change (accuracy points), bars with 95 % intervals",
                       height=max(300, 22 * len(changes) + 120), yaxis=dict(type="category"))
     return fig
 
@@ -153,21 +168,29 @@ def run_comparison(runs: dict[str, dict]) -> go.Figure:
     table = tables.comparison(runs)
     fig = go.Figure()
     for name in runs:
-        fig.add_bar(name=name, x=table["dataset"], y=table[name], text=[signed(c) for c in table[name]],
+        fig.add_bar(name=name, x=table["dataset"], y=table[name], text=[tables.signed(c) for c in table[name]],
                     textposition="outside", hovertemplate="%{x}: %{y:+.1f} points<extra>%{fullData.name}</extra>")
     fig.update_layout(barmode="group", title="Accuracy change per dataset (fine-tuning task first)",
                       yaxis_title="change (accuracy points)", legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def wise_ft_path(points: Sequence[dict]) -> go.Figure:
-    """WiSE-FT mixes evaluated so far, from α=0 (pre-trained) to α=1 (the run), as one path in the trade-off plane."""
-    ordered = sorted(points, key=lambda p: p["alpha"])
+def wise_ft_path(mixes: dict[float, dict], chosen: float | None = None) -> go.Figure:
+    """WiSE-FT mixes (α → metrics) from α=0 (pre-trained) to α=1 (the run) as one path in the trade-off plane,
+    with the chosen α marked."""
+    alphas = sorted(mixes)
+    x = [mixes[a]["mean_zs_delta"] for a in alphas]
+    y = [mixes[a]["downstream"]["accuracy_after"] for a in alphas]
     fig = go.Figure(go.Scatter(
-        name="WiSE-FT", x=[p["mean_zs_delta"] for p in ordered], y=[p["downstream"]["accuracy_after"] for p in ordered],
-        mode="lines+markers+text", text=[f"α={p['alpha']:g}" for p in ordered], textposition="top center",
+        name="WiSE-FT", x=x, y=y, mode="lines+markers+text", text=[f"α={a:g}" for a in alphas],
+        textposition="top center", hovertemplate="%{text}<br>accuracy: %{y:.1f}%<br>mean zero-shot change: "
+                                                 "%{x:+.1f} points<extra></extra>",
     ))
+    if chosen in mixes:
+        fig.add_scatter(name=f"α = {chosen:g}", x=[mixes[chosen]["mean_zs_delta"]],
+                        y=[mixes[chosen]["downstream"]["accuracy_after"]], mode="markers", hoverinfo="skip",
+                        marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color=LOSS_COLOR, width=3)))
     fig.update_layout(title="WiSE-FT: weight mixing between the pre-trained and the fine-tuned model",
                       xaxis_title="mean zero-shot change on other datasets (points)",
-                      yaxis_title="accuracy on the fine-tuning task (%)", height=380)
+                      yaxis_title="accuracy on the fine-tuning task (%)", height=380, showlegend=False)
     return fig

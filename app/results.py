@@ -46,7 +46,8 @@ def _history(root: str, run_id: str) -> list[dict]:
 
 
 def metrics(run_id: str) -> dict:
-    """metrics.json of a finished run (raises RunNotFound for runs without results)."""
+    """metrics.json of a finished run (raises RunNotFound for runs without results, RunUnreadable for runs whose
+    files cannot be read; neither is cached, so a repaired run reads again)."""
     return _metrics(store_root(), run_id)
 
 
@@ -59,10 +60,6 @@ def history(record: RunRecord) -> list[dict]:
     if record.status in ACTIVE:
         return run_store().history(record.run_id)
     return _history(store_root(), record.run_id)
-
-
-def finished_runs() -> list[RunRecord]:
-    return run_store().list(status="done")
 
 
 def records(run_ids: Sequence[str]) -> list[RunRecord]:
@@ -83,13 +80,7 @@ def class_names(metrics_of_run: dict, dataset: str, labels: np.ndarray) -> list[
     return [by_label.get(k, f"class {k}") for k in range(int(labels.max()) + 1 if len(labels) else 0)]
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _wise_ft(root: str, run_id: str, alpha: float) -> dict:
-    from ldifs_core.runner import wise_ft_metrics
-
-    return wise_ft_metrics(store_at(root), run_id, alpha)
-
-
-def wise_ft(run_id: str, alpha: float) -> dict:
-    """WiSE-FT metrics of a finished run at mix α, computed once per (run, α)."""
-    return _wise_ft(store_root(), run_id, alpha)
+def wise_results(run_id: str) -> dict[float, dict]:
+    """WiSE-FT mixes of a run already computed by the worker (α → metrics), read fresh: a path fills in while
+    its job runs."""
+    return run_store().wise_results(run_id)

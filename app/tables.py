@@ -1,4 +1,5 @@
-"""Run metrics (the documented metrics.json) and run records as pandas tables, for display, plots and download.
+"""Run metrics (the documented metrics.json) and run records as pandas tables, for display and plots (the CSV
+download is ldifs_core.export's, shared with the CLI).
 
 Pure functions of plain data, so the pages stay thin and the shapes are unit-testable.
 """
@@ -10,37 +11,72 @@ from datetime import datetime
 
 import pandas as pd
 
+from ldifs_core.stats import rank_forgotten
+
 PROBES = {"zs": "zero-shot", "lp": "linear probe"}
+PER_CLASS = {"zs": "per_class", "lp": "per_class_lp"}  # where a forgetting report keeps each probe's concepts
 FINE_TUNED = "fine-tuning task"
 CHECKED = "checked for forgetting"
 RUN_COLUMNS = ["run", "status", "message", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after",
                "mean zero-shot Δ", "mean linear-probe Δ", "created"]
+ACCURACY_COLUMNS = ["dataset", "role", "n", "before", "before_low", "before_high", "after", "after_low", "after_high",
+                    "change", "change_low", "change_high"]
+CLASS_COLUMNS = ["dataset", "class_name", "n", "before", "after", "change", "change_low", "change_high"]
+MINUS = "\u2212"
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """+1.2 / −1.2 with a true minus sign, as the page text writes changes."""
+    return f"{value:+.{digits}f}".replace("-", MINUS)
+
+
+def with_interval(value: float, interval, unit: str = "points") -> str:
+    """'−2.4 points (95 % CI −3.1 to −1.7)': a change with its 95 % interval."""
+    low, high = interval
+    return f"{signed(value)} {unit} (95 % CI {signed(low)} to {signed(high)})"
+
+
+def _accuracy_row(dataset: str, role: str, n: int, before, before_ci, after, after_ci, change, change_ci) -> dict:
+    return {"dataset": dataset, "role": role, "n": n, "before": before, "before_low": before_ci[0],
+            "before_high": before_ci[1], "after": after, "after_low": after_ci[0], "after_high": after_ci[1],
+            "change": change, "change_low": change_ci[0], "change_high": change_ci[1]}
 
 
 def accuracy_rows(metrics: dict, probe: str = "zs") -> pd.DataFrame:
-    """One row per dataset: the fine-tuning task first (zero-shot before → tuned classifier after), then the
-    forgetting datasets with the chosen probe (zero-shot or linear probe) before and after."""
-    downstream = metrics["downstream"]
-    rows = [{"dataset": downstream["dataset"], "role": FINE_TUNED, "before": downstream["zero_shot_before"],
-             "after": downstream["accuracy_after"]}]
-    rows += [{"dataset": report["dataset"], "role": CHECKED, "before": report[f"{probe}_before"],
-              "after": report[f"{probe}_after"]} for report in metrics["forgetting"]]
-    table = pd.DataFrame(rows, columns=["dataset", "role", "before", "after"])
-    table["change"] = table["after"] - table["before"]
-    return table
+    """One row per dataset with n and the 95 % intervals: the fine-tuning task first (zero-shot before → tuned
+    classifier after), then the forgetting datasets with the chosen probe (zero-shot or linear probe)."""
+    task = metrics["downstream"]
+    rows = [_accuracy_row(task["dataset"], FINE_TUNED, task["n"], task["zero_shot_before"], task["zero_shot_before_ci"],
+                          task["accuracy_after"], task["accuracy_after_ci"], task["change"], task["change_ci"])]
+    rows += [_accuracy_row(r["dataset"], CHECKED, r["n"], r[f"{probe}_before"], r[f"{probe}_before_ci"],
+                           r[f"{probe}_after"], r[f"{probe}_after_ci"], r[f"{probe}_delta"], r[f"{probe}_delta_ci"])
+             for r in metrics["forgetting"]]
+    return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
-def class_changes(metrics: dict, dataset: str) -> pd.DataFrame:
-    """Per-concept accuracy before and after on one dataset, the biggest drop first."""
-    downstream = metrics["downstream"]
-    if dataset == downstream["dataset"]:
-        per_class = downstream["per_class"]
-    else:
-        per_class = next(r["per_class"] for r in metrics["forgetting"] if r["dataset"] == dataset)
-    table = pd.DataFrame(per_class, columns=["class_name", "before", "after", "n"])
-    table["change"] = table["after"] - table["before"]
-    table.insert(0, "dataset", dataset)
-    return table.sort_values(["change", "class_name"], kind="stable").reset_index(drop=True)
+def concept_datasets(metrics: dict, probe: str = "zs") -> list[str]:
+    """Datasets with per-concept numbers for the probe: the task has zero-shot-before vs tuned classifier only."""
+    checked = [report["dataset"] for report in metrics["forgetting"]]
+    return [metrics["downstream"]["dataset"], *checked] if probe == "zs" else checked
+
+
+def class_rows(metrics: dict, dataset: str, probe: str = "zs") -> list[dict]:
+    if dataset == metrics["downstream"]["dataset"] and probe == "zs":
+        return metrics["downstream"]["per_class"]
+    report = next(r for r in metrics["forgetting"] if r["dataset"] == dataset)
+    return report[PER_CLASS[probe]]
+
+
+def class_changes(metrics: dict, dataset: str, probe: str = "zs", min_n: int = 1) -> pd.DataFrame:
+    """Per-concept accuracy before and after on one dataset with n and the change's 95 % interval, for concepts
+    with at least `min_n` test images, most surely forgotten first (`ldifs_core.stats.rank_forgotten`: by the
+    upper end of the change's interval, so a concept resting on one or two images does not top the list)."""
+    ranked = rank_forgotten([row for row in class_rows(metrics, dataset, probe) if row["n"] >= min_n])
+    table = pd.DataFrame(
+        [{"dataset": dataset, "class_name": row["class_name"], "n": row["n"], "before": row["before"],
+          "after": row["after"], "change": row["change"], "change_low": row["change_ci"][0],
+          "change_high": row["change_ci"][1]} for row in ranked], columns=CLASS_COLUMNS)
+    return table.astype({"n": int})
 
 
 def drift_numbers(metrics: dict) -> pd.DataFrame:
@@ -86,29 +122,6 @@ def comparison(runs: dict[str, dict]) -> pd.DataFrame:
     table = pd.DataFrame(columns)
     table.index.name = "dataset"
     return table.reset_index()
-
-
-def metrics_long(metrics: dict) -> pd.DataFrame:
-    """The CSV download: one row per (dataset, metric), tidy enough for any spreadsheet.
-
-    Columns: run_id, section ('downstream' | 'forgetting' | 'summary'), dataset, metric, value.
-    Per-class accuracies and per-layer distances stay in the JSON download.
-    """
-    run_id = metrics["run_id"]
-    downstream = metrics["downstream"]
-    rows = [(run_id, "downstream", downstream["dataset"], key, downstream[key])
-            for key in ("zero_shot_before", "accuracy_after", "zero_shot_after")]
-    for report in metrics["forgetting"]:
-        rows += [(run_id, "forgetting", report["dataset"], key, report[key])
-                 for key in ("zs_before", "zs_after", "lp_before", "lp_after", "ldifs_distance", "centroid_shift",
-                             "knn_overlap", "test_images")]
-    rows += [(run_id, "summary", "", key, metrics[key]) for key in ("mean_zs_delta", "mean_lp_delta")]
-    rows += [(run_id, "summary", "", f"timings.{key}", value) for key, value in metrics.get("timings", {}).items()]
-    return pd.DataFrame(rows, columns=["run_id", "section", "dataset", "metric", "value"])
-
-
-def metrics_csv(metrics: dict) -> str:
-    return metrics_long(metrics).to_csv(index=False)
 
 
 def metrics_json(metrics: dict) -> str:

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app import jobs, plots, results, tables
+from ldifs_core.errors import LabError
 from ldifs_core.store import RunRecord
 
 MY_RUNS = "my_runs"  # session_state: ids this session launched, oldest first
@@ -28,7 +29,10 @@ OBJECTIVE_LABELS = {
     "lp": "Linear probe — encoder frozen",
 }
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "done": ":material/check_circle:",
-                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
+                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:",
+                "unreadable": ":material/broken_image:"}
+OTHER_PROCESS = ("Run by another process (the CLI or another app server on this store), not this app's worker: "
+                 "stop it there (Ctrl-C for the CLI).")
 
 
 def remember_run(run_id: str) -> None:
@@ -81,8 +85,11 @@ def pick_run(records: Sequence[RunRecord], label: str = "Run", key: str | None =
 
 def pick_finished_run() -> str | None:
     """The finished run a result page shows, or None (with an empty-state message) when there is none.
-    The choice becomes the session's focus, so the next result page opens on the same run."""
-    finished = results.finished_runs()
+    The choice becomes the session's focus, so the next result page opens on the same run. Runs that cannot be
+    read are named with their reason above the picker; the others stay usable."""
+    records = results.run_store().list()
+    unreadable_runs([record for record in records if record.status == "unreadable"])
+    finished = [record for record in records if record.status == "done"]
     if not finished:
         empty_state()
         return None
@@ -90,18 +97,51 @@ def pick_finished_run() -> str | None:
     return st.session_state[FOCUS]
 
 
+def finished_run_metrics() -> dict | None:
+    """The metrics of the finished run the user picks, or None (the page shows why: no finished run yet, or
+    this one's results cannot be read)."""
+    run_id = pick_finished_run()
+    return None if run_id is None else run_metrics(run_id)
+
+
+def run_metrics(run_id: str) -> dict | None:
+    """A finished run's metrics, or None with the reason shown (a run can turn unreadable after it was listed)."""
+    try:
+        return results.metrics(run_id)
+    except LabError as err:
+        show_error(err)
+        return None
+
+
+def unreadable_runs(records: Sequence[RunRecord]) -> None:
+    """One warning naming every run whose stored files cannot be read, with the store's reason for each."""
+    if records:
+        st.warning(f"{len(records)} run(s) cannot be read and are left out here:\n"
+                   + "\n".join(f"- {record.run_id}: {record.message}" for record in records),
+                   icon=":material/broken_image:")
+
+
+def interval_caption(metrics: dict, probe: str) -> str:
+    return tables.with_interval(metrics[f"mean_{probe}_delta"], metrics[f"mean_{probe}_delta_ci"])
+
+
 def compare_runs(run_ids: Sequence[str]) -> None:
     """Finished runs side by side: one chart of accuracy changes, then each run's headline numbers and bars."""
-    chosen = results.records(run_ids)
-    runs = {f"{chr(ord('A') + i)} · {record.config.describe()}": results.metrics(record.run_id)
-            for i, record in enumerate(chosen)}
+    runs = {}
+    for i, record in enumerate(results.records(run_ids)):
+        metrics = run_metrics(record.run_id)
+        if metrics is None:
+            return
+        runs[f"{chr(ord('A') + i)} · {record.config.describe()}"] = metrics
     st.plotly_chart(plots.run_comparison(runs), key=f"compare-{'-'.join(run_ids)}")
     for column, (name, metrics) in zip(st.columns(len(runs)), runs.items()):
         with column:
             st.markdown(f"**{name}**")
             st.metric("Accuracy on the fine-tuning task", f"{metrics['downstream']['accuracy_after']:.1f}%")
-            st.metric("Mean zero-shot change elsewhere", f"{metrics['mean_zs_delta']:+.1f} points")
-            st.metric("Mean linear-probe change elsewhere", f"{metrics['mean_lp_delta']:+.1f} points")
+            st.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
+            st.caption(interval_caption(metrics, "zs"))
+            st.metric("Mean linear-probe change elsewhere", f"{tables.signed(metrics['mean_lp_delta'])} points")
+            st.caption(interval_caption(metrics, "lp"))
             st.plotly_chart(plots.accuracy_change(metrics), key=f"compare-bars-{metrics['run_id']}")
 
 
@@ -135,19 +175,28 @@ def run_card(record: RunRecord) -> None:
         _ended(record)
 
 
-def _cancel_button(record: RunRecord) -> None:
+def cancel_control(job_id: str, key: str, what: str = "run") -> None:
+    """Cancel for a job of this process's worker, from any session, page or tab; says so while it stops."""
     runner = jobs.job_runner()
-    if runner.cancelling(record.run_id):
-        st.caption("Cancelling… the run stops before its next training step.")
-    elif st.button("Cancel", key=f"cancel-{record.run_id}", icon=":material/stop_circle:"):
-        runner.cancel(record.run_id)
+    if runner.cancelling(job_id):
+        st.caption(f"Cancelling… the {what} stops at its next check (a training step, a dataset, or an α).")
+    elif st.button("Cancel", key=key, icon=":material/stop_circle:"):
+        runner.cancel(job_id)
         st.rerun(scope="fragment")
+
+
+def _cancel_button(record: RunRecord) -> None:
+    """Cancel when this app's worker runs it; otherwise who runs it, since only that process can stop it."""
+    if jobs.job_runner().owns(record.run_id):
+        cancel_control(record.run_id, key=f"cancel-{record.run_id}")
+    else:
+        st.caption(OTHER_PROCESS)
 
 
 def _queued(record: RunRecord) -> None:
     position = jobs.job_runner().queue_position(record.run_id)
-    ahead = f"{position - 1} more run(s) ahead of it" if position and position > 1 else "next in line"
-    st.progress(0.0, text=f"Queued — {ahead}; runs go one at a time.")
+    ahead = f"{position - 1} more job(s) ahead of it" if position and position > 1 else "next in line"
+    st.progress(0.0, text=f"Queued — {ahead}; jobs go one at a time.")
     _cancel_button(record)
 
 
@@ -161,14 +210,14 @@ def progress_bar(record: RunRecord) -> tuple[float, str]:
                                       f"{format_duration(progress.get('eta_s', 0.0))} left · "
                                       f"{progress.get('images_per_s', 0):.0f} images/s")
     if phase == "evaluating":
-        return 1.0, "Training done — measuring forgetting on the other datasets (this last phase cannot be cancelled)…"
+        return 1.0, ("Training done — measuring forgetting on the other datasets (Cancel stops it before the next "
+                     "dataset)…")
     return 0.0, "Loading the model and data…"
 
 
 def _running(record: RunRecord) -> None:
     st.progress(*progress_bar(record))
-    if record.progress.get("phase") != "evaluating":
-        _cancel_button(record)
+    _cancel_button(record)
     history = jobs.job_runner().live_history(record.run_id)
     if len(history) > 1:
         st.plotly_chart(plots.training_curves(history), key=f"live-{record.run_id}")
@@ -178,7 +227,7 @@ def _done(record: RunRecord) -> None:
     summary = record.summary
     left, middle, right = st.columns(3)
     left.metric("Accuracy on the fine-tuning task", f"{summary.get('accuracy_after', float('nan')):.1f}%")
-    middle.metric("Mean zero-shot change elsewhere", f"{summary.get('mean_zs_delta', float('nan')):+.1f}")
+    middle.metric("Mean zero-shot change elsewhere", tables.signed(summary.get("mean_zs_delta", float("nan"))))
     right.metric("Total time", format_duration(summary.get("total_s", 0.0)))
     st.page_link(FORGETTING_PAGE, label="See what it forgot", icon=":material/insights:")
 
@@ -188,6 +237,8 @@ def _ended(record: RunRecord) -> None:
         st.error(record.message or "The run failed.", icon=":material/error:")
     else:
         st.warning(record.message or f"The run was {record.status}.", icon=":material/warning:")
+    if record.status == "unreadable":
+        return
     history = results.history(record)
     if len(history) > 1:
         with st.expander("Training curves up to where it stopped"):
@@ -197,27 +248,50 @@ def _ended(record: RunRecord) -> None:
 # -- sidebar --------------------------------------------------------------------------------------------
 
 
-def active_runs() -> list[RunRecord]:
+def active_runs(records: Sequence[RunRecord] | None = None) -> list[RunRecord]:
     """Running and queued runs of every session (and of the CLI), oldest first."""
-    return [r for r in reversed(results.run_store().list()) if r.status in results.ACTIVE]
+    records = results.run_store().list() if records is None else records
+    return [r for r in reversed(records) if r.status in results.ACTIVE]
 
 
 def jobs_sidebar() -> None:
-    """The job list in the sidebar; it polls only while something is active."""
-    active = active_runs()
-    st.fragment(run_every=POLL_S * 2 if active else None)(_jobs_panel)([(r.run_id, r.status) for r in active])
+    """The job list in the sidebar, with Cancel on every job of this app's worker; it polls only while
+    something is active. Unreadable runs are counted here, so every page says when the store has some."""
+    records = results.run_store().list()
+    active = active_runs(records)
+    wise = jobs.job_runner().active_wise()
+    busy = bool(active or wise)
+    st.fragment(run_every=POLL_S * 2 if busy else None)(_jobs_panel)(_jobs_seen(active, wise))
+    broken = [record for record in records if record.status == "unreadable"]
+    if broken:
+        st.warning(f"{len(broken)} run(s) cannot be read: " + "; ".join(f"{r.run_id} ({r.message})" for r in broken),
+                   icon=":material/broken_image:")
+
+
+def _jobs_seen(active: Sequence[RunRecord], wise: Sequence) -> list[tuple[str, str]]:
+    return [(r.run_id, r.status) for r in active] + [(jobs.wise_job_id(s.run_id), s.status) for s in wise]
 
 
 def _jobs_panel(seen: list[tuple[str, str]]) -> None:
-    active = active_runs()
-    if [(r.run_id, r.status) for r in active] != seen:
-        st.rerun()  # a run started or ended: redraw the whole page so every view is current
+    active, wise = active_runs(), jobs.job_runner().active_wise()
+    if _jobs_seen(active, wise) != seen:
+        st.rerun()  # a job started or ended: redraw the whole page so every view is current
     st.subheader("Jobs")
-    if not active:
-        st.caption("No runs active. Runs you start are queued here and go one at a time.")
+    if not active and not wise:
+        st.caption("No jobs active. Runs and WiSE-FT paths you start are queued here and go one at a time.")
     mine = set(my_run_ids())
+    runner = jobs.job_runner()
     for record in active:
         progress = record.progress
         step = f" · step {progress['step']}/{progress['total_steps']}" if "step" in progress else ""
         owner = " (yours)" if record.run_id in mine else ""
         st.caption(f"{STATUS_ICONS[record.status]} {record.config.describe()}{owner} — {record.status}{step}")
+        if runner.owns(record.run_id):
+            cancel_control(record.run_id, key=f"sidebar-cancel-{record.run_id}")
+        else:
+            st.caption(OTHER_PROCESS)
+    for state in wise:
+        done = f" · {len(state.computed)}/{len(state.alphas)} α" if state.status == "running" else ""
+        st.caption(f"{STATUS_ICONS[state.status]} {state.describe()} — {state.status}{done}")
+        cancel_control(jobs.wise_job_id(state.run_id), key=f"sidebar-cancel-{jobs.wise_job_id(state.run_id)}",
+                       what="WiSE-FT path")

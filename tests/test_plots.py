@@ -28,8 +28,20 @@ def test_accuracy_change_pairs_before_and_after_with_the_task_first_and_labelled
     downstream = ldifs_metrics["downstream"]
     assert (before.y[0], after.y[0]) == (downstream["zero_shot_before"], downstream["accuracy_after"])
     first = ldifs_metrics["forgetting"][0]
-    assert after.text[1] == f"{first['zs_after'] - first['zs_before']:+.1f}"
+    assert after.text[1] == tables.signed(first["zs_delta"])
     assert (after.textfont.color[0], after.textfont.color[1]) == (plots.GAIN_COLOR, plots.LOSS_COLOR)
+
+
+def test_accuracy_bars_carry_their_95_percent_intervals_and_n(ldifs_metrics):
+    before, after = plots.accuracy_change(ldifs_metrics, "zs").data
+    first = ldifs_metrics["forgetting"][0]
+    low, high = first["zs_after_ci"]
+    assert (after.error_y.array[1], after.error_y.arrayminus[1]) == pytest.approx((high - first["zs_after"],
+                                                                                  first["zs_after"] - low))
+    low, high = first["zs_before_ci"]
+    assert (before.error_y.array[1], before.error_y.arrayminus[1]) == pytest.approx((high - first["zs_before"],
+                                                                                    first["zs_before"] - low))
+    assert "n = %{customdata[0]}" in after.hovertemplate and after.customdata[1][0] == first["n"]
 
 
 def test_accuracy_change_can_show_the_linear_probe(ldifs_metrics):
@@ -38,16 +50,32 @@ def test_accuracy_change_can_show_the_linear_probe(ldifs_metrics):
     assert "linear probe" in plots.accuracy_change(ldifs_metrics, "lp").layout.title.text
 
 
-def test_class_drops_ranks_concepts_worst_first_with_class_and_accuracies_on_hover(ldifs_metrics):
+def test_class_drops_ranks_concepts_most_surely_forgotten_first_with_n_and_interval(ldifs_metrics):
     fig = plots.class_drops(ldifs_metrics, CHECKED[0], limit=4)
     (bars,) = fig.data
     changes = tables.class_changes(ldifs_metrics, CHECKED[0])
     assert len(bars.y) == 4
-    assert bars.y[-1] == changes["class_name"][0]  # horizontal bars: the last drawn sits on top
-    assert list(bars.x) == sorted(bars.x, reverse=True)
-    name, before, after = bars.customdata[-1]
-    assert (name, before, after) == tuple(changes.loc[0, ["class_name", "before", "after"]])
-    assert "before" in bars.hovertemplate and "after" in bars.hovertemplate
+    top = changes.loc[0]
+    assert bars.y[-1] == f"{top['class_name']} (n={top['n']})"  # horizontal bars: the last drawn sits on top
+    assert list(bars.x) == list(changes["change"][:4][::-1])
+    assert (bars.error_x.array[-1], bars.error_x.arrayminus[-1]) == pytest.approx(
+        (top["change_high"] - top["change"], top["change"] - top["change_low"]))
+    name, n, before, after, low, high = bars.customdata[-1]
+    assert (name, n, before, after, low, high) == tuple(top[["class_name", "n", "before", "after", "change_low",
+                                                              "change_high"]])
+    assert "95 % CI" in bars.hovertemplate and "n =" in bars.hovertemplate
+
+
+def test_class_drops_follow_the_probe_and_the_minimum_n(ldifs_metrics):
+    (bars,) = plots.class_drops(ldifs_metrics, CHECKED[0], limit=60, probe="lp", min_n=20).data
+    expected = tables.class_changes(ldifs_metrics, CHECKED[0], probe="lp", min_n=20)
+    assert list(bars.x) == list(expected["change"][::-1])
+    assert "linear probe" in plots.class_drops(ldifs_metrics, CHECKED[0], probe="lp").layout.title.text
+
+
+def test_class_drops_say_so_when_no_concept_has_enough_images(ldifs_metrics):
+    fig = plots.class_drops(ldifs_metrics, CHECKED[0], min_n=10_000)
+    assert len(fig.data[0].y) == 0 and "no concept has at least 10000 test images" in fig.layout.title.text
 
 
 def test_training_curves_split_the_total_loss_into_ce_and_the_weighted_regulariser():
@@ -129,8 +157,9 @@ def test_run_comparison_puts_one_bar_series_per_run(ldifs_metrics):
     assert fig.data[0].y[1] < fig.data[1].y[1]  # the sample CE run forgets more than LDIFS
 
 
-def test_wise_ft_path_orders_the_mixes_by_alpha(ldifs_metrics):
-    mixes = [{**ldifs_metrics, "alpha": alpha, "mean_zs_delta": -alpha} for alpha in (1.0, 0.0, 0.5)]
-    (path,) = plots.wise_ft_path(mixes).data
+def test_wise_ft_path_orders_the_mixes_by_alpha_and_marks_the_chosen_one(ldifs_metrics):
+    mixes = {alpha: {**ldifs_metrics, "alpha": alpha, "mean_zs_delta": -alpha} for alpha in (1.0, 0.0, 0.5)}
+    path, chosen = plots.wise_ft_path(mixes, chosen=0.5).data
     assert list(path.text) == ["α=0", "α=0.5", "α=1"]
     assert list(path.x) == [0.0, -0.5, -1.0]
+    assert (chosen.name, list(chosen.x), list(chosen.y)) == ("α = 0.5", [-0.5], [ldifs_metrics["downstream"]["accuracy_after"]])

@@ -4,14 +4,16 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app import jobs, model_picker, plots, results, tables, widgets
+from ldifs_core import export
 from ldifs_core.config import RunConfig
-from ldifs_core.store import RunRecord
 from ldifs_core.datasets import available_bank
 from ldifs_core.errors import BadConfig, LabError
+from ldifs_core.store import RunRecord
 
-ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+ALPHAS = jobs.WISE_ALPHAS
+ALPHAS_TEXT = "0, 0.1, …, 1"
 ALL = "all"
-WISE_DONE = "wise_alphas"  # session_state: {run id: α values evaluated}, to draw the WiSE-FT path
+TABS = ("λ sweep", "WiSE-FT", "Compare two runs", "Download")
 
 
 def filtered(table: pd.DataFrame, column: str, container: DeltaGenerator) -> pd.DataFrame:
@@ -27,7 +29,7 @@ def runs_section(table: pd.DataFrame) -> None:
         "mean zero-shot Δ": st.column_config.NumberColumn(format="%+.1f"),
         "mean linear-probe Δ": st.column_config.NumberColumn(format="%+.1f"),
         "λ": st.column_config.NumberColumn(format="%g"),
-        "message": st.column_config.TextColumn(width="medium", help="Why a run failed, was cancelled or interrupted."),
+        "message": st.column_config.TextColumn(width="medium", help="Why a run failed, was cancelled or interrupted, or why its files cannot be read."),
     })
 
 
@@ -74,29 +76,60 @@ def wise_ft_tab(finished: list[RunRecord]) -> None:
         widgets.empty_state("No finished run with saved weights yet — start one on the Launch page.")
         return
     st.markdown("WiSE-FT mixes weights: (1 − α)·θ₀ + α·θ. α = 0 is the pre-trained model, α = 1 the fine-tuned "
-                "one. Each mix is evaluated once (a few seconds) and then remembered.")
+                f"one. The path α = {ALPHAS_TEXT} is evaluated once by the background worker (queued like a run, "
+                "cancellable) and kept with the run, so it is drawn at once next time.")
     run_id = widgets.pick_run(with_weights, key="wise-run")
-    alpha = st.select_slider("α", ALPHAS, value=0.5)
-    done = st.session_state.setdefault(WISE_DONE, {}).setdefault(run_id, [])
-    if not (st.button("Evaluate this mix", icon=":material/blender:") or alpha in done):
+    state = jobs.job_runner().wise_state(run_id)
+    active = state is not None and state.active
+    st.fragment(run_every=widgets.POLL_S if active else None)(wise_ft_path)(run_id, active)
+
+
+def wise_ft_path(run_id: str, was_active: bool) -> None:
+    """The run's WiSE-FT job (queue, progress, Cancel) or the button that queues it, then the path so far."""
+    runner = jobs.job_runner()
+    state = runner.wise_state(run_id)
+    mixes = results.wise_results(run_id)
+    missing = [alpha for alpha in ALPHAS if alpha not in mixes]
+    if state is not None and state.active:
+        position = runner.queue_position(jobs.wise_job_id(run_id))
+        ahead = f"{position - 1} job(s) ahead of it" if position and position > 1 else "next in line"
+        text = (f"Queued — {ahead}; jobs go one at a time." if state.status == "queued" else
+                f"Evaluating the mixes: {len(ALPHAS) - len(missing)} of {len(ALPHAS)} ready.")
+        st.progress((len(ALPHAS) - len(missing)) / len(ALPHAS), text=text)
+        widgets.cancel_control(jobs.wise_job_id(run_id), key=f"cancel-wise-{run_id}", what="WiSE-FT path")
+    elif was_active:
+        st.rerun()  # the job just ended: redraw once with every mix and stop polling
+    else:
+        if state is not None and state.status in ("failed", "cancelled"):
+            (st.error if state.status == "failed" else st.warning)(state.message, icon=":material/warning:")
+        if missing and st.button(f"Evaluate the WiSE-FT path (α = {ALPHAS_TEXT})", icon=":material/blender:",
+                                 key=f"wise-queue-{run_id}"):
+            if runner.submit_wise(run_id, ALPHAS):
+                st.rerun()
+            st.info("The WiSE-FT path of this run is already queued; it fills in here as it is evaluated.",
+                    icon=":material/schedule:")
+    if mixes:
+        wise_ft_results(run_id, mixes)
+
+
+def wise_ft_results(run_id: str, mixes: dict[float, dict]) -> None:
+    """The α path as a curve; the slider moves along the mixes already computed."""
+    full = widgets.run_metrics(run_id)
+    if full is None:
         return
-    try:
-        with st.spinner(f"Evaluating WiSE-FT at α = {alpha:g}…"):
-            mixed = results.wise_ft(run_id, alpha)
-    except LabError as err:
-        widgets.show_error(err)
-        return
-    if alpha not in done:
-        done.append(alpha)
-    full = results.metrics(run_id)
+    alphas = sorted(mixes)
+    alpha = st.select_slider("α", alphas, value=min(alphas, key=lambda a: abs(a - 0.5)),
+                             format_func=lambda a: f"{a:g}", key=f"wise-alpha-{run_id}-{len(alphas)}")
+    mixed = mixes[alpha]
     acc, zs = st.columns(2)
     acc.metric("Accuracy on the fine-tuning task", f"{mixed['downstream']['accuracy_after']:.1f}%",
-               f"{mixed['downstream']['accuracy_after'] - full['downstream']['accuracy_after']:+.1f} vs the run")
-    zs.metric("Mean zero-shot change elsewhere", f"{mixed['mean_zs_delta']:+.1f}",
-              f"{mixed['mean_zs_delta'] - full['mean_zs_delta']:+.1f} vs the run")
-    st.plotly_chart(plots.accuracy_change(mixed))
-    if len(done) > 1:
-        st.plotly_chart(plots.wise_ft_path([results.wise_ft(run_id, a) for a in done]))
+               f"{tables.signed(mixed['downstream']['accuracy_after'] - full['downstream']['accuracy_after'])} "
+               f"vs the run")
+    zs.metric("Mean zero-shot change elsewhere", f"{tables.signed(mixed['mean_zs_delta'])} points",
+              f"{tables.signed(mixed['mean_zs_delta'] - full['mean_zs_delta'])} vs the run")
+    zs.caption(widgets.interval_caption(mixed, "zs"))
+    st.plotly_chart(plots.wise_ft_path(mixes, chosen=alpha), key=f"wise-path-{run_id}")
+    st.plotly_chart(plots.accuracy_change(mixed), key=f"wise-bars-{run_id}")
 
 
 def compare_tab(finished: list[RunRecord]) -> None:
@@ -115,14 +148,17 @@ def download_tab(finished: list[RunRecord]) -> None:
         widgets.empty_state()
         return
     run_id = widgets.pick_run(finished, key="download-run")
-    metrics = results.metrics(run_id)
+    metrics = widgets.run_metrics(run_id)
+    if metrics is None:
+        return
     csv_col, json_col = st.columns(2)
-    csv_col.download_button("Metrics as CSV", tables.metrics_csv(metrics), file_name=f"{run_id}-metrics.csv",
+    csv_col.download_button("Metrics as CSV", export.metrics_csv(metrics), file_name=f"{run_id}-metrics.csv",
                             mime="text/csv", on_click="ignore", icon=":material/table:")
     json_col.download_button("Metrics as JSON", tables.metrics_json(metrics), file_name=f"{run_id}-metrics.json",
                              mime="application/json", on_click="ignore", icon=":material/data_object:")
-    st.caption("CSV: one row per (dataset, metric) — columns run_id, section, dataset, metric, value. "
-               "JSON: the complete metrics.json, including per-class accuracies and per-layer distances.")
+    st.caption("CSV (the same as `python -m ldifs_core export RUN --format csv`): one row per dataset and probe and "
+               "one per concept, each with n and its 95 % intervals. JSON: the complete metrics.json, including "
+               "per-layer distances.")
 
 
 st.title("Runs and sweeps")
@@ -130,16 +166,18 @@ records = results.run_store().list()
 finished = [record for record in records if record.status == "done"]
 table = tables.runs_table(records)
 if records:
+    active = widgets.active_runs(records)
+    if active:
+        st.subheader("Running and queued")
+        widgets.live_runs([record.run_id for record in active])
     runs_section(table)
     tradeoff_section(table)
 else:
     widgets.empty_state("No runs yet — start one on the Launch page.")
-sweep, wise, compare, download = st.tabs(["λ sweep", "WiSE-FT", "Compare two runs", "Download"])
-with sweep:
-    sweep_tab()
-with wise:
-    wise_ft_tab(finished)
-with compare:
-    compare_tab(finished)
-with download:
-    download_tab(finished)
+# Only the open tab runs (each switch reruns the page), so opening this page costs one tab, not four.
+sweep, wise, compare, download = st.tabs(TABS, key="runs-tab", on_change="rerun")
+for tab, draw in ((sweep, sweep_tab), (wise, lambda: wise_ft_tab(finished)), (compare, lambda: compare_tab(finished)),
+                  (download, lambda: download_tab(finished))):
+    if tab.open:
+        with tab:
+            draw()

@@ -11,8 +11,9 @@ from streamlit.testing.v1 import AppTest
 from app import jobs
 from app.jobs import JobRunner
 from ldifs_core.config import RunConfig, TrainEvent
+from ldifs_core.errors import RunCancelled
 from ldifs_core.store import RunStore
-from tests.app.sample_runs import finish_run
+from tests.app.sample_runs import finish_run, sample_wise
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = {"learn": "views/learn.py", "launch": "views/launch.py", "forgetting": "views/forgetting.py",
@@ -55,6 +56,37 @@ class HeldExecute:
         return fake_execute(cfg, store, run_id, on_event, should_stop)
 
 
+class FakeWisePath:
+    """wise.wise_ft_path's contract without a model: cached α are reused, each new α is computed (from the run's
+    sample metrics), saved in the store and reported to on_alpha; should_stop is checked before each α. Holds
+    before every new α until `release` is set, and notes which thread ran it."""
+
+    def __init__(self, held: bool = False):
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
+        self.calls: list[str] = []
+        self.threads: list[str] = []
+
+    def __call__(self, store: RunStore, run_id: str, alphas, should_stop=None, on_alpha=None) -> list[dict]:
+        self.calls.append(run_id)
+        self.threads.append(threading.current_thread().name)
+        cached = store.wise_results(run_id)
+        for alpha in sorted(set(alphas)):
+            if alpha in cached:
+                continue
+            while not self.release.wait(0.01):
+                if should_stop is not None and should_stop():
+                    raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
+            if should_stop is not None and should_stop():
+                raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
+            cached[alpha] = sample_wise(store.metrics(run_id), alpha)
+            store.save_wise(run_id, alpha, cached[alpha])
+            if on_alpha is not None:
+                on_alpha(alpha, cached[alpha])
+        return [cached[alpha] for alpha in sorted(set(alphas))]
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> RunStore:
     monkeypatch.setenv("LDIFS_STORE", str(tmp_path / "runs"))
@@ -64,7 +96,7 @@ def store(tmp_path, monkeypatch) -> RunStore:
 @pytest.fixture
 def runner(store, monkeypatch) -> JobRunner:
     """The app's job runner, with the fake execute in place of training."""
-    fake = JobRunner(store, execute=fake_execute)
+    fake = JobRunner(store, execute=fake_execute, wise_path=FakeWisePath())
     monkeypatch.setattr(jobs, "job_runner", lambda: fake)
     return fake
 
@@ -89,3 +121,12 @@ def wait_for_status(store: RunStore, run_id: str, statuses: tuple[str, ...], tim
             raise AssertionError(f"run {run_id} is still {status} after {timeout_s} s")
         time.sleep(0.02)
     return status
+
+
+def wait_for_wise(runner: JobRunner, run_id: str, statuses: tuple[str, ...], timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while (state := runner.wise_state(run_id)) is None or state.status not in statuses:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"WiSE-FT of {run_id} is still {state and state.status} after {timeout_s} s")
+        time.sleep(0.02)
+    return state

@@ -1,17 +1,15 @@
 """Realistic finished, failed and cancelled runs written straight into a RunStore, shaped exactly like
-runner.execute's metrics.json (schema v2, see /tmp/ldifs/CONTRACT.md and the README), so the app can be tested
-without training. tests/app/test_contract.py checks the shape against a real tiny run.
+runner.execute's metrics.json (schema v2, documented in the README), so the app can be tested without training.
+tests/app/test_contract.py checks the shape against a real tiny run.
 
-Accuracies come from simulated per-image outcomes (correct before / after), so every number, n and interval is
-consistent with the others. The intervals here are simple stand-ins (Wilson for one accuracy, a normal
-approximation for paired changes): the fixture needs their shape and plausible values, not ldifs_core.stats.
+Accuracies come from simulated per-image outcomes (correct before / after) summarised by ldifs_core.stats, so
+every number, n and interval is consistent with the others, as in a real run.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ldifs_core import stats
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import load_bank
 from ldifs_core.store import RunStore
@@ -21,37 +19,23 @@ CHECKED = ("fashion_mnist", "animals")
 LAYERS = 5
 UMAP_POINTS = 40
 SCHEMA_VERSION = 2
-Z95 = 1.959964
 
 
 def class_names(dataset: str) -> list[str]:
     return load_bank(dataset, "test").class_names
 
 
-def percent(outcomes: np.ndarray) -> float:
-    return float(100.0 * outcomes.mean())
-
-
-def wilson(outcomes: np.ndarray) -> list[float]:
-    n, p = len(outcomes), float(outcomes.mean())
-    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
-    return [100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)]
-
-
-def paired_ci(before: np.ndarray, after: np.ndarray) -> list[float]:
-    """Normal approximation of after − before on the same images, widened for small n so it never collapses."""
-    diff = after.astype(float) - before.astype(float)
-    half = Z95 * max(float(diff.std(ddof=1)) if len(diff) > 1 else 1.0, 0.5) / math.sqrt(len(diff))
-    change = float(diff.mean())
-    return [100.0 * max(-1.0, change - half), 100.0 * min(1.0, change + half)]
-
-
 def class_row(label: int, name: str, before: np.ndarray, after: np.ndarray) -> dict:
-    """The one class-row shape of schema v2."""
-    return {"label": label, "class_name": name, "n": int(len(before)), "before": percent(before),
-            "after": percent(after), "change": percent(after) - percent(before), "before_ci": wilson(before),
-            "after_ci": wilson(after), "change_ci": paired_ci(before, after)}
+    """The one class-row shape of schema v2, with the engine's own statistics."""
+    return {"label": label, "class_name": name, **stats.summary(before, after)}
+
+
+def dataset_numbers(before: np.ndarray, after: np.ndarray, prefix: str) -> dict:
+    """{prefix}_before/_after/_delta and their intervals, as a forgetting report holds them."""
+    numbers = stats.summary(before, after)
+    return {f"{prefix}_before": numbers["before"], f"{prefix}_before_ci": numbers["before_ci"],
+            f"{prefix}_after": numbers["after"], f"{prefix}_after_ci": numbers["after_ci"],
+            f"{prefix}_delta": numbers["change"], f"{prefix}_delta_ci": numbers["change_ci"]}
 
 
 def outcomes(rng: np.random.Generator, n: int, base: float, drop: float) -> tuple[np.ndarray, np.ndarray]:
@@ -74,24 +58,21 @@ def per_class(dataset: str, rng: np.random.Generator, base: float, drop: float, 
     return rows, np.concatenate(all_before), np.concatenate(all_after)
 
 
-def forgetting_report(dataset: str, rng: np.random.Generator, drop: float) -> dict:
+def forgetting_report(dataset: str, rng: np.random.Generator, drop: float) -> tuple[dict, dict]:
+    """The report of one dataset, and its per-image outcomes by probe (for the mean's interval)."""
     sizes = rng.integers(2, 40, len(class_names(dataset)))  # a few concepts rest on 2-3 images, as on quickdraw
     zs_rows, zs_before, zs_after = per_class(dataset, rng, 0.65, drop, sizes)
     lp_rows, lp_before, lp_after = per_class(dataset, rng, 0.8, drop / 4, sizes)
     n = int(sizes.sum())
-    return {
+    report = {
         "dataset": dataset, "n": n, "test_images": n, "probe_images": 10 * len(sizes),
         "lp_l2_before": 1e-3, "lp_l2_after": 1e-2,
-        "zs_before": percent(zs_before), "zs_before_ci": wilson(zs_before),
-        "zs_after": percent(zs_after), "zs_after_ci": wilson(zs_after),
-        "zs_delta": percent(zs_after) - percent(zs_before), "zs_delta_ci": paired_ci(zs_before, zs_after),
-        "lp_before": percent(lp_before), "lp_before_ci": wilson(lp_before),
-        "lp_after": percent(lp_after), "lp_after_ci": wilson(lp_after),
-        "lp_delta": percent(lp_after) - percent(lp_before), "lp_delta_ci": paired_ci(lp_before, lp_after),
+        **dataset_numbers(zs_before, zs_after, "zs"), **dataset_numbers(lp_before, lp_after, "lp"),
         "per_class": zs_rows, "per_class_lp": lp_rows,
         "layer_distance": sorted(rng.uniform(0.001, 0.001 + drop / 100, LAYERS).tolist()),
         "ldifs_distance": drop / 200, "centroid_shift": drop / 500, "knn_overlap": 1 - drop / 100,
     }
+    return report, {"zs": (zs_before, zs_after), "lp": (lp_before, lp_after)}
 
 
 def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> dict:
@@ -103,29 +84,29 @@ def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> di
         rows.append(class_row(label, name, zero_shot, tuned))
         before.append(zero_shot)
         after.append(tuned)
-    before, after = np.concatenate(before), np.concatenate(after)
-    zero_shot_after = rng.random(len(before)) < 0.6
-    return {"dataset": dataset, "n": int(len(before)), "zero_shot_before": percent(before),
-            "zero_shot_before_ci": wilson(before), "accuracy_after": percent(after), "accuracy_after_ci": wilson(after),
-            "change": percent(after) - percent(before), "change_ci": paired_ci(before, after),
-            "zero_shot_after": percent(zero_shot_after), "zero_shot_after_ci": wilson(zero_shot_after),
+    tuned = stats.summary(np.concatenate(before), np.concatenate(after))
+    zero_shot_after = stats.summary(np.concatenate(before), rng.random(int(sizes.sum())) < 0.6)
+    return {"dataset": dataset, "n": tuned["n"], "zero_shot_before": tuned["before"],
+            "zero_shot_before_ci": tuned["before_ci"], "accuracy_after": tuned["after"],
+            "accuracy_after_ci": tuned["after_ci"], "change": tuned["change"], "change_ci": tuned["change_ci"],
+            "zero_shot_after": zero_shot_after["after"], "zero_shot_after_ci": zero_shot_after["after_ci"],
             "per_class": rows}
 
 
-def mean_delta(reports: list[dict], probe: str) -> tuple[float, list[float]]:
-    """Mean over datasets; its interval here is the mean of the per-dataset intervals (a stand-in)."""
+def mean_delta(reports: list[dict], outcomes_by_probe: list[dict], probe: str) -> tuple[float, list[float]]:
+    """Mean change over the datasets and its bootstrap interval, as the engine computes them."""
     mean = float(np.mean([r[f"{probe}_delta"] for r in reports]))
-    low, high = np.mean([r[f"{probe}_delta_ci"] for r in reports], axis=0)
-    return mean, [float(low), float(high)]
+    return mean, list(stats.bootstrap_mean_change([o[probe] for o in outcomes_by_probe]))
 
 
 def sample_metrics(cfg: RunConfig, run_id: str) -> dict:
     """CE forgets more than LDIFS, and more with smaller λ, as in the paper."""
     rng = np.random.default_rng(cfg.seed)
     drop = 30.0 if cfg.objective == "ce" else 30.0 / (1 + cfg.effective_lam)
-    forgetting = [forgetting_report(d, rng, drop) for d in cfg.eval_datasets or CHECKED]
-    mean_zs, mean_zs_ci = mean_delta(forgetting, "zs")
-    mean_lp, mean_lp_ci = mean_delta(forgetting, "lp")
+    reports = [forgetting_report(d, rng, drop) for d in cfg.eval_datasets or CHECKED]
+    forgetting, outcomes_by_probe = [r for r, _ in reports], [o for _, o in reports]
+    mean_zs, mean_zs_ci = mean_delta(forgetting, outcomes_by_probe, "zs")
+    mean_lp, mean_lp_ci = mean_delta(forgetting, outcomes_by_probe, "lp")
     return {
         "run_id": run_id, "status": "done", "config": cfg.to_dict(), "model": "LabCLIP-ViT-28-p7 (test)",
         "device": "CPU (test)", "schema_version": SCHEMA_VERSION,
@@ -174,3 +155,15 @@ def add_ended_run(store: RunStore, status: str, message: str, **settings) -> str
     run_id = store.create(cfg, status="running")
     store.fail(run_id, status, message, history=sample_history(cfg)[:5])
     return run_id
+
+
+def sample_wise(metrics: dict, alpha: float) -> dict:
+    """A WiSE-FT mix's report as wise.wise_ft_path returns it (the run's report shape plus "alpha"): the task
+    accuracy and the forgetting both move from the pre-trained model's (α = 0) to the run's (α = 1)."""
+    task = metrics["downstream"]
+    after = task["zero_shot_before"] + alpha * (task["accuracy_after"] - task["zero_shot_before"])
+    return {**metrics, "alpha": alpha, "downstream": {**task, "accuracy_after": after},
+            "mean_zs_delta": alpha * metrics["mean_zs_delta"],
+            "mean_zs_delta_ci": [alpha * bound for bound in metrics["mean_zs_delta_ci"]],
+            "mean_lp_delta": alpha * metrics["mean_lp_delta"],
+            "mean_lp_delta_ci": [alpha * bound for bound in metrics["mean_lp_delta_ci"]]}

@@ -6,11 +6,12 @@ import time
 
 import pytest
 
-from app.jobs import CANCELLED_BEFORE_START, JobRunner
+from app.jobs import CANCELLED_BEFORE_START, JobRunner, wise_job_id
 from ldifs_core.config import RunConfig
-from ldifs_core.errors import DatasetUnavailable
+from ldifs_core.errors import DatasetUnavailable, RunNotFound
 from ldifs_core.store import RunStore
-from tests.app.conftest import HeldExecute, fake_execute, wait_for_status
+from tests.app.conftest import FakeWisePath, HeldExecute, fake_execute, wait_for_status, wait_for_wise
+from tests.app.sample_runs import add_finished_run
 
 TINY = dict(steps=5, eval_limit=200, probe_limit=200, umap_points=60)
 
@@ -108,3 +109,66 @@ def test_a_real_run_through_the_worker_finishes_and_a_cancel_lands_within_second
     runner.cancel(long_run)
     wait_for_status(store, long_run, ("cancelled",), timeout_s=5)
     assert time.monotonic() - asked < 3
+
+
+# -- WiSE-FT paths go through the same worker --------------------------------------------------------------
+
+ALPHAS = (0.0, 0.5, 1.0)
+
+
+def test_a_wise_ft_path_runs_in_the_worker_and_caches_every_alpha_in_the_store(store):
+    wise = FakeWisePath()
+    runner = JobRunner(store, execute=fake_execute, wise_path=wise)
+    run_id = add_finished_run(store)
+    assert runner.submit_wise(run_id, ALPHAS)
+    state = wait_for_wise(runner, run_id, ("done",))
+    assert wise.threads == ["ldifs-job-worker"]  # never the caller's (a page's) thread
+    assert sorted(store.wise_results(run_id)) == list(ALPHAS) and state.computed == list(ALPHAS)
+
+
+def test_a_wise_ft_path_waits_its_turn_behind_a_running_run_and_a_second_request_is_ignored(store):
+    held, wise = HeldExecute(), FakeWisePath()
+    runner = JobRunner(store, execute=held, wise_path=wise)
+    finished = add_finished_run(store)
+    running = runner.submit(RunConfig(steps=3))
+    wait_for_status(store, running, ("running",))
+    assert runner.submit_wise(finished, ALPHAS)
+    assert not runner.submit_wise(finished, ALPHAS)  # a second click while it waits
+    assert (runner.wise_state(finished).status, runner.queue_position(wise_job_id(finished))) == ("queued", 1)
+    assert [s.run_id for s in runner.active_wise()] == [finished]
+    assert wise.calls == []  # nothing evaluates beside the run
+    held.release.set()
+    wait_for_wise(runner, finished, ("done",))
+    assert wise.calls == [finished] and runner.active_wise() == []
+    assert runner.submit_wise(finished, ALPHAS)  # once done, asking again is allowed (and reads the cache)
+
+
+def test_cancelling_a_queued_wise_ft_path_drops_it_and_a_running_one_stops_before_its_next_alpha(store):
+    held, wise = HeldExecute(), FakeWisePath(held=True)
+    runner = JobRunner(store, execute=held, wise_path=wise)
+    first, second = add_finished_run(store), add_finished_run(store, seed=1)
+    running = runner.submit(RunConfig(steps=3))
+    wait_for_status(store, running, ("running",))
+    runner.submit_wise(first, ALPHAS)
+    runner.submit_wise(second, ALPHAS)
+    runner.cancel(wise_job_id(second))
+    assert (runner.wise_state(second).status, runner.wise_state(second).message) == ("cancelled",
+                                                                                   CANCELLED_BEFORE_START)
+    held.release.set()
+    wait_for_wise(runner, first, ("running",))
+    assert runner.owns(wise_job_id(first))
+    runner.cancel(wise_job_id(first))
+    state = wait_for_wise(runner, first, ("cancelled",))
+    assert "Cancelled before WiSE-FT α = 0" in state.message and store.wise_results(first) == {}
+    assert wise.calls == [first]
+
+
+def test_a_failing_wise_ft_path_records_its_reason_and_the_worker_goes_on(store):
+    def no_weights(store, run_id, alphas, **kwargs):
+        raise RunNotFound(f"Run {run_id} kept no weights (save_weights was off), so WiSE-FT cannot mix them.")
+
+    runner = JobRunner(store, execute=fake_execute, wise_path=no_weights)
+    finished = add_finished_run(store)
+    runner.submit_wise(finished, ALPHAS)
+    assert "kept no weights" in wait_for_wise(runner, finished, ("failed",)).message
+    assert wait_for_status(store, runner.submit(RunConfig(steps=2)), ("done",)) == "done"

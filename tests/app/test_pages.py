@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import jobs
+from app import jobs, results, tables
+from app.jobs import WISE_ALPHAS as ALPHAS
 from app.jobs import JobRunner
-from app.widgets import MY_RUNS, NO_FINISHED_RUNS
+from app.widgets import MY_RUNS, NO_FINISHED_RUNS, OTHER_PROCESS
+from ldifs_core import export, models, stats
 from ldifs_core import store as store_module
+from ldifs_core.errors import RunUnreadable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
-from tests.app.conftest import MAIN, PAGES, HeldExecute, open_page, wait_for_status
-from tests.app.sample_runs import CHECKED, add_ended_run, add_finished_run
+from tests.app.conftest import (MAIN, PAGES, FakeWisePath, HeldExecute, fake_execute, open_page, wait_for_status,
+                                wait_for_wise)
+from tests.app.sample_runs import CHECKED, add_ended_run, add_finished_run, sample_wise
 
 RESULT_PAGES = ("forgetting", "drift")
 TITLES = {"learn": "Concept forgetting and LDIFS", "launch": "Launch a fine-tuning run", "forgetting": "Concept forgetting",
@@ -88,7 +93,34 @@ def test_forgetting_page_shows_the_task_gain_beside_the_losses_and_ranks_concept
     assert "Mean zero-shot change on the others" in labels
     titles = chart_titles(app)
     assert "Accuracy before and after fine-tuning (zero-shot)" in titles
-    assert f"Concepts of {CHECKED[0]} ranked by accuracy drop" in titles
+    assert f"Concepts of {CHECKED[0]} ranked by accuracy drop (zero-shot)" in titles
+
+
+def test_forgetting_page_gives_every_mean_change_its_interval_and_every_concept_its_n(app, store, populated):
+    metrics = store.metrics(populated["ldifs"])
+    open_page(app, "forgetting")
+    app.selectbox[0].set_value(populated["ldifs"]).run()
+    captions = texts(app.caption)
+    assert tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]) in captions
+    assert tables.with_interval(metrics["mean_lp_delta"], metrics["mean_lp_delta_ci"]) in captions
+    concepts = app.dataframe[0].value
+    ranked = stats.rank_forgotten(metrics["forgetting"][0]["per_class"])
+    assert list(concepts["class_name"]) == [row["class_name"] for row in ranked]
+    assert list(concepts["n"]) == [row["n"] for row in ranked]
+
+
+def test_forgetting_page_switches_concepts_to_the_linear_probe_and_drops_concepts_below_the_minimum_n(
+        app, store, populated):
+    metrics = store.metrics(populated["ldifs"])
+    open_page(app, "forgetting")
+    app.selectbox[0].set_value(populated["ldifs"]).run()
+    app.get("button_group")[0].set_value("lp").run()
+    assert f"Concepts of {CHECKED[0]} ranked by accuracy drop (linear probe)" in chart_titles(app)
+    assert "Accuracy before and after fine-tuning (linear probe)" in chart_titles(app)
+    next(n for n in app.number_input if n.label == "Minimum test images per concept").set_value(20).run()
+    concepts = app.dataframe[0].value
+    expected = [r["class_name"] for r in stats.rank_forgotten(metrics["forgetting"][0]["per_class_lp"]) if r["n"] >= 20]
+    assert list(concepts["class_name"]) == expected and (concepts["n"] >= 20).all()
 
 
 def test_forgetting_page_opens_on_the_run_chosen_before(app, populated):
@@ -114,10 +146,21 @@ def test_runs_table_lists_every_run_with_status_and_reason(app, populated):
     assert "lower the learning rate" in table.set_index("status").loc["failed", "message"]
 
 
-def test_runs_page_plots_the_tradeoff_and_offers_downloads(app, populated):
+def open_tab(app: AppTest, label: str) -> AppTest:
+    """Click a tab of the Runs page (its tabs are a widget: only the open one runs)."""
+    app.session_state["runs-tab"] = label
+    return app.run()
+
+
+def test_runs_page_plots_the_tradeoff_and_offers_the_one_csv_export_and_the_json(app, store, populated, monkeypatch):
+    exported = []
+    monkeypatch.setattr(export, "metrics_csv", lambda metrics: exported.append(metrics["run_id"]) or "csv")
     open_page(app, "runs")
     assert "Trade-off: downstream accuracy vs forgetting elsewhere" in chart_titles(app)
+    assert not app.get("download_button")  # only the open tab (λ sweep) runs
+    open_tab(app, "Download")
     assert {b.label for b in app.get("download_button")} == {"Metrics as CSV", "Metrics as JSON"}
+    assert exported == [app.selectbox(key="download-run").value]
 
 
 def test_interrupted_runs_show_as_interrupted_after_a_restart(app, store, monkeypatch):
@@ -232,7 +275,19 @@ def test_a_lambda_sweep_queues_one_ldifs_run_per_lambda(app, store, runner):
     assert {r.config.objective for r in store.list()} == {"ldifs"}
 
 
-def test_an_open_clip_model_without_weights_here_is_a_short_error(app, store):
+@pytest.fixture
+def offline(monkeypatch):
+    """No network, even where one exists: the weights host is unreachable and any connection attempt fails."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(models, "weights_host_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_an_open_clip_model_without_weights_here_is_a_short_error(app, store, offline):
     open_page(app, "launch")
     app.radio[0].set_value("open_clip zoo").run()
     model = app.selectbox[0]
@@ -290,3 +345,164 @@ def test_a_deep_link_opened_first_runs_the_navigation_and_the_sidebar(runner, pa
     assert_no_exception(app)
     assert "Jobs" in [header.value for header in app.sidebar.subheader]
     assert app.title[0].value == TITLES[page]
+
+
+# -- a broken run breaks nothing else -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def corrupt_newest(store, populated) -> str:
+    """A finished run, the newest, whose metrics.json was cut short (a crash mid-copy, a full disk elsewhere)."""
+    run_id = add_finished_run(store, objective="ldifs", lam=1.0)
+    (store.root / run_id / "metrics.json").write_text('{"run_id": "cut sh')
+    return run_id
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_when_the_newest_run_is_unreadable_and_says_why(app, corrupt_newest, page):
+    open_page(app, page)
+    assert_no_exception(app)
+    shown = texts(app.warning) + texts(app.sidebar.warning)
+    assert corrupt_newest in shown and "unreadable: metrics.json is corrupt" in shown
+
+
+@pytest.mark.parametrize("page", RESULT_PAGES)
+def test_result_pages_still_show_the_readable_runs_beside_an_unreadable_newest_one(app, populated, corrupt_newest,
+                                                                                     page):
+    open_page(app, page)
+    assert app.selectbox[0].options and corrupt_newest not in app.selectbox[0].options
+    assert app.selectbox[0].value in (populated["ce"], populated["ldifs"])
+    assert figures(app)
+
+
+def test_the_runs_table_lists_an_unreadable_run_with_its_reason(app, corrupt_newest):
+    open_page(app, "runs")
+    row = app.dataframe[0].value.set_index("run").loc[corrupt_newest]
+    assert row["status"] == "unreadable" and row["message"].startswith("unreadable: metrics.json is corrupt")
+
+
+@pytest.mark.parametrize("tab", ["WiSE-FT", "Compare two runs", "Download"])
+def test_a_run_that_turns_unreadable_after_it_was_listed_shows_its_reason_in_every_tab(app, store, populated,
+                                                                                      monkeypatch, tab):
+    def unreadable(run_id):
+        raise RunUnreadable(f"unreadable: metrics.json is missing (run {run_id}).")
+
+    for run_id in (populated["ce"], populated["ldifs"]):  # a WiSE-FT path to show, read against the run's metrics
+        store.save_wise(run_id, 0.5, sample_wise(store.metrics(run_id), 0.5))
+    open_page(app, "runs")
+    monkeypatch.setattr(results, "metrics", unreadable)
+    open_tab(app, tab)
+    assert_no_exception(app)
+    assert "unreadable: metrics.json is missing" in texts(app.error)
+
+
+# -- WiSE-FT through the worker ----------------------------------------------------------------------------
+
+
+def evaluate_button(app: AppTest):
+    return next(b for b in app.button if b.label.startswith("Evaluate the WiSE-FT path"))
+
+
+def wise_runner(store, monkeypatch, execute=fake_execute, held_wise: bool = False) -> tuple[JobRunner, FakeWisePath]:
+    wise = FakeWisePath(held=held_wise)
+    runner = JobRunner(store, execute=execute, wise_path=wise)
+    monkeypatch.setattr(jobs, "job_runner", lambda: runner)
+    return runner, wise
+
+
+def test_the_wise_ft_tab_queues_the_path_in_the_worker_and_draws_it_from_the_store(store, populated, monkeypatch):
+    runner, wise = wise_runner(store, monkeypatch)
+    app = open_tab(open_page(AppTest.from_file(MAIN, default_timeout=60), "runs"), "WiSE-FT")
+    run_id = app.selectbox(key="wise-run").value
+    evaluate_button(app).click().run()
+    wait_for_wise(runner, run_id, ("done",))
+    assert wise.threads == ["ldifs-job-worker"]  # evaluated by the worker, never in the page's thread
+    app.run()
+    assert_no_exception(app)
+    mixes = store.wise_results(run_id)
+    path = next(f for f in figures(app) if f["layout"]["title"]["text"].startswith("WiSE-FT"))
+    assert path["data"][0]["text"] == [f"α={a:g}" for a in ALPHAS]
+    slider = app.select_slider[0]
+    assert [float(option) for option in slider.options] == list(ALPHAS)
+    slider.set_value(0.3).run()
+    accuracy = next(m for m in app.metric if m.label == "Accuracy on the fine-tuning task")
+    assert accuracy.value == f"{mixes[0.3]['downstream']['accuracy_after']:.1f}%"
+    assert not [b for b in app.button if b.label.startswith("Evaluate the WiSE-FT path")]  # all cached now
+
+
+def test_a_second_click_on_wise_ft_while_the_path_waits_is_ignored_and_says_it_is_queued(store, populated, monkeypatch):
+    held = HeldExecute()
+    runner, wise = wise_runner(store, monkeypatch, execute=held)
+    running = runner.submit(store_module.RunConfig(steps=5))
+    wait_for_status(store, running, ("running",))
+    alice, bob = (open_tab(open_page(AppTest.from_file(MAIN, default_timeout=60), "runs"), "WiSE-FT")
+                  for _ in range(2))
+    run_id = alice.selectbox(key="wise-run").value
+    evaluate_button(alice).click().run()
+    evaluate_button(bob).click().run()  # bob's page still showed the button: his click is ignored
+    assert runner.queue_position(jobs.wise_job_id(run_id)) == 1 and len(runner.active_wise()) == 1
+    for session in (alice, bob):  # and both pages say it is queued, with its Cancel
+        assert "Queued — next in line; jobs go one at a time." in [bar.proto.text for bar in session.get("progress")]
+        assert session.button(key=f"cancel-wise-{run_id}")
+    assert wise.calls == []  # nothing evaluates beside the running run
+    held.release.set()
+    wait_for_wise(runner, run_id, ("done",))
+    assert wise.calls == [run_id]
+
+
+def test_a_queued_wise_ft_path_shows_in_the_sidebar_and_any_session_can_cancel_it(store, populated, monkeypatch):
+    held = HeldExecute()
+    runner, wise = wise_runner(store, monkeypatch, execute=held)
+    wait_for_status(store, runner.submit(store_module.RunConfig(steps=5)), ("running",))
+    alice = open_tab(open_page(AppTest.from_file(MAIN, default_timeout=60), "runs"), "WiSE-FT")
+    run_id = alice.selectbox(key="wise-run").value
+    evaluate_button(alice).click().run()
+    bob = open_page(AppTest.from_file(MAIN, default_timeout=60), "learn")
+    assert f"WiSE-FT path of run {run_id}" in texts(bob.sidebar.caption)
+    bob.sidebar.button(key=f"sidebar-cancel-{jobs.wise_job_id(run_id)}").click().run()
+    assert runner.wise_state(run_id).status == "cancelled"
+    held.release.set()
+    alice.run()
+    assert_no_exception(alice)
+    assert jobs.CANCELLED_BEFORE_START in texts(alice.warning)
+    assert wise.calls == []
+
+
+# -- Cancel from anywhere -----------------------------------------------------------------------------------
+
+
+def test_any_session_can_cancel_a_run_from_the_sidebar_and_the_runs_page(store, held):
+    alice = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
+    start_run(alice)
+    first = store.list()[0].run_id
+    wait_for_status(store, first, ("running",))
+    start_run(alice)
+    second = store.list()[0].run_id
+    bob = open_page(AppTest.from_file(MAIN, default_timeout=60), "runs")  # another tab: none of these are its runs
+    assert {b.key for b in bob.sidebar.button} == {f"sidebar-cancel-{first}", f"sidebar-cancel-{second}"}
+    assert {f"cancel-{first}", f"cancel-{second}"} <= {b.key for b in bob.main.button}  # the Runs page's cards
+    bob.button(key=f"cancel-{second}").click().run()
+    assert store.get(second).status == "cancelled"
+    bob.sidebar.button(key=f"sidebar-cancel-{first}").click().run()
+    assert wait_for_status(store, first, ("cancelled",)) == "cancelled"
+
+
+def test_a_run_can_be_cancelled_while_it_measures_forgetting(store, held):
+    app = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
+    start_run(app)
+    run_id = store.list()[0].run_id
+    wait_for_status(store, run_id, ("running",))
+    store.update_progress(run_id, {"phase": "evaluating", "step": 5, "total_steps": 5})
+    app.run()
+    assert any("Cancel stops it before the next dataset" in bar.proto.text for bar in app.get("progress"))
+    app.button(key=f"cancel-{run_id}").click().run()
+    assert wait_for_status(store, run_id, ("cancelled",)) == "cancelled"
+
+
+def test_a_run_of_another_process_shows_who_runs_it_and_no_cancel(app, store):
+    run_id = store.create(store_module.RunConfig(), status="queued")
+    store.set_status(run_id, "running")  # as the CLI records a run it executes (not this app's worker)
+    open_page(app, "runs")
+    assert_no_exception(app)
+    assert not [b for b in app.button if b.key and run_id in b.key]
+    assert OTHER_PROCESS in texts(app.sidebar.caption) and OTHER_PROCESS in texts(app.main.caption)
