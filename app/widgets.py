@@ -113,6 +113,15 @@ def run_metrics(run_id: str) -> dict | None:
         return None
 
 
+def run_arrays(run_id: str) -> dict | None:
+    """A finished run's stored arrays (UMAP points), or None with the reason shown when they cannot be read."""
+    try:
+        return results.arrays(run_id)
+    except LabError as err:
+        show_error(err)
+        return None
+
+
 def unreadable_runs(records: Sequence[RunRecord]) -> None:
     """One warning naming every run whose stored files cannot be read, with the store's reason for each."""
     if records:

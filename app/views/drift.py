@@ -9,15 +9,14 @@ st.title("Feature drift")
 st.markdown("The same test images embedded by the pre-trained and by the fine-tuned encoder, projected together "
             "into 2-D, plus the numbers that do not depend on any projection.")
 
-run_id = widgets.pick_finished_run()
-if run_id is not None:
-    metrics = results.metrics(run_id)
-    run_arrays = results.arrays(run_id)
-    embedded = results.umap_datasets(run_arrays)
-    if not embedded:
+metrics = widgets.finished_run_metrics()
+if metrics is not None:
+    run_arrays = widgets.run_arrays(metrics["run_id"])
+    embedded = results.umap_datasets(run_arrays) if run_arrays is not None else []
+    if run_arrays is not None and not embedded:
         st.info("This run stored no UMAP points (it ran with 0 UMAP points); the numbers below still apply.",
                 icon=":material/info:")
-    else:
+    elif embedded:
         dataset_col, show_col = st.columns([2, 1])
         dataset = dataset_col.selectbox("Dataset", embedded)
         show = show_col.segmented_control("Show", list(SHOW_LABELS), default=plots.SHOW_BOTH, required=True,

@@ -4,17 +4,17 @@ from pathlib import Path
 import streamlit as st
 
 from app import jobs, model_picker, widgets
-from ldifs_core.config import DEFAULT_LAMBDA, INITS, OBJECTIVES, RunConfig
+from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.datasets import available_bank, known_datasets
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError
 from ldifs_core.models import describe_device, pick_device
 
 DEFAULT = RunConfig()
 LEARNING_RATES = tuple(sorted({1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, DEFAULT.lr}))
-REGULARISED = ("ldifs", "l2sp")
 IMAGE_FOLDER = "ImageFolder directory…"
 RECENT_RUNS = 5  # run cards shown live; the rest are on the Runs page
 INIT_LABELS = {"zs": "Zero-shot head (text prompts)", "lp": "Linear-probe head (fitted first)"}
+BN_LABELS = {"train": "updated while training (the paper's recipe)", "frozen": "kept from the pre-trained model"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -54,17 +54,24 @@ steps_col, lr_col, batch_col, seed_col = st.columns(4)
 steps = steps_col.number_input("Steps", min_value=1, max_value=100_000, value=DEFAULT.steps, step=50)
 lr = lr_col.select_slider("Learning rate", LEARNING_RATES, value=DEFAULT.lr, format_func=lambda v: f"{v:g}")
 batch_size = batch_col.number_input("Batch size", min_value=2, max_value=4096, value=DEFAULT.batch_size, step=16)
-seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, value=DEFAULT.seed)
+seed = seed_col.number_input("Seed", min_value=0, max_value=MAX_SEED, value=DEFAULT.seed)
 
 with st.expander("Advanced"):
     left, right = st.columns(2)
     eval_limit = left.number_input("Test images per dataset", min_value=10, value=DEFAULT.eval_limit, step=100)
-    probe_limit = left.number_input("Train images per dataset for linear probes", min_value=10,
-                                    value=DEFAULT.probe_limit, step=100)
+    probe_limit = left.number_input("Train images per class for linear probes", min_value=2,
+                                    value=DEFAULT.probe_limit, step=10,
+                                    help="Every class gets this many probe-training images (fewer if it has fewer).")
+    probe_cap = left.number_input("At most this many linear-probe train images per dataset", min_value=10,
+                                  value=DEFAULT.probe_cap, step=1000,
+                                  help="Caps datasets with many classes (quickdraw has 345); fewer per class then.")
     umap_points = left.number_input("Points per dataset in the UMAP", min_value=0, value=DEFAULT.umap_points, step=100)
     train_limit = right.number_input("Fine-tuning pool (train images)", min_value=10, value=DEFAULT.train_limit,
                                      step=1000)
     augment = right.checkbox("Random-shift augmentation", value=DEFAULT.augment)
+    bn = right.radio("BatchNorm statistics (ResNet towers)", BATCHNORM_MODES, format_func=BN_LABELS.__getitem__,
+                     index=BATCHNORM_MODES.index(DEFAULT.bn),
+                     help="ViT towers have none. Frozen towers and the linear probe always keep θ₀'s statistics.")
     data_root = right.text_input("Data folder for torchvision datasets", placeholder="~/data")
     download = right.checkbox("Download missing torchvision datasets", value=False)
     label = st.text_input("Label (optional)", placeholder="e.g. baseline")
@@ -83,7 +90,7 @@ if st.button("Start run", type="primary", icon=":material/play_arrow:"):
             dataset=dataset, objective=objective, lam=lam if objective in REGULARISED else None, init=init,
             model=model.name, pretrained=model.pretrained, eval_datasets=eval_datasets, steps=int(steps), lr=lr,
             batch_size=int(batch_size), seed=int(seed), eval_limit=int(eval_limit), probe_limit=int(probe_limit),
-            umap_points=int(umap_points), train_limit=int(train_limit), augment=augment,
+            probe_cap=int(probe_cap), umap_points=int(umap_points), train_limit=int(train_limit), augment=augment, bn=bn,
             data_root=data_root.strip() or None, download=download, label=label.strip(),
         ).validate()
         with st.spinner("Checking the model loads…"):

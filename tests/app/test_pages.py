@@ -506,3 +506,22 @@ def test_a_run_of_another_process_shows_who_runs_it_and_no_cancel(app, store):
     assert_no_exception(app)
     assert not [b for b in app.button if b.key and run_id in b.key]
     assert OTHER_PROCESS in texts(app.sidebar.caption) and OTHER_PROCESS in texts(app.main.caption)
+
+
+def test_the_drift_page_keeps_its_numbers_when_a_runs_umap_file_is_corrupt(app, store, populated):
+    (store.root / populated["ldifs"] / "arrays.npz").write_bytes(b"not a zip file")
+    open_page(app, "drift")
+    app.selectbox[0].set_value(populated["ldifs"]).run()
+    assert_no_exception(app)
+    assert "arrays.npz is corrupt" in texts(app.error)
+    assert "Feature distance per layer (pre-trained vs fine-tuned)" in chart_titles(app)
+
+
+def test_the_advanced_launch_settings_reach_the_run(app, store):
+    open_page(app, "launch")
+    next(n for n in app.number_input if n.label == "Train images per class for linear probes").set_value(30)
+    next(n for n in app.number_input if n.label.startswith("At most this many linear-probe")).set_value(2000)
+    next(r for r in app.radio if r.label.startswith("BatchNorm")).set_value("frozen")
+    start_run(app)
+    (record,) = store.list()
+    assert (record.config.probe_limit, record.config.probe_cap, record.config.bn) == (30, 2000, "frozen")
