@@ -119,6 +119,19 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "ldifs_core", "run", "--store", store], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         report("default run: CLI, 300 steps at batch 64, full report + UMAP", time.perf_counter() - started, 45)
+        report("WiSE-FT path, 5 α values, default report (as the app's worker runs it)", wise_path_seconds(store), 10)
+
+
+def wise_path_seconds(store_dir: str) -> float:
+    """The α path 0, 0.25, …, 1 of the run just made, in this process, cold caches (what one worker job costs)."""
+    from ldifs_core.store import RunStore
+    from ldifs_core.wise import wise_ft_path
+
+    store = RunStore(store_dir)
+    (run,) = store.list(status="done")
+    started = time.perf_counter()
+    wise_ft_path(store, run.run_id, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class RunConfig:
 
     @property
     def effective_lam(self) -> float:
-        return DEFAULT_LAMBDA[self.objective] if self.lam is None else float(self.lam)
+        return DEFAULT_LAMBDA.get(self.objective, 0.0) if self.lam is None else float(self.lam)
 
     @property
     def regularised(self) -> bool:

@@ -21,7 +21,7 @@ from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import encode_images, model_inputs, module_device, zero_shot_head, zero_shot_predictions
 from ldifs_core.errors import RunCancelled
 from ldifs_core.models import FoundationModel
-from ldifs_core.probe import fit_linear_probe
+from ldifs_core.probe import LinearProbe, fit_linear_probe
 
 Correct = tuple[torch.Tensor, torch.Tensor]  # per-image correctness before and after, for the paired statistics
 
@@ -34,30 +34,34 @@ class EvalData:
     test: ImageSet
 
 
-class FeatureCache:
-    """θ₀'s probe-train features per (model, dataset subset, device type), shared by every run of the process.
+class BaseCache:
+    """What depends on θ₀ alone (probe-train features, the fitted "before" probe), per (model, dataset subset,
+    device type, seed), shared by every run of the process: every run and every WiSE-FT mix has the same "before".
 
     Entries are computed once and never modified afterwards (callers only read them); the lock keeps two
     threads from computing the same entry twice.
     """
 
     def __init__(self):
-        self._entries: dict[tuple, torch.Tensor] = {}
+        self._entries: dict[tuple, object] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get(self, key: tuple, compute: Callable[[], object]) -> object:
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = compute()
             return self._entries[key]
 
 
-BASE_FEATURES = FeatureCache()
+BASE_CACHE = BaseCache()
 
 
-def base_train_features(base: FoundationModel, data: ImageSet) -> torch.Tensor:
+def probe_before(base: FoundationModel, data: ImageSet, seed: int) -> LinearProbe:
+    """The linear probe fitted on θ₀'s features of `data` (the probe-train subset)."""
     key = (base.name, base.pretrained, data.name, data.split, data.selection, module_device(base.clip).type)
-    return BASE_FEATURES.get(key, lambda: encode_images(base.clip.visual, data.images, base))
+    features = BASE_CACHE.get(key, lambda: encode_images(base.clip.visual, data.images, base))
+    return BASE_CACHE.get((*key, "probe", seed),
+                          lambda: fit_linear_probe(features, data.labels, data.num_classes, seed=seed))
 
 
 def delta_fields(prefix: str, summary: dict) -> dict:
@@ -77,20 +81,19 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
                                                  lambda a, b: model_inputs(base, test.images[a:b], device), len(test),
                                                  cfg.ldifs_taps, cfg.ldifs_variant)
     head = zero_shot_head(base, test.class_names, test.templates)
-    probe_before = fit_linear_probe(base_train_features(base, data.train), data.train.labels, test.num_classes,
-                                    seed=cfg.seed)
+    before = probe_before(base, data.train, cfg.seed)
     probe_after = fit_linear_probe(encode_images(tuned_visual, data.train.images, base), data.train.labels,
                                    test.num_classes, seed=cfg.seed)
     correct = {
         "zs": (zero_shot_predictions(pre, head) == test.labels, zero_shot_predictions(post, head) == test.labels),
-        "lp": (probe_before.predict(pre) == test.labels, probe_after.predict(post) == test.labels),
+        "lp": (before.predict(pre) == test.labels, probe_after.predict(post) == test.labels),
     }
     report = {
         "dataset": test.name,
         "n": len(test),
         "test_images": len(test),
         "probe_images": len(data.train),
-        "lp_l2_before": probe_before.l2,
+        "lp_l2_before": before.l2,
         "lp_l2_after": probe_after.l2,
         **delta_fields("zs", stats.summary(*correct["zs"])),
         **delta_fields("lp", stats.summary(*correct["lp"])),
@@ -151,7 +154,7 @@ def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Mo
     means = {}
     for probe in ("zs", "lp"):
         deltas = [report[f"{probe}_delta"] for report in forgetting]
-        low, high = stats.bootstrap_mean_change([flags[probe] for flags in correct], seed=cfg.seed) if correct else (0, 0)
-        means[f"mean_{probe}_delta"] = float(np.mean(deltas)) if deltas else 0.0
-        means[f"mean_{probe}_delta_ci"] = [round(100 * low, 2), round(100 * high, 2)]
+        low, high = stats.bootstrap_mean_change([flags[probe] for flags in correct], seed=cfg.seed)  # points
+        means[f"mean_{probe}_delta"] = float(np.mean(deltas))
+        means[f"mean_{probe}_delta_ci"] = [round(low, 2), round(high, 2)]
     return {"schema_version": SCHEMA_VERSION, "downstream": downstream, "forgetting": forgetting, **means}, arrays

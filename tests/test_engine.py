@@ -241,3 +241,30 @@ def test_probe_subsets_give_every_class_images_within_the_cap():
     assert torch.equal(subset.labels, quickdraw.per_class_subset(100, cap=5000, seed=0).labels)
     small = load_split("mnist", "train").per_class_subset(20, cap=None, seed=0)
     assert torch.bincount(small.labels).tolist() == [20] * 10
+
+
+def test_every_number_in_the_report_carries_its_n_and_an_interval_that_contains_it(store_dir):
+    store = RunStore()
+    metrics = store.metrics(execute(RunConfig(objective="ce", **{**TINY, "eval_datasets": ["animals", "quickdraw"]}),
+                                    store))
+
+    def check(value, interval):
+        assert interval[0] - 0.01 <= value <= interval[1] + 0.01, (value, interval)
+
+    down = metrics["downstream"]
+    for key in ("zero_shot_before", "accuracy_after", "change"):
+        check(down[key], down[f"{key}_ci"])
+    for entry in metrics["forgetting"]:
+        assert entry["n"] == entry["test_images"] == 120
+        for probe in ("zs", "lp"):
+            for key in ("before", "after", "delta"):
+                check(entry[f"{probe}_{key}"], entry[f"{probe}_{key}_ci"])
+        for row in entry["per_class"] + entry["per_class_lp"]:
+            assert row["n"] >= 1
+            check(row["change"], row["change_ci"])
+        assert sum(row["n"] for row in entry["per_class"]) == entry["n"]
+    for probe in ("zs", "lp"):
+        low, high = metrics[f"mean_{probe}_delta_ci"]
+        assert -100 <= low <= metrics[f"mean_{probe}_delta"] <= high <= 100 and high - low < 30
+    quickdraw = metrics["forgetting"][1]
+    assert quickdraw["probe_images"] == 345 * 12  # probe_limit is per class: every concept gets images
