@@ -233,11 +233,14 @@ def _running(record: RunRecord) -> None:
 
 
 def _done(record: RunRecord) -> None:
-    summary = record.summary
+    metrics = run_metrics(record.run_id)
+    if metrics is None:
+        return
     left, middle, right = st.columns(3)
-    left.metric("Accuracy on the fine-tuning task", f"{summary.get('accuracy_after', float('nan')):.1f}%")
-    middle.metric("Mean zero-shot change elsewhere", tables.signed(summary.get("mean_zs_delta", float("nan"))))
-    right.metric("Total time", format_duration(summary.get("total_s", 0.0)))
+    left.metric("Accuracy on the fine-tuning task", f"{metrics['downstream']['accuracy_after']:.1f}%")
+    middle.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
+    middle.caption(interval_caption(metrics, "zs"))
+    right.metric("Total time", format_duration(metrics.get("timings", {}).get("total_s", 0.0)))
     st.page_link(FORGETTING_PAGE, label="See what it forgot", icon=":material/insights:")
 
 

@@ -231,7 +231,8 @@ def main() -> None:
         landing = fresh_process_load(store)
         launch = fresh_process_load(store, "views/launch.py")
         switches = switching_times(store, run_ids)
-    print(f"App server timings ({os.cpu_count()} CPUs; sample store with {len(run_ids) + 1} runs)")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"App server timings ({os.cpu_count()} CPUs, load average {load}; sample store with {len(run_ids) + 1} runs)")
     print(f"{SESSIONS} sessions opening the Runs page at once (real server on localhost, websocket clients):")
     for name, sessions in at_once.items():
         print(*sessions_rows(name, sessions), sep="\n")

@@ -44,11 +44,11 @@ class HeldExecute:
 
     def __call__(self, cfg: RunConfig, store: RunStore, run_id: str, on_event=None, should_stop=None) -> str:
         self.started.append(run_id)
-        store.set_status(run_id, "running")
         for step in (1, 2):  # two steps done, as the runner reports them, then hold
             on_event(TrainEvent(step, cfg.steps, 2.0 / step, {"ce": 1.5 / step, "ldifs": 0.5 / step}, 1e-4, 64.0, 42.0))
         store.update_progress(run_id, {"phase": "training", "step": 2, "total_steps": cfg.steps, "loss": 1.0,
                                        "parts": {"ce": 0.75, "ldifs": 0.25}, "eta_s": 42.0, "images_per_s": 64.0})
+        store.set_status(run_id, "running")  # last: a test that sees "running" also sees the progress above
         while not self.release.wait(0.01):
             if should_stop():
                 store.fail(run_id, "cancelled", "Cancelled at step 0.")

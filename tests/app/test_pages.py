@@ -191,6 +191,8 @@ def test_launching_queues_a_run_that_is_recorded_in_the_store(app, store, runner
     wait_for_status(store, record.run_id, ("done",))
     app.run()
     assert "See what it forgot" in [link.label for link in app.get("page_link")]
+    metrics = store.metrics(record.run_id)
+    assert tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]) in texts(app.caption)
 
 
 def test_a_missing_checkpoint_is_a_short_error_and_queues_nothing(app, store):

@@ -25,8 +25,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_MS = 360_000
 PAGE_TIMEOUT_MS = 30_000
-SHORT_RUN = {"Steps": "30", "Test images per dataset": "300", "Train images per dataset for linear probes": "300",
-             "Points per dataset in the UMAP": "150"}
+SHORT_RUN = {"Steps": "30", "Test images per dataset": "300", "Train images per class for linear probes": "10",
+             "At most this many linear-probe train images per dataset": "500", "Points per dataset in the UMAP": "150"}
 NAV = {"launch": "Launch", "forgetting": "Forgetting", "drift": "Feature drift", "runs": "Runs & sweeps",
        "learn": "Learn"}
 
@@ -97,7 +97,7 @@ def page(chromium, app_url):
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         tab = browser.new_page(viewport={"width": 1400, "height": 1600})
         tab.set_default_timeout(PAGE_TIMEOUT_MS)
-        tab.goto(app_url)
+        tab.goto(f"{app_url}/runs")  # the first request of a fresh server is a deep link, as after a restart
         yield tab
         browser.close()
 
@@ -125,6 +125,15 @@ def assert_no_traceback(page) -> None:
 
 
 def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift(page):
+    # The deep link opened first still ran main.py: the page, the navigation's names and the Jobs panel.
+    page.get_by_role("heading", name="Runs and sweeps").wait_for()
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Jobs", exact=True).wait_for()
+    for name in NAV.values():
+        assert page.get_by_role("link", name=name, exact=True).count() == 1
+    assert_no_traceback(page)
+
+    open_page(page, "learn")
     page.get_by_text("Concept forgetting and LDIFS").wait_for()
     open_page(page, "launch")
     page.get_by_text("Launch a fine-tuning run").wait_for()
@@ -157,6 +166,14 @@ def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift
     screenshot(page, "runs")
     page.get_by_role("tab", name="Download").click()
     page.get_by_role("button", name="Metrics as CSV").wait_for()
+
+    # WiSE-FT: the path is evaluated by the worker (listed in the sidebar meanwhile), then drawn as a curve.
+    page.get_by_role("tab", name="WiSE-FT").click()
+    page.get_by_role("button", name="Evaluate the WiSE-FT path").click()
+    chart(page, "WiSE-FT: weight mixing").wait_for(timeout=RUN_TIMEOUT_MS)
+    page.get_by_text("Evaluating the mixes").wait_for(state="detached", timeout=RUN_TIMEOUT_MS)
+    assert page.locator(".js-plotly-plot").filter(has_text="α=1").count() >= 1
+    assert_no_traceback(page)
 
     open_page(page, "learn")
     page.locator(".katex").first.wait_for()
