@@ -165,10 +165,12 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
 
 
 def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int) -> RunConfig:
-    """The run's settings, validated: BadConfig says what to change."""
+    """The run's settings, validated, with every dataset name known: LabError says what to change."""
+    from ldifs_core.datasets import check_known  # imports torch: only commands that train pay for it
+
     eval_datasets = (comma_list("--eval-datasets", args.eval_datasets, name, "animals,quickdraw")
                      if args.eval_datasets is not None else None)
-    return RunConfig(
+    cfg = RunConfig(
         dataset=args.dataset, objective=objective, lam=lam, init=args.init, model=args.model,
         pretrained=args.pretrained, seed=seed, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
         device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=args.ldifs_variant,
@@ -177,6 +179,9 @@ def config_from(args: argparse.Namespace, objective: str, lam: float | None, see
         train_limit=args.train_limit, eval_limit=args.eval_limit, probe_limit=args.probe_limit,
         probe_cap=args.probe_cap,
     ).validate()
+    for dataset in (cfg.dataset, *(cfg.eval_datasets or ())):
+        check_known(dataset)
+    return cfg
 
 
 def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:

@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 
 from ldifs_core.config import RunConfig, TrainEvent
-from ldifs_core.datasets import ImageSet, available_bank, load_split
+from ldifs_core.datasets import ImageSet, available_bank, data_version, load_split
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
 from ldifs_core.evaluate import EvalData, forgetting_report
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
@@ -30,8 +30,10 @@ def cached_model(name: str | None, pretrained: str | None) -> FoundationModel:
 
 
 @lru_cache(maxsize=32)
-def cached_split(name: str, split: str, image_size: int, root: str | None, download: bool) -> ImageSet:
-    """Shared by every thread: an ImageSet is never written in place (subsets are new sets)."""
+def cached_split(name: str, split: str, image_size: int, root: str | None, download: bool,
+                 data_version: str) -> ImageSet:
+    """Shared by every thread: an ImageSet is never written in place (subsets are new sets). `data_version`
+    (datasets.data_version) is only part of the key: a folder edited since is loaded afresh."""
     return load_split(name, split, image_size=image_size, root=root, download=download)
 
 
@@ -56,7 +58,8 @@ def prepare(cfg: RunConfig) -> PreparedRun:
     cfg.validate()
     device = pick_device(cfg.device)
     shared = cached_model(cfg.model, cfg.pretrained)
-    load = lambda name, split: cached_split(name, split, shared.image_size, cfg.data_root, cfg.download)
+    load = lambda name, split: cached_split(name, split, shared.image_size, cfg.data_root, cfg.download,
+                                            data_version(name))
     train, test = load(cfg.dataset, "train").subset(cfg.train_limit, SUBSET_SEED), load(cfg.dataset, "test")
     require_classes(train, "fine-tuning task")
     if len(train) < cfg.batch_size:

@@ -152,8 +152,18 @@ def test_an_index_that_is_not_a_database_is_refused_with_what_to_do(tmp_path, ca
     assert "is not a run index this lab can read" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("argv", [
+    ["run", "--dataset", "nope"],
+    ["run", "--eval-datasets", "animals,nope"],
+    ["sweep", "--objectives", "ce", "--eval-datasets", "nope"],
+])
+def test_an_unknown_dataset_is_refused_before_any_run_is_recorded(store_dir, capsys, argv):
+    assert run_cli(*argv) == 2
+    assert "Unknown dataset 'nope'" in one_error_line(capsys)
+    assert RunStore(store_dir).list() == []
+
+
 @pytest.mark.parametrize("argv, words", [
-    (["run", "--dataset", "nope"], "Unknown dataset 'nope'"),
     (["run", "--model", "ViT-Nope", "--pretrained", "x"], "Unknown open_clip model"),
     (["run", "--pretrained", "/no/such/file.pt", "--model", "LabCLIP-ViT-28-p7"], "does not exist"),
 ])

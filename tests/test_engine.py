@@ -268,3 +268,23 @@ def test_every_number_in_the_report_carries_its_n_and_an_interval_that_contains_
         assert -100 <= low <= metrics[f"mean_{probe}_delta"] <= high <= 100 and high - low < 30
     quickdraw = metrics["forgetting"][1]
     assert quickdraw["probe_images"] == 345 * 12  # probe_limit is per class: every concept gets images
+
+
+def test_an_edited_folder_is_read_again_instead_of_served_from_the_cache(tmp_path):
+    from PIL import Image
+
+    from ldifs_core.runner import prepare
+
+    def add_images(label, count, start=0):
+        (tmp_path / "shapes" / label).mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + count):
+            Image.new("L", (28, 28), color=(i * 7) % 256).save(tmp_path / "shapes" / label / f"{i}.png")
+
+    add_images("circle", 10)
+    add_images("square", 10)
+    cfg = RunConfig(dataset=str(tmp_path / "shapes"), batch_size=4, eval_datasets=["animals"], probe_limit=5,
+                    eval_limit=20)
+    before = prepare(cfg)
+    add_images("square", 10, start=10)
+    after = prepare(cfg)
+    assert len(after.train) + len(after.test) == len(before.train) + len(before.test) + 10

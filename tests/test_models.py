@@ -36,20 +36,18 @@ def test_committed_assets_stay_within_their_size_budgets():
 
 
 @pytest.mark.slow
-def test_embedded_model_reproduces_its_model_card_zero_shot_accuracy():
+def test_embedded_model_reproduces_its_model_card_and_leaves_room_to_fine_tune():
+    """Measured from the committed checkpoint: the card's zero-shot numbers, well above chance everywhere, and
+    the fine-tuning tasks neither hopeless nor already solved (25-85 %)."""
     card = json.loads(CARD_JSON.read_text())
     model = load_model()
     for name in BANK_NAMES:
-        measured = zero_shot_accuracy(model, load_split(name, "test"))
+        test = load_split(name, "test")
+        measured = zero_shot_accuracy(model, test)
         assert measured == pytest.approx(card["domains"][name]["zero_shot"], abs=CARD_TOLERANCE_POINTS), name
-
-
-def test_model_card_meets_the_pretraining_targets():
-    card = json.loads(CARD_JSON.read_text())
-    for name, numbers in card["domains"].items():
-        assert numbers["zero_shot"] > 3 * numbers["chance"], f"{name} zero-shot is not well above chance"
-    for name in card["finetune_tasks"]:
-        assert 25 <= card["domains"][name]["zero_shot"] <= 85, f"{name} leaves fine-tuning no room, or is unknown"
+        assert measured > 3 * 100 / test.num_classes, f"{name} zero-shot is not well above chance"
+        if name in card["finetune_tasks"]:
+            assert 25 <= measured <= 85, f"{name} leaves fine-tuning no room"
 
 
 def test_unknown_model_name_is_refused_with_the_embedded_hint():
@@ -66,8 +64,9 @@ def test_zoo_model_without_cached_weights_offline_says_it_needs_a_network(monkey
 
 
 def test_every_zoo_entry_can_be_checked_for_cached_weights():
-    for name, tag in open_clip.list_pretrained():
-        models.weights_available(name, tag)  # hub ids with a file name once made this raise
+    """Hub ids with a file name once made this raise; every entry must get a plain yes or no."""
+    answers = {(name, tag): models.weights_available(name, tag) for name, tag in open_clip.list_pretrained()}
+    assert len(answers) > 100 and all(isinstance(answer, bool) for answer in answers.values())
 
 
 def test_unknown_tag_lists_the_known_ones():

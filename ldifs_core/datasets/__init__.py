@@ -5,6 +5,7 @@ training, evaluation and the app all read data the same way.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -113,8 +114,32 @@ def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path
 
     if name in torchvision_sets.TORCHVISION_SETS:
         return torchvision_sets.load(name, split, image_size=image_size, root=root, download=download)
-    if Path(name).expanduser().is_dir():
-        return folder.load(Path(name).expanduser(), split, image_size=image_size)
+    check_known(name)
+    return folder.load(Path(name).expanduser(), split, image_size=image_size)
+
+
+def data_version(name: str) -> str:
+    """What changes when a folder's files change (paths, sizes, modification times); '' for fixed datasets.
+    Part of every in-memory cache key, so an edited folder is read again instead of served stale."""
+    path = Path(name).expanduser()
+    if name in DOMAINS or not path.is_dir():
+        return ""
+    digest = hashlib.sha1()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def check_known(name: str) -> None:
+    """Refuse, without loading anything, a name that is neither a registered dataset nor an existing folder."""
+    from ldifs_core.datasets import torchvision_sets
+
+    if name in DOMAINS or name in torchvision_sets.TORCHVISION_SETS or Path(name).expanduser().is_dir():
+        return
+    if Path(name).expanduser().exists():
+        raise DatasetUnavailable(f"'{name}' is a file, not a folder. Give an ImageFolder directory (one sub-folder "
+                                 f"per class) or one of {', '.join(known_datasets())}.")
     raise DatasetUnavailable(f"Unknown dataset '{name}'. Use one of {', '.join(known_datasets())}, "
                              f"or the path of an ImageFolder directory (one sub-folder per class).")
 

@@ -126,7 +126,7 @@ def _samples(path: Path, split: str) -> tuple[list[str], list[tuple[Path, int]]]
 
 
 def load(path: Path, split: str, *, image_size: int) -> ImageSet:
-    """Load `split` of an ImageFolder directory; nothing is cached, so edits to the folder show up next time."""
+    """Load `split` of an ImageFolder directory (decoding every image of the split)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetUnavailable(f"The folder {path} does not exist. {LAYOUT}")
