@@ -110,9 +110,18 @@ class JobRunner:
         self._stop_requested = False
         self._live: dict[str, list[dict]] = {}
         self._wise: dict[str, WiseState] = {}  # run id -> its latest WiSE-FT job
+        self._warm_up_asked = self._warmed = False
         threading.Thread(target=self._work, name="ldifs-job-worker", daemon=True).start()
 
     # -- what sessions call --------------------------------------------------------------------------
+
+    def request_warm_up(self) -> None:
+        """Warm up while idle, once: asked by the page where runs are started, not at server start, because the
+        warm-up holds the interpreter for many seconds and would slow every session that opens meanwhile."""
+        with self._changed:
+            if self._warm_up is not None and not self._warm_up_asked:
+                self._warm_up_asked = True
+                self._changed.notify()
 
     def submit(self, cfg: RunConfig) -> str:
         """Record the run as queued (so every tab sees it at once) and put it at the end of the queue."""
@@ -189,13 +198,11 @@ class JobRunner:
     # -- the worker ----------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        if self._warm_up is not None:
-            try:
-                self._warm_up()
-            except Exception:  # a failed warm-up only costs the first run some seconds
-                log.exception("warm-up failed")
         while True:
             job = self._next()
+            if job is None:
+                self._do_warm_up()
+                continue
             try:
                 if isinstance(job, WiseJob):
                     self._run_wise(job)
@@ -242,10 +249,20 @@ class JobRunner:
         with self._changed:
             self._wise[run_id].computed.append(alpha)
 
-    def _next(self) -> RunJob | WiseJob:
+    def _do_warm_up(self) -> None:
+        try:
+            self._warm_up()
+        except Exception:  # a failed warm-up only costs the first run some seconds
+            log.exception("warm-up failed")
+
+    def _next(self) -> RunJob | WiseJob | None:
+        """The next job, or None when the worker is idle and a warm-up was asked for (it is done once)."""
         with self._changed:
-            while not self._pending:
+            while not self._pending and not (self._warm_up_asked and not self._warmed):
                 self._changed.wait()
+            if not self._pending:
+                self._warmed = True
+                return None
             job = self._pending.popleft()
             self._current, self._stop_requested = job.job_id, False
             if isinstance(job, RunJob):

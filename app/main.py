@@ -9,14 +9,14 @@ if PROJECT_ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import jobs, widgets  # noqa: E402
+from app import widgets  # noqa: E402
 
 st.set_page_config(page_title="LDIFS Lab", page_icon=":material/biotech:", layout="wide")
 # The page files live in views/, not pages/: a `pages/` folder beside main.py makes Streamlit treat the app as an
 # old-style multipage app until st.navigation first runs, so a deep link (/runs) opened first after a restart ran
 # the page file alone, without this navigation and sidebar.
-# Learn opens first: it needs no torch/open_clip beyond the run store, so the first load stays fast while the
-# worker's warm-up imports the rest in the background for Launch.
+# Learn opens first: it needs no torch/open_clip beyond the run store, so the first load stays fast; the
+# worker's warm-up (torch, open_clip, numba's UMAP) starts when Launch is opened.
 page = st.navigation([
     st.Page("views/learn.py", title="Learn", icon=":material/school:", default=True),
     st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
@@ -25,6 +25,5 @@ page = st.navigation([
     st.Page("views/runs.py", title="Runs & sweeps", icon=":material/table_rows:"),
 ])
 with st.sidebar:
-    widgets.jobs_sidebar()
+    widgets.jobs_sidebar()  # also starts this process's worker (jobs.job_runner) on the first visit
 page.run()
-jobs.job_runner()  # after the page: the worker's warm-up must not slow the first page load

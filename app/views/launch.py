@@ -22,6 +22,7 @@ def device_line() -> str:
     return describe_device(pick_device("auto"))
 
 
+jobs.job_runner().request_warm_up()  # runs start here: the idle worker pays its heavy imports now, once
 st.title("Launch a fine-tuning run")
 st.markdown("Fine-tune the image encoder on one dataset, then measure what it forgot on the others. "
             "Runs go to a queue and continue in the background — you can switch pages or close the tab.")

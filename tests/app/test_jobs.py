@@ -186,3 +186,19 @@ def test_a_failing_wise_ft_path_records_its_reason_and_the_worker_goes_on(store)
     assert "kept no weights" in wait_for_wise(runner, finished, ("failed",)).message
     assert wait_for_status(store, runner.submit(RunConfig(steps=2)), ("done",)) == "done"
 
+
+
+def test_the_worker_warms_up_only_when_asked_and_only_once(store):
+    warmed = []
+    runner = JobRunner(store, execute=fake_execute, warm_up=lambda: warmed.append(time.monotonic()))
+    time.sleep(0.2)
+    assert warmed == []  # not at start: 20 sessions opening at once would wait for it
+    runner.request_warm_up()
+    runner.request_warm_up()
+    deadline = time.monotonic() + 5
+    while not warmed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert wait_for_status(store, runner.submit(RunConfig(steps=2)), ("done",)) == "done"
+    runner.request_warm_up()
+    time.sleep(0.1)
+    assert len(warmed) == 1

@@ -527,3 +527,13 @@ def test_the_advanced_launch_settings_reach_the_run(app, store):
     start_run(app)
     (record,) = store.list()
     assert (record.config.probe_limit, record.config.probe_cap, record.config.bn) == (30, 2000, "frozen")
+
+
+def test_only_the_launch_page_asks_the_worker_to_warm_up(app, runner, monkeypatch):
+    asked = []
+    monkeypatch.setattr(runner, "request_warm_up", lambda: asked.append(True))
+    for page in ("learn", "runs", "forgetting", "drift"):
+        open_page(app, page)
+    assert asked == []
+    open_page(app, "launch")
+    assert asked
