@@ -9,7 +9,7 @@ if PROJECT_ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import widgets  # noqa: E402
+from app import jobs, widgets  # noqa: E402
 
 st.set_page_config(page_title="LDIFS Lab", page_icon=":material/biotech:", layout="wide")
 # The page files live in views/, not pages/: a `pages/` folder beside main.py makes Streamlit treat the app as an
@@ -24,6 +24,16 @@ page = st.navigation([
     st.Page("views/drift.py", title="Feature drift", icon=":material/scatter_plot:"),
     st.Page("views/runs.py", title="Runs & sweeps", icon=":material/table_rows:"),
 ])
+
+
+@st.cache_resource(show_spinner=False)
+def _memory_settled() -> bool:
+    """Once per process, after the first page has imported the app's modules (see jobs.settle_memory)."""
+    jobs.settle_memory()
+    return True
+
+
 with st.sidebar:
     widgets.jobs_sidebar()  # also starts this process's worker (jobs.job_runner) on the first visit
 page.run()
+_memory_settled()

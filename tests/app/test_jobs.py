@@ -188,17 +188,25 @@ def test_a_failing_wise_ft_path_records_its_reason_and_the_worker_goes_on(store)
 
 
 
-def test_the_worker_warms_up_only_when_asked_and_only_once(store):
-    warmed = []
-    runner = JobRunner(store, execute=fake_execute, warm_up=lambda: warmed.append(time.monotonic()))
+def test_the_worker_warms_up_only_when_asked_or_before_its_first_job_and_only_once(store):
+    events = []
+
+    def execute(cfg, store, run_id, **kwargs):
+        events.append("run")
+        return fake_execute(cfg, store, run_id, **kwargs)
+
+    asked = JobRunner(store, execute=execute, warm_up=lambda: events.append("warm-up"))
     time.sleep(0.2)
-    assert warmed == []  # not at start: 20 sessions opening at once would wait for it
-    runner.request_warm_up()
-    runner.request_warm_up()
-    deadline = time.monotonic() + 5
-    while not warmed and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert wait_for_status(store, runner.submit(RunConfig(steps=2)), ("done",)) == "done"
-    runner.request_warm_up()
+    assert events == []  # not at start: 20 sessions opening at once would wait for it
+    asked.request_warm_up()
+    asked.request_warm_up()
+    wait_for_status(store, asked.submit(RunConfig(steps=2)), ("done",))
+    asked.request_warm_up()
     time.sleep(0.1)
-    assert len(warmed) == 1
+    assert events == ["warm-up", "run"]
+
+    events.clear()
+    unasked = JobRunner(store, execute=execute, warm_up=lambda: events.append("warm-up"))
+    for _ in range(2):
+        wait_for_status(store, unasked.submit(RunConfig(steps=2)), ("done",))
+    assert events == ["warm-up", "run", "run"]
