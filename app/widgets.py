@@ -31,8 +31,8 @@ OBJECTIVE_LABELS = {
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "done": ":material/check_circle:",
                 "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:",
                 "unreadable": ":material/broken_image:"}
-OTHER_PROCESS = ("Run by another process (the CLI or another app server on this store), not this app's worker: "
-                 "stop it there (Ctrl-C for the CLI).")
+OTHER_PROCESS = ("(the CLI or another app server on this store), not this app's worker: stop it there "
+                 "(Ctrl-C for the CLI).")
 
 
 def remember_run(run_id: str) -> None:
@@ -199,7 +199,11 @@ def _cancel_button(record: RunRecord) -> None:
     if jobs.job_runner().owns(record.run_id):
         cancel_control(record.run_id, key=f"cancel-{record.run_id}")
     else:
-        st.caption(OTHER_PROCESS)
+        st.caption(run_elsewhere(record))
+
+
+def run_elsewhere(record: RunRecord) -> str:
+    return f"Run by {record.owner or 'another process'} {OTHER_PROCESS}"
 
 
 def _queued(record: RunRecord) -> None:
@@ -301,7 +305,7 @@ def _jobs_panel(seen: list[tuple[str, str]]) -> None:
         if runner.owns(record.run_id):
             cancel_control(record.run_id, key=f"sidebar-cancel-{record.run_id}")
         else:
-            st.caption(OTHER_PROCESS)
+            st.caption(run_elsewhere(record))
     for state in wise:
         done = f" · {len(state.computed)}/{len(state.alphas)} α" if state.status == "running" else ""
         st.caption(f"{STATUS_ICONS[state.status]} {state.describe()} — {state.status}{done}")

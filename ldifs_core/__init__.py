@@ -1,4 +1,13 @@
 """LDIFS Lab core: fine-tune CLIP image towers and measure concept forgetting. No UI code lives here."""
-from ldifs_core.ldifs import ldifs_distance
 
 __all__ = ["ldifs_distance"]
+
+
+def __getattr__(name: str):
+    """`ldifs_core.ldifs_distance` loads torch and open_clip on first use, so importing the package's light modules
+    (config, store) stays fast for the app's first page."""
+    if name == "ldifs_distance":
+        from ldifs_core.ldifs import ldifs_distance
+
+        return ldifs_distance
+    raise AttributeError(f"module 'ldifs_core' has no attribute {name!r}")

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
     parser.add_argument("--eval-limit", type=int, default=RunConfig.eval_limit, help="test images per dataset")
-    parser.add_argument("--probe-limit", type=int, default=RunConfig.probe_limit, help="probe images per dataset")
+    parser.add_argument("--probe-limit", type=int, default=RunConfig.probe_limit, help="probe images per class")
     args = parser.parse_args(argv)
     store = RunStore(args.store)
     rows = run_grid(store, [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")],

@@ -58,6 +58,8 @@ SUMMARY_KEYS = {
     "zero_shot_before": ("downstream", "zero_shot_before"),
     "mean_zs_delta": ("mean_zs_delta",),
     "mean_lp_delta": ("mean_lp_delta",),
+    "mean_zs_delta_ci": ("mean_zs_delta_ci",),
+    "mean_lp_delta_ci": ("mean_lp_delta_ci",),
     "total_s": ("timings", "total_s"),
 }
 
@@ -91,6 +93,7 @@ class RunRecord:
     updated_at: float
     progress: dict  # latest live progress (may be {})
     summary: dict  # headline numbers for tables ({} until done)
+    owner: str = ""  # which process runs (or last ran) it, e.g. "process 1234 on host-a"; '' when unknown
 
 
 class RunStore:
@@ -486,7 +489,8 @@ def _record(row: sqlite3.Row, root: Path, check_results: bool = True) -> RunReco
         status, message = UNREADABLE, f"unreadable: {problem}"
     return RunRecord(run_id=row["run_id"], config=config, status=status, message=message,
                      created_at=row["created_at"], updated_at=row["updated_at"],
-                     progress=_json_object(row["progress"]), summary=_json_object(row["summary"]))
+                     progress=_json_object(row["progress"]), summary=_json_object(row["summary"]),
+                     owner=f"process {row['owner_pid']} on {row['owner_host']}" if row["owner_pid"] else "")
 
 
 def _config_of(row: sqlite3.Row) -> tuple[RunConfig, str | None]:

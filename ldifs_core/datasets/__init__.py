@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ldifs_core.datasets.domains import DOMAINS
 from ldifs_core.errors import DatasetUnavailable
 from ldifs_core.paths import BANK_DIR
+
+if TYPE_CHECKING:  # torch is imported where images are touched: listing datasets stays light for the app's pages
+    import torch
 
 BANK_NAMES = tuple(DOMAINS)
 
@@ -43,6 +47,8 @@ class ImageSet:
 
     def subset(self, limit: int | None, seed: int = 0) -> "ImageSet":
         """A fixed random subset of at most `limit` images (same seed, same subset)."""
+        import torch
+
         if limit is None or limit >= len(self):
             return self
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
@@ -51,6 +57,8 @@ class ImageSet:
     def per_class_subset(self, per_class: int | None, cap: int | None = None, seed: int = 0) -> "ImageSet":
         """Up to `per_class` images of every class, fewer per class when `cap` (a total) binds, at least one each:
         a total limit alone left a 345-class dataset with about 3 images per class. Seeded and fixed."""
+        import torch
+
         present = int((torch.bincount(self.labels, minlength=self.num_classes) > 0).sum())
         per = per_class if per_class is not None else len(self)
         if cap is not None and present:
@@ -97,6 +105,8 @@ def _bank_arrays(name: str) -> dict[str, np.ndarray]:
 
 
 def load_bank(name: str, split: str) -> ImageSet:
+    import torch
+
     arrays = _bank_arrays(name)
     images = torch.from_numpy(arrays[f"x_{split}"]).unsqueeze(1)
     labels = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -508,6 +509,7 @@ def test_a_run_of_another_process_shows_who_runs_it_and_no_cancel(app, store):
     assert_no_exception(app)
     assert not [b for b in app.button if b.key and run_id in b.key]
     assert OTHER_PROCESS in texts(app.sidebar.caption) and OTHER_PROCESS in texts(app.main.caption)
+    assert f"Run by process {os.getpid()} on {socket.gethostname()}" in texts(app.main.caption)
 
 
 def test_the_drift_page_keeps_its_numbers_when_a_runs_umap_file_is_corrupt(app, store, populated):
