@@ -7,7 +7,6 @@ Every fit warm-starts from the nearest strength already fitted, which keeps a 10
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
