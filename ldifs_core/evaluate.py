@@ -119,7 +119,7 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
     pre = encode_images(base.clip.visual, test.images, base)
     post = encode_images(tuned_visual, test.images, base)
     with torch.no_grad():
-        tuned_correct = head.cpu()(F.normalize(post, dim=-1)).argmax(1) == test.labels
+        tuned_correct = head(F.normalize(post, dim=-1)).argmax(1) == test.labels  # heads live on the CPU
     zs_before = zero_shot_predictions(pre, zs_head) == test.labels
     zs_after = zero_shot_predictions(post, zs_head) == test.labels
     gain, after_zs = stats.summary(zs_before, tuned_correct), stats.summary(zs_before, zs_after)

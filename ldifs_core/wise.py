@@ -11,7 +11,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ldifs_core.errors import BadConfig, LabError, RunCancelled, RunNotFound
+from ldifs_core.config import RunConfig
+from ldifs_core.errors import BadConfig, RunCancelled, RunNotFound, RunUnreadable
 from ldifs_core.evaluate import forgetting_report
 from ldifs_core.models import FoundationModel
 from ldifs_core.objectives import OBJECTIVE_TYPES
@@ -44,8 +45,8 @@ def tuned_from_weights(base: FoundationModel, weights: dict[str, torch.Tensor]) 
     return clip.eval(), heads[0], heads[1]
 
 
-def run_weights(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:
-    """The saved weights of a finished run, or a LabError that says why there are none to mix."""
+def run_weights(store: RunStore, run_id: str) -> tuple[RunConfig, dict[str, torch.Tensor]]:
+    """A finished run's settings and saved weights, or a LabError that says why there are none to mix."""
     record = store.get(run_id)
     if record.status != "done":
         reason = f" ({record.message})" if record.message else ""
@@ -57,12 +58,12 @@ def run_weights(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:
     try:
         weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise LabError(f"The weights file of run {run_id} ({path}) cannot be read ({err}); it was replaced or "
-                       f"damaged. Run the configuration again to get fresh weights.") from None
+        raise RunUnreadable(f"unreadable: the weights file of run {run_id} ({path}) cannot be read ({err}); it was "
+                            f"replaced or damaged. Run the configuration again to get fresh weights.") from None
     if not {"head.weight", "head.bias", "initial_head.weight", "initial_head.bias"} <= set(weights):
-        raise LabError(f"The weights file of run {run_id} ({path}) lacks the classifier heads; it was replaced by "
-                       f"another file. Run the configuration again to get fresh weights.")
-    return weights
+        raise RunUnreadable(f"unreadable: the weights file of run {run_id} ({path}) lacks the classifier heads; it "
+                            f"was replaced by another file. Run the configuration again to get fresh weights.")
+    return record.config, weights
 
 
 def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_umap: bool = False,
@@ -73,13 +74,12 @@ def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_u
     bad = [a for a in alphas if not 0.0 <= a <= 1.0]
     if bad:
         raise BadConfig(f"WiSE-FT α must be between 0 and 1, got {', '.join(f'{a:g}' for a in bad)}.")
-    weights = run_weights(store, run_id)
-    cfg = store.get(run_id).config
+    cfg, weights = run_weights(store, run_id)
     run = prepare(cfg)
     try:
         tuned_clip, final, initial = tuned_from_weights(run.base, weights)
     except (KeyError, RuntimeError) as err:
-        raise LabError(f"The weights file of run {run_id} does not fit its model ({str(err).splitlines()[0][:160]}); "
+        raise RunUnreadable(f"unreadable: the weights file of run {run_id} does not fit its model ({str(err).splitlines()[0][:160]}); "
                        f"it was replaced by another file. Run the configuration again.") from None
     kind = OBJECTIVE_TYPES[cfg.objective]
     results = []
