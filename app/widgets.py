@@ -225,6 +225,9 @@ def progress_bar(record: RunRecord) -> tuple[float, str]:
     if phase == "evaluating":
         return 1.0, ("Training done — measuring forgetting on the other datasets (Cancel stops it before the next "
                      "dataset)…")
+    if progress.get("images_total"):
+        done, total = progress["images_done"], progress["images_total"]
+        return done / total, f"Loading data ({done:,} / {total:,} images decoded; decoded once, then cached)…"
     return 0.0, "Loading the model and data…"
 
 

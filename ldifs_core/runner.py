@@ -5,36 +5,58 @@ base model and datasets are shared read-only, and every run works on its own pri
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from ldifs_core.config import RunConfig, TrainEvent
-from ldifs_core.datasets import ImageSet, available_bank, data_version, load_split
+from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, load_subset
+from ldifs_core.datasets.decoding import Progress
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
 from ldifs_core.evaluate import EvalData, forgetting_report
+from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
 from ldifs_core.store import RunStore
 from ldifs_core.train import FinetuneResult, finetune
 
 SUBSET_SEED = 0  # capped pools and test sets are the same for every run, so runs and seeds compare like for like
+# What to set to decode fewer images, named as the CLI and the app's Launch page name it.
+TRAIN_LIMIT_HINT = "--train-limit ('Fine-tuning pool' in the app)"
+EVAL_LIMIT_HINT = "--eval-limit ('Test images per dataset' in the app)"
+PROBE_LIMIT_HINT = "--probe-limit / --probe-cap (the linear-probe image limits in the app)"
 
 
-@lru_cache(maxsize=4)
+def _budget_bytes(variable: str, default_gb: float) -> int:
+    return int(float(os.environ.get(variable, default_gb)) * 2**30)
+
+
+def _model_bytes(model: FoundationModel) -> int:
+    return sum(t.numel() * t.element_size() for t in model.clip.state_dict().values())
+
+
+def _set_bytes(data: ImageSet) -> int:
+    return data.images.numel() * data.images.element_size() + data.labels.numel() * 8
+
+
+MODELS = ByteBudgetCache(_budget_bytes("LDIFS_MODEL_CACHE_GB", 3), _model_bytes)
+DATA = ByteBudgetCache(_budget_bytes("LDIFS_DATA_CACHE_GB", 4), _set_bytes)
+
+
 def cached_model(name: str | None, pretrained: str | None) -> FoundationModel:
     """One load serves every thread of the process; the model is read-only (runs take private copies)."""
-    return load_model(name, pretrained)
+    return MODELS.get((name, pretrained), lambda: load_model(name, pretrained))
 
 
-@lru_cache(maxsize=32)
-def cached_split(name: str, split: str, image_size: int, root: str | None, download: bool,
-                 data_version: str) -> ImageSet:
-    """Shared by every thread: an ImageSet is never written in place (subsets are new sets). `data_version`
-    (datasets.data_version) is only part of the key: a folder edited since is loaded afresh."""
-    return load_split(name, split, image_size=image_size, root=root, download=download)
+def cached_subset(name: str, split: str, selection: Selection, image_size: int, root: str | None, download: bool,
+                  limit_hint: str, progress: Progress | None = None) -> ImageSet:
+    """Shared by every thread: an ImageSet is never written in place. The key holds the dataset's version
+    (datasets.data_version), so a folder edited since is loaded afresh; the disk cache makes that quick."""
+    key = (name, split, selection, image_size, root, data_version(name, root))
+    return DATA.get(key, lambda: load_subset(name, split, selection, image_size=image_size, root=root,
+                                             download=download, limit_hint=limit_hint, progress=progress))
 
 
 @dataclass(frozen=True)
@@ -53,27 +75,33 @@ def require_classes(data: ImageSet, role: str) -> None:
                                  f"measuring forgetting need at least two. Add a sub-folder (class) with images.")
 
 
-def prepare(cfg: RunConfig) -> PreparedRun:
-    """Everything a run reads, loaded and checked before any training starts."""
+def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
+    """Everything a run reads, loaded and checked before any training starts. Only the images the limits pick
+    are decoded; `progress` hears (images decoded, images to decode) for each split that must be decoded."""
     cfg.validate()
     device = pick_device(cfg.device)
     shared = cached_model(cfg.model, cfg.pretrained)
-    load = lambda name, split: cached_split(name, split, shared.image_size, cfg.data_root, cfg.download,
-                                            data_version(name))
-    train, test = load(cfg.dataset, "train").subset(cfg.train_limit, SUBSET_SEED), load(cfg.dataset, "test")
+    names = cfg.forgetting_datasets(available_bank())
+    if not names:
+        raise BadConfig("No dataset is left to check for forgetting: name at least one other dataset.")
+
+    def load(name: str, split: str, selection: Selection, hint: str) -> ImageSet:
+        return cached_subset(name, split, selection, shared.image_size, cfg.data_root, cfg.download, hint, progress)
+
+    train = load(cfg.dataset, "train", Selection(cfg.train_limit, SUBSET_SEED), TRAIN_LIMIT_HINT)
     require_classes(train, "fine-tuning task")
     if len(train) < cfg.batch_size:
         raise DatasetUnavailable(f"'{cfg.dataset}' has only {len(train)} training images, fewer than the batch size "
                                  f"{cfg.batch_size}. Lower the batch size or add images.")
-    names = cfg.forgetting_datasets(available_bank())
-    if not names:
-        raise BadConfig("No dataset is left to check for forgetting: name at least one other dataset.")
-    others = {name: EvalData(load(name, "train").per_class_subset(cfg.probe_limit, cfg.probe_cap, SUBSET_SEED),
-                             load(name, "test").subset(cfg.eval_limit, SUBSET_SEED))
+    test_selection = Selection(cfg.eval_limit, SUBSET_SEED)
+    probe_selection = Selection(cfg.probe_limit, SUBSET_SEED, by_class=True, cap=cfg.probe_cap)
+    others = {name: EvalData(load(name, "train", probe_selection, PROBE_LIMIT_HINT),
+                             load(name, "test", test_selection, EVAL_LIMIT_HINT))
               for name in names}
     for name, data in others.items():
         require_classes(data.test, "checked for forgetting")
-    return PreparedRun(shared.private_copy(device), train, test.subset(cfg.eval_limit, SUBSET_SEED), others, device)
+    test = load(cfg.dataset, "test", test_selection, EVAL_LIMIT_HINT)
+    return PreparedRun(shared.private_copy(device), train, test, others, device)
 
 
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
@@ -110,7 +138,8 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
 
     try:
         store.update_progress(run_id, {"phase": "loading"})
-        run = prepare(cfg)
+        run = prepare(cfg, lambda done, total: store.update_progress(
+            run_id, {"phase": "loading", "images_done": done, "images_total": total}))
         if should_stop is not None and should_stop():
             raise RunCancelled("Cancelled before training started.")
         result = finetune(cfg, run.base, run.train, run.device, record, should_stop)

@@ -23,3 +23,11 @@ def store_dir(tmp_path, monkeypatch):
     path = tmp_path / "store"
     monkeypatch.setenv("LDIFS_STORE", str(path))
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def decoded_image_cache(tmp_path_factory):
+    """Decoded images go to a cache of the test session's own, never the user's ~/.cache."""
+    import os
+
+    os.environ["LDIFS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded"))

@@ -134,7 +134,7 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 def test_folder_loads_mixed_images_as_uint8_squares_with_readable_names(image_folder: Path):
-    train = folder.load(image_folder, "train", image_size=S)
+    train = load_split(str(image_folder), "train", image_size=S)
     assert_image_set(train, n=12, num_classes=3)
     assert train.class_names == ["blue square", "green triangle", "red circle"]  # sorted by folder name
     assert train.templates == list(folder.TEMPLATES)
@@ -142,11 +142,11 @@ def test_folder_loads_mixed_images_as_uint8_squares_with_readable_names(image_fo
 
 
 def test_folder_split_is_deterministic_disjoint_and_stratified(image_folder: Path):
-    train, test = (folder.load(image_folder, split, image_size=S) for split in ("train", "test"))
+    train, test = (load_split(str(image_folder), split, image_size=S) for split in ("train", "test"))
     assert test.labels.bincount().tolist() == [1, 1, 1]
     assert not image_rows(train) & image_rows(test)
     assert len(image_rows(train) | image_rows(test)) == 15
-    again = folder.load(image_folder, "test", image_size=S)
+    again = load_split(str(image_folder), "test", image_size=S)
     assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
 
 
@@ -156,7 +156,7 @@ def test_folder_honours_explicit_train_and_test_subfolders(tmp_path: Path):
     write_class(tmp_path / "train" / "bird", 1)  # a class the test split lacks keeps its label
     write_class(tmp_path / "test" / "cat", 2)
     write_class(tmp_path / "test" / "dog", 1)
-    train, test = (folder.load(tmp_path, split, image_size=S) for split in ("train", "test"))
+    train, test = (load_split(str(tmp_path), split, image_size=S) for split in ("train", "test"))
     assert train.class_names == test.class_names == ["bird", "cat", "dog"]
     assert train.labels.tolist() == [0, 1, 1, 1, 2, 2]
     assert test.labels.tolist() == [1, 1, 2]
@@ -164,14 +164,14 @@ def test_folder_honours_explicit_train_and_test_subfolders(tmp_path: Path):
 
 def test_folder_is_reachable_through_the_registry(image_folder: Path):
     via_registry = load_split(str(image_folder), "train", image_size=S)
-    direct = folder.load(image_folder, "train", image_size=S)
+    direct = load_split(str(image_folder), "train", image_size=S)
     assert torch.equal(via_registry.images, direct.images) and via_registry.class_names == direct.class_names
 
 
 def test_folder_skips_a_corrupt_file_with_a_warning(image_folder: Path):
     (image_folder / "red_circle" / "broken.png").write_bytes(b"\x89PNG but not really")
     with pytest.warns(UserWarning, match="skipped 1 of"):
-        loaded = [folder.load(image_folder, split, image_size=S) for split in ("train", "test")]
+        loaded = [load_split(str(image_folder), split, image_size=S) for split in ("train", "test")]
     assert sum(map(len, loaded)) == 15
 
 
@@ -180,8 +180,8 @@ def test_folder_of_only_corrupt_images_is_unavailable(tmp_path: Path):
         (tmp_path / name).mkdir()
         for i in range(3):
             (tmp_path / name / f"{i}.jpg").write_bytes(b"not a jpeg")
-    with pytest.warns(UserWarning), pytest.raises(DatasetUnavailable, match="could be read.*<class name>"):
-        folder.load(tmp_path, "train", image_size=S)
+    with pytest.warns(UserWarning), pytest.raises(DatasetUnavailable, match="None of the .* could be read"):
+        load_split(str(tmp_path), "train", image_size=S)
 
 
 def missing(root: Path) -> Path:
@@ -214,7 +214,7 @@ def train_without_test(root: Path) -> Path:
 ])
 def test_folder_problems_say_which_layout_is_expected(tmp_path: Path, make, message: str):
     with pytest.raises(DatasetUnavailable, match=message) as err:
-        folder.load(make(tmp_path), "train", image_size=S)
+        folder.index(make(tmp_path), "train")
     assert "<class name>" in str(err.value) or "test/" in str(err.value)
 
 
@@ -235,7 +235,7 @@ def test_registry_holds_the_paper_sets_and_extras_but_not_the_concept_bank_names
 def test_missing_dataset_says_how_to_download_and_never_touches_the_network(name: str, tmp_path: Path,
                                                                             network_attempts: list[str]):
     with pytest.raises(DatasetUnavailable) as err:
-        torchvision_sets.load(name, "train", image_size=S, root=tmp_path, download=False)
+        load_split(name, "train", image_size=S, root=tmp_path, download=False)
     message = str(err.value)
     assert TORCHVISION_SETS[name].title in message and str(tmp_path) in message and "--download" in message
     assert network_attempts == []
@@ -244,7 +244,7 @@ def test_missing_dataset_says_how_to_download_and_never_touches_the_network(name
 def test_download_without_a_network_names_the_dataset_and_the_network(tmp_path: Path,
                                                                       network_attempts: list[str]):
     with pytest.raises(DatasetUnavailable, match="CIFAR-10.*network"):
-        torchvision_sets.load("cifar10", "train", image_size=S, root=tmp_path, download=True)
+        load_split("cifar10", "train", image_size=S, root=tmp_path, download=True)
     assert network_attempts  # it did try
 
 
@@ -277,8 +277,8 @@ def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_cifar10_loads_from_torchvision_layout(cifar_root: Path, network_attempts: list[str]):
-    train = torchvision_sets.load("cifar10", "train", image_size=S, root=cifar_root)
-    test = torchvision_sets.load("cifar10", "test", image_size=S, root=cifar_root)
+    train = load_split("cifar10", "train", image_size=S, root=cifar_root)
+    test = load_split("cifar10", "test", image_size=S, root=cifar_root)
     assert_image_set(train, n=20, num_classes=10)
     assert_image_set(test, n=6, num_classes=10)
     assert train.class_names == CIFAR_NAMES and train.templates == list(TORCHVISION_SETS["cifar10"].templates)
@@ -297,13 +297,13 @@ def test_eurosat_gets_a_seeded_stratified_split_and_clip_class_names(tmp_path: P
     for name in EUROSAT_CLASSES:
         for i in range(5):
             write_image(tmp_path / "eurosat" / "2750" / name / f"{name}_{i}.jpg", "RGB", (64, 64))
-    train, test = (torchvision_sets.load("eurosat", split, image_size=S, root=tmp_path) for split in ("train", "test"))
+    train, test = (load_split("eurosat", split, image_size=S, root=tmp_path) for split in ("train", "test"))
     assert_image_set(train, n=40, num_classes=10)
     assert_image_set(test, n=10, num_classes=10)
     assert train.class_names[0] == "annual crop land" and train.class_names == list(EUROSAT_CLASSES.values())
     assert test.labels.tolist() == list(range(10))
     assert not image_rows(train) & image_rows(test)
-    assert torch.equal(torchvision_sets.load("eurosat", "test", image_size=S, root=tmp_path).images, test.images)
+    assert torch.equal(load_split("eurosat", "test", image_size=S, root=tmp_path).images, test.images)
 
 
 def test_svhn_labels_and_digit_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -312,7 +312,7 @@ def test_svhn_labels_and_digit_names(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("torchvision.datasets.svhn.check_integrity", lambda path, md5=None: Path(path).is_file())
     savemat(tmp_path / "test_32x32.mat", {"X": RNG.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8),
                                          "y": np.array([[10], [1], [9], [10]], dtype=np.uint8)})
-    data = torchvision_sets.load("svhn", "test", image_size=S, root=tmp_path)
+    data = load_split("svhn", "test", image_size=S, root=tmp_path)
     assert_image_set(data, n=4, num_classes=10)
     assert data.labels.tolist() == [0, 1, 9, 0]  # SVHN's label 10 is the digit zero
     assert data.class_names == list(DIGITS)
@@ -330,7 +330,7 @@ def test_emnist_letters_are_upright_and_numbered_from_zero(tmp_path: Path):
     raw = tmp_path / "EMNIST" / "raw"
     write_idx(raw / "emnist-letters-test-images-idx3-ubyte", np.stack([upright.T, upright.T]))  # stored transposed
     write_idx(raw / "emnist-letters-test-labels-idx1-ubyte", np.array([1, 26], dtype=np.uint8))
-    data = torchvision_sets.load("emnist_letters", "test", image_size=28, root=tmp_path)
+    data = load_split("emnist_letters", "test", image_size=28, root=tmp_path)
     assert_image_set(data, n=2, num_classes=26, size=28)
     assert data.class_names[0] == "a" and data.class_names[-1] == "z"
     assert data.labels.tolist() == [0, 25]

@@ -1,11 +1,13 @@
 """The one dataset registry: concept-bank domains, torchvision datasets and ImageFolder directories.
 
-Every loader returns an `ImageSet`: uint8 images in memory plus class names and prompt templates, so
-training, evaluation and the app all read data the same way.
+Every loader returns an `ImageSet`: uint8 images plus class names and prompt templates, so training, evaluation
+and the app all read data the same way. Big datasets are indexed first (labels without pixels), a `Selection`
+picks the images a run uses, and only those are decoded (decoding.py: in parallel, cached on disk).
 """
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +23,8 @@ from ldifs_core.paths import BANK_DIR
 
 if TYPE_CHECKING:  # torch is imported where images are touched: listing datasets stays light for the app's pages
     import torch
+
+    from ldifs_core.datasets.decoding import ImageSource, Progress
 
 BANK_NAMES = tuple(DOMAINS)
 
@@ -45,37 +49,53 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def subset(self, limit: int | None, seed: int = 0) -> "ImageSet":
-        """A fixed random subset of at most `limit` images (same seed, same subset)."""
-        import torch
-
-        if limit is None or limit >= len(self):
+    def select(self, selection: "Selection") -> "ImageSet":
+        positions, how = selection.choose(self.labels, self.num_classes)
+        if positions is None:
             return self
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-        return self._take(order, f"{limit} at seed {seed}")
-
-    def per_class_subset(self, per_class: int | None, cap: int | None = None, seed: int = 0) -> "ImageSet":
-        """Up to `per_class` images of every class, fewer per class when `cap` (a total) binds, at least one each:
-        a total limit alone left a 345-class dataset with about 3 images per class. Seeded and fixed."""
-        import torch
-
-        present = int((torch.bincount(self.labels, minlength=self.num_classes) > 0).sum())
-        per = per_class if per_class is not None else len(self)
-        if cap is not None and present:
-            per = min(per, max(1, cap // present))
-        shuffled = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        by_label = shuffled[torch.sort(self.labels[shuffled], stable=True).indices]  # grouped by class, still shuffled
-        sorted_labels = self.labels[by_label]
-        group_start = torch.searchsorted(sorted_labels, sorted_labels, side="left")
-        rank = torch.arange(len(self)) - group_start
-        chosen = by_label[rank < per].sort().values
-        if len(chosen) == len(self):
-            return self
-        return self._take(chosen, f"{per} per class at seed {seed}")
-
-    def _take(self, positions: torch.Tensor, how: str) -> "ImageSet":
         return ImageSet(self.name, self.split, self.images[positions], self.labels[positions], self.class_names,
                         self.templates, f"{self.selection} > {how}")
+
+    def subset(self, limit: int | None, seed: int = 0) -> "ImageSet":
+        """A fixed random subset of at most `limit` images (same seed, same subset)."""
+        return self.select(Selection(limit, seed))
+
+    def per_class_subset(self, per_class: int | None, cap: int | None = None, seed: int = 0) -> "ImageSet":
+        """Up to `per_class` images of every class, fewer per class when `cap` (a total) binds."""
+        return self.select(Selection(per_class, seed, by_class=True, cap=cap))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images of a split a run uses, chosen from the labels alone: a loader decodes only those, and
+    choosing before or after decoding gives the same images in the same order. Seeded and fixed."""
+
+    limit: int | None = None  # at most this many (None: all); per class when `by_class`
+    seed: int = 0
+    by_class: bool = False  # a total limit alone left a 345-class dataset with about 3 images per class
+    cap: int | None = None  # by_class: at most this many in all (fewer per class when it binds, at least one)
+
+    def choose(self, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor | None, str]:
+        """Sorted positions into `labels` (None: every position) and a description for cache keys and reports."""
+        import torch
+
+        n = len(labels)
+        shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        if not self.by_class:
+            if self.limit is None or self.limit >= n:
+                return None, "all"
+            return shuffled[:self.limit].sort().values, f"{self.limit} at seed {self.seed}"
+        present = int((torch.bincount(labels, minlength=num_classes) > 0).sum())
+        per = self.limit if self.limit is not None else n
+        if self.cap is not None and present:
+            per = min(per, max(1, self.cap // present))
+        by_label = shuffled[torch.sort(labels[shuffled], stable=True).indices]  # grouped by class, still shuffled
+        sorted_labels = labels[by_label]
+        rank = torch.arange(n) - torch.searchsorted(sorted_labels, sorted_labels, side="left")
+        chosen = by_label[rank < per].sort().values
+        if len(chosen) == n:
+            return None, "all"
+        return chosen, f"{per} per class at seed {self.seed}"
 
 
 def split_by_class(labels: Sequence[int], test_fraction: float,
@@ -113,26 +133,87 @@ def load_bank(name: str, split: str) -> ImageSet:
     return ImageSet(name, split, images, labels, [str(c) for c in arrays["class_names"]], list(DOMAINS[name].templates))
 
 
-def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path | None = None,
-               download: bool = False) -> ImageSet:
-    """Load `split` ('train' or 'test') of a registered dataset or an ImageFolder path."""
+@dataclass(frozen=True)
+class SplitIndex:
+    """A split known without decoding it: labels and class names from the file list or torchvision's metadata,
+    and where each image comes from. `identity` names the split's pixels for the decoded-image cache."""
+
+    name: str
+    split: str
+    title: str
+    labels: torch.Tensor
+    class_names: list[str]
+    templates: list[str]
+    source: ImageSource
+    identity: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def split_index(name: str, split: str, *, root: str | Path | None = None, download: bool = False) -> SplitIndex:
+    """The index of `split` of a torchvision dataset or an ImageFolder path (concept-bank domains need none)."""
     if split not in ("train", "test"):
         raise DatasetUnavailable(f"Unknown split '{split}': use 'train' or 'test'.")
-    if name in DOMAINS:
-        return load_bank(name, split)
     from ldifs_core.datasets import folder, torchvision_sets
 
     if name in torchvision_sets.TORCHVISION_SETS:
-        return torchvision_sets.load(name, split, image_size=image_size, root=root, download=download)
+        return torchvision_sets.index(name, split, root=root, download=download)
     check_known(name)
-    return folder.load(Path(name).expanduser(), split, image_size=image_size)
+    return folder.index(Path(name).expanduser(), split)
 
 
-def data_version(name: str) -> str:
-    """What changes when a folder's files change (paths, sizes, modification times); '' for fixed datasets.
-    Part of every in-memory cache key, so an edited folder is read again instead of served stale."""
-    path = Path(name).expanduser()
-    if name in DOMAINS or not path.is_dir():
+LARGE_DECODE = 50_000  # decoding more images than this at once is warned about first, with an estimate
+
+
+def load_subset(name: str, split: str, selection: Selection = Selection(), *, image_size: int = 224,
+                root: str | Path | None = None, download: bool = False, limit_hint: str = "a limit",
+                progress: Progress | None = None) -> ImageSet:
+    """The `selection` of `split` as uint8 images at `image_size`: only the chosen images are decoded, once
+    (decoding.decoded caches them on disk). `limit_hint` names the setting that would shrink a huge selection."""
+    if name in DOMAINS:
+        return load_bank(name, split).select(selection)
+    import torch
+
+    from ldifs_core.datasets import decoding
+
+    index = split_index(name, split, root=root, download=download)
+    chosen, how = selection.choose(index.labels, len(index.class_names))
+    positions = (torch.arange(len(index)) if chosen is None else chosen).numpy()
+    desc = f"{index.title} ({split})"
+    if len(positions) > LARGE_DECODE and not decoding.is_cached(index.identity, positions, image_size):
+        seconds = decoding.estimate_seconds(index.source, positions, image_size)
+        warnings.warn(f"{desc} has {len(positions):,} images to decode at {image_size} px: about "
+                      f"{max(1, round(seconds / 60))} min and {len(positions) * 3 * image_size ** 2 / 2**30:.1f} GB of "
+                      f"cache, once. Set {limit_hint} to use a subset instead.", stacklevel=2)
+    images, labels = decoding.decoded(index.source, index.identity, positions, index.labels.numpy()[positions],
+                                      image_size, desc, progress)
+    if not len(labels):
+        raise DatasetUnavailable(f"None of the {len(positions)} chosen images of {desc} could be read (corrupt, or "
+                                 f"not really images). Replace the files, or delete and download the dataset again.")
+    return ImageSet(index.name, split, torch.from_numpy(images), torch.from_numpy(labels), index.class_names,
+                    index.templates, "all" if chosen is None else f"all > {how}")
+
+
+def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path | None = None,
+               download: bool = False) -> ImageSet:
+    """Every image of `split` ('train' or 'test') of a registered dataset or an ImageFolder path."""
+    if split not in ("train", "test"):
+        raise DatasetUnavailable(f"Unknown split '{split}': use 'train' or 'test'.")
+    return load_subset(name, split, image_size=image_size, root=root, download=download)
+
+
+def data_version(name: str, root: str | Path | None = None) -> str:
+    """What changes when a dataset's files change (paths, sizes, modification times); '' for the concept bank.
+    Part of every cache key, so an edited folder is read again instead of served stale. A torchvision dataset
+    is versioned by every file under its root."""
+    from ldifs_core.datasets import torchvision_sets
+
+    if name in DOMAINS:
+        return ""
+    path = (Path(root).expanduser() if root else torchvision_sets.default_root()) \
+        if name in torchvision_sets.TORCHVISION_SETS else Path(name).expanduser()
+    if not path.is_dir():
         return ""
     digest = hashlib.sha1()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):

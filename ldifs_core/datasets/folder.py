@@ -1,4 +1,4 @@
-"""ImageFolder directories (one sub-folder per class) as `ImageSet`s, and the image decoding every loader shares.
+"""ImageFolder directories (one sub-folder per class) as `SplitIndex`es, and the image decoding every loader shares.
 
 `pil_to_uint8` is the one place where a decoded picture becomes the uint8 [3, S, S] tensor the lab stores, so a
 folder of PNGs and a torchvision dataset look exactly alike to training and evaluation.
@@ -6,8 +6,7 @@ folder of PNGs and a torchvision dataset look exactly alike to training and eval
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +14,15 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
-from tqdm import tqdm
 
-from ldifs_core.datasets import ImageSet, split_by_class
+from ldifs_core.datasets import SplitIndex, data_version, split_by_class
+from ldifs_core.datasets.decoding import FileSource
 from ldifs_core.errors import DatasetUnavailable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a close-up photo of a {}.")
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
-PROGRESS_ABOVE = 2000  # decoding fewer images is quick enough to need no progress bar
 LAYOUT = ("Expected an ImageFolder layout: <folder>/<class name>/<image>.jpg (one sub-folder per class), "
           "or <folder>/train/<class name>/... and <folder>/test/<class name>/...")
 
@@ -61,30 +59,6 @@ def pil_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
     resized in RGB rather than by nearest palette index."""
     img = TF.resize(_to_rgb(img), image_size, interpolation=InterpolationMode.BICUBIC, antialias=True)
     return TF.pil_to_tensor(TF.center_crop(img, image_size))
-
-
-def decode_all(load: Callable[[int], tuple[Image.Image, int]], count: int, image_size: int,
-               desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Decode items 0..count-1 (`load(i)` -> (image, label)) into uint8 [K, 3, S, S] and int64 labels [K].
-
-    Unreadable items are skipped, so one damaged file does not cost a whole dataset; the number skipped is
-    returned and warned about. The output is preallocated: stacking a list would briefly need twice the memory.
-    """
-    images = torch.empty((count, 3, image_size, image_size), dtype=torch.uint8)
-    labels = torch.empty(count, dtype=torch.int64)
-    kept = 0
-    for i in tqdm(range(count), desc=desc, unit="img", disable=count <= PROGRESS_ABOVE):
-        try:
-            image, label = load(i)
-            with image:
-                images[kept] = pil_to_uint8(image, image_size)
-        except UNREADABLE:
-            continue
-        labels[kept] = label
-        kept += 1
-    if kept < count:
-        warnings.warn(f"{desc}: skipped {count - kept} of {count} images that could not be read.", stacklevel=2)
-    return images[:kept], labels[:kept], count - kept
 
 
 def stratified_split(labels: Sequence[int], seed: int = SPLIT_SEED,
@@ -125,8 +99,8 @@ def _samples(path: Path, split: str) -> tuple[list[str], list[tuple[Path, int]]]
     return names, [everything[i] for i in chosen]
 
 
-def load(path: Path, split: str, *, image_size: int) -> ImageSet:
-    """Load `split` of an ImageFolder directory (decoding every image of the split)."""
+def index(path: Path, split: str) -> SplitIndex:
+    """`split` of an ImageFolder directory from its file list alone (nothing decoded)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetUnavailable(f"The folder {path} does not exist. {LAYOUT}")
@@ -135,9 +109,7 @@ def load(path: Path, split: str, *, image_size: int) -> ImageSet:
     names, samples = _samples(path, split)
     if not samples:
         raise DatasetUnavailable(f"The {split} split of {path} has no images. {LAYOUT}")
-    images, labels, skipped = decode_all(lambda i: (Image.open(samples[i][0]), samples[i][1]), len(samples),
-                                         image_size, f"{path.name} ({split})")
-    if skipped == len(samples):
-        raise DatasetUnavailable(f"None of the {skipped} image files in the {split} split of {path} could be read "
-                                 f"(corrupt, or not really images). {LAYOUT}")
-    return ImageSet(str(path), split, images, labels, [readable_class_name(n) for n in names], list(TEMPLATES))
+    identity = {"folder": str(path.resolve()), "split": split, "version": data_version(str(path))}
+    return SplitIndex(str(path), split, path.name, torch.tensor([label for _, label in samples], dtype=torch.int64),
+                      [readable_class_name(n) for n in names], list(TEMPLATES),
+                      FileSource(tuple(str(file) for file, _ in samples)), identity)

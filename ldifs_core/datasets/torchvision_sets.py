@@ -1,4 +1,4 @@
-"""The torchvision datasets of the LDIFS paper (and a few cheap extras) as `ImageSet`s.
+"""The torchvision datasets of the LDIFS paper (and a few cheap extras) as `SplitIndex`es.
 
 Each dataset is one `TorchvisionSet` row: how to open it, what its classes are called in prompts, and CLIP's
 prompt templates for it (from the CLIP paper's published prompts where it has them). Nothing is downloaded
@@ -14,9 +14,9 @@ from typing import Any
 
 from torchvision import datasets as tv
 
-from ldifs_core.datasets import ImageSet
+from ldifs_core.datasets import SplitIndex, data_version
 from ldifs_core.datasets.domains import DIGITS
-from ldifs_core.datasets.folder import decode_all, readable_class_name, stratified_split
+from ldifs_core.datasets.folder import readable_class_name, stratified_split
 from ldifs_core.errors import DatasetUnavailable
 
 Opener = Callable[[str, str, bool], Any]  # (root, 'train' | 'test', download) -> torchvision dataset
@@ -160,20 +160,48 @@ def _open(spec: TorchvisionSet, root: Path, split: str, download: bool) -> Any:
         ) from err
 
 
-def load(name: str, split: str, *, image_size: int, root: str | Path | None = None,
-         download: bool = False) -> ImageSet:
-    """Load `split` ('train' or 'test') of the torchvision dataset `name` as uint8 [N, 3, S, S] images."""
+def _labels_of(dataset: Any) -> list[int]:
+    """Every item's label from the dataset's metadata, without opening an image (each torchvision class keeps
+    them under its own name)."""
+    for attribute in ("targets", "labels", "_labels"):
+        labels = getattr(dataset, attribute, None)
+        if labels is not None:
+            return [int(label) for label in labels]
+    samples = getattr(dataset, "_samples", None)  # GTSRB, Stanford Cars: (path, label) pairs
+    if samples is not None:
+        return [int(label) for _, label in samples]
+    raise DatasetUnavailable(f"Cannot read the labels of {type(dataset).__name__} without decoding it; this lab "
+                             f"version does not support it.")
+
+
+@dataclass(frozen=True)
+class TorchvisionSource:
+    """Items of a torchvision dataset on disk; each process opens the dataset itself (nothing big is pickled)."""
+
+    name: str
+    root: str
+    split: str
+    positions: tuple[int, ...]  # split position -> index into the torchvision dataset
+    transposed: bool = False
+
+    def open(self) -> Callable[[int], Any]:
+        dataset = TORCHVISION_SETS[self.name].open(self.root, self.split, False)
+        return lambda position: dataset[self.positions[position]][0]
+
+
+def index(name: str, split: str, *, root: str | Path | None = None, download: bool = False) -> SplitIndex:
+    """`split` ('train' or 'test') of the torchvision dataset `name`, from its metadata alone (nothing decoded)."""
+    import torch
+
     spec = TORCHVISION_SETS[name]
     root = Path(root).expanduser() if root else default_root()
     dataset = _open(spec, root, split, download)
-    positions = stratified_split(dataset.targets)[split] if spec.seeded_split else range(len(dataset))
-    images, labels, skipped = decode_all(lambda i: dataset[positions[i]], len(positions), image_size,
-                                         f"{spec.title} ({split})")
-    if skipped and not len(labels):
-        raise DatasetUnavailable(f"None of the {skipped} {split} images of {spec.title} in {root} could be read. "
-                                 f"Delete its folder there and download it again.")
-    if spec.transposed:
-        images = images.transpose(-1, -2).contiguous()
+    all_labels = _labels_of(dataset)
+    positions = stratified_split(all_labels)[split] if spec.seeded_split else range(len(all_labels))
+    labels = torch.tensor([all_labels[p] - spec.first_label for p in positions], dtype=torch.int64)
     names = list(spec.class_names) or [spec.rename.get(c, readable_class_name(c))
                                        for c in dataset.classes[spec.first_label:]]
-    return ImageSet(name, split, images, labels - spec.first_label, names, list(spec.templates))
+    source = TorchvisionSource(name, str(root), split, tuple(positions), spec.transposed)
+    identity = {"torchvision": name, "root": str(root.resolve()), "split": split,
+                "version": data_version(name, root)}
+    return SplitIndex(name, split, spec.title, labels, names, list(spec.templates), source, identity)

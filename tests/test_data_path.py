@@ -1,0 +1,262 @@
+"""Specification of the data path for real-scale datasets: a run decodes only the images its limits choose,
+in worker processes, once (an on-disk cache that a changed folder, a killed writer or a damaged file can never
+fool), and in-process caches hold a memory budget, not a count."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ldifs_core.config import RunConfig
+from ldifs_core.datasets import Selection, decoding, load_split, load_subset, split_index
+from ldifs_core.datasets import folder as folder_module
+from ldifs_core.memo import ByteBudgetCache
+from ldifs_core.runner import prepare
+
+S = 24
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def write_folder(root: Path, classes: int = 3, per_class: int = 40, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (20 + c, 18, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class_{c}" / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "decoded"
+    monkeypatch.setenv("LDIFS_CACHE_DIR", str(path))
+    monkeypatch.setenv("LDIFS_DECODE_WORKERS", "0")
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    return write_folder(tmp_path / "photos")
+
+
+def counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every image decoded in this process."""
+    calls: list[int] = []
+    real = folder_module.pil_to_uint8
+
+    def counted(img, image_size):
+        calls.append(1)
+        return real(img, image_size)
+
+    monkeypatch.setattr(folder_module, "pil_to_uint8", counted)
+    return calls
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.iterdir() if not p.name.startswith(decoding.TEMP_PREFIX)) if cache.is_dir() else []
+
+
+@pytest.mark.parametrize("selection", [Selection(17, seed=0), Selection(17, seed=3),
+                                       Selection(5, seed=0, by_class=True), Selection(50, seed=1, by_class=True, cap=30)],
+                         ids=["random", "random-seed-3", "per-class", "per-class-capped"])
+def test_choosing_before_decoding_gives_the_images_eager_decoding_gives(photos: Path, cache: Path,
+                                                                        selection: Selection):
+    eager = load_split(str(photos), "train", image_size=S).select(selection)
+    lazy = load_subset(str(photos), "train", selection, image_size=S)
+    assert torch.equal(lazy.images, eager.images) and torch.equal(lazy.labels, eager.labels)
+    assert lazy.selection == eager.selection
+
+
+def test_a_torchvision_split_is_indexed_without_decoding_and_subsets_match_eager(tmp_path: Path, cache: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch):
+    from ldifs_core.datasets.torchvision_sets import EUROSAT_CLASSES
+
+    rng = np.random.default_rng(1)
+    for name in EUROSAT_CLASSES:
+        (tmp_path / "eurosat" / "2750" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+                tmp_path / "eurosat" / "2750" / name / f"{name}_{i}.jpg")
+    decoded = counting_decoder(monkeypatch)
+    index = split_index("eurosat", "train", root=tmp_path)
+    assert len(index) == 50 and decoded == []  # labels from the file list alone
+    eager = load_split("eurosat", "train", image_size=S, root=tmp_path)
+    lazy = load_subset("eurosat", "train", Selection(2, by_class=True), image_size=S, root=tmp_path)
+    assert torch.equal(lazy.images, eager.per_class_subset(2).images)
+    assert lazy.labels.tolist() == eager.per_class_subset(2).labels.tolist()
+
+
+def test_only_the_images_the_limits_choose_are_decoded(photos: Path, cache: Path, monkeypatch: pytest.MonkeyPatch):
+    decoded = counting_decoder(monkeypatch)
+    reported: list[tuple[int, int]] = []
+    data = load_subset(str(photos), "train", Selection(10), image_size=S, progress=lambda d, t: reported.append((d, t)))
+    assert len(data) == 10 and len(decoded) == 10
+    assert reported[-1] == (10, 10)
+
+
+def test_a_run_decodes_its_limits_not_the_dataset(photos: Path, cache: Path, monkeypatch: pytest.MonkeyPatch):
+    decoded = counting_decoder(monkeypatch)
+    cfg = RunConfig(dataset=str(photos), train_limit=12, eval_limit=11, batch_size=4, eval_datasets=["mnist"])
+    run = prepare(cfg)
+    assert len(run.train) == 12 and len(run.test) == 11
+    assert len(decoded) == 12 + 11  # of 96 train and 24 test images; mnist is the in-memory concept bank
+
+
+def test_the_second_load_reads_the_cache_instead_of_decoding(photos: Path, cache: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    first = load_subset(str(photos), "test", image_size=S)
+    decoded = counting_decoder(monkeypatch)
+    again = load_subset(str(photos), "test", image_size=S)
+    assert decoded == [] and torch.equal(again.images, first.images)
+    assert len(entries(cache)) == 1
+
+
+def test_worker_processes_decode_exactly_what_this_process_decodes(photos: Path, cache: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    here = load_split(str(photos), "train", image_size=S)
+    monkeypatch.setenv("LDIFS_CACHE_DIR", str(cache.parent / "parallel"))
+    monkeypatch.setenv("LDIFS_DECODE_WORKERS", "2")
+    reported: list[tuple[int, int]] = []
+    parallel = load_subset(str(photos), "train", image_size=S, progress=lambda d, t: reported.append((d, t)))
+    assert reported[-1] == (96, 96) and len(reported) == 2  # two chunks of at most 64
+    assert torch.equal(parallel.images, here.images) and torch.equal(parallel.labels, here.labels)
+
+
+@pytest.mark.parametrize("change", ["modified", "added", "removed"])
+def test_a_changed_folder_is_decoded_again(photos: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, change: str):
+    before = load_split(str(photos), "train", image_size=S)
+    target = sorted((photos / "class_0").iterdir())[0]
+    if change == "modified":
+        Image.fromarray(np.full((20, 18, 3), 7, dtype=np.uint8)).save(target)
+    elif change == "added":
+        Image.fromarray(np.full((20, 18, 3), 7, dtype=np.uint8)).save(photos / "class_0" / "new.png")
+    else:
+        target.unlink()
+    decoded = counting_decoder(monkeypatch)
+    after = load_split(str(photos), "train", image_size=S)
+    assert decoded, "served from a stale cache entry"
+    assert len(after) == {"modified": 96, "added": 97, "removed": 95}[change]
+    if change == "modified":
+        assert not torch.equal(after.images, before.images)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {project!r})
+from ldifs_core.datasets import Selection, load_subset
+def die(done, total):
+    os.kill(os.getpid(), signal.SIGKILL)  # like a power cut or an OOM kill, halfway through
+load_subset({folder!r}, "train", Selection(), image_size={size}, progress=die)
+"""
+
+
+def test_a_writer_killed_halfway_leaves_nothing_that_is_later_trusted(photos: Path, cache: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    script = KILLED_WRITER.format(project=str(PROJECT), folder=str(photos), size=S)
+    env = {**os.environ, "LDIFS_CACHE_DIR": str(cache), "LDIFS_DECODE_WORKERS": "0"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert result.returncode == -9
+    assert entries(cache) == [] and any(p.name.startswith(decoding.TEMP_PREFIX) for p in cache.iterdir())
+    decoded = counting_decoder(monkeypatch)
+    data = load_split(str(photos), "train", image_size=S)
+    assert len(decoded) == len(data) == 96  # decoded afresh, not read from the half-written folder
+    monkeypatch.setenv("LDIFS_CACHE_DIR", str(cache.parent / "fresh"))
+    assert torch.equal(load_split(str(photos), "train", image_size=S).images, data.images)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "bad meta"])
+def test_a_damaged_cache_entry_is_discarded_and_rebuilt(photos: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        damage: str):
+    good = load_split(str(photos), "test", image_size=S).images.clone()  # its map would show the damage
+    [entry] = entries(cache)
+    images = entry / "images.npy"
+    if damage == "flipped byte":
+        raw = bytearray(images.read_bytes())
+        raw[-100] ^= 0xFF
+        images.write_bytes(bytes(raw))
+    elif damage == "truncated":
+        images.write_bytes(images.read_bytes()[:-500])
+    else:
+        (entry / "meta.json").write_text("{not json")
+    decoded = counting_decoder(monkeypatch)
+    with pytest.warns(UserWarning, match="damaged.*decoding it again"):
+        again = load_split(str(photos), "test", image_size=S)
+    assert len(decoded) == len(good) and torch.equal(again.images, good)
+    assert load_split(str(photos), "test", image_size=S).images.equal(good)  # the rebuilt entry is sound
+
+
+def test_an_unusable_cache_folder_falls_back_to_decoding_with_one_warning(photos: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LDIFS_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setenv("LDIFS_DECODE_WORKERS", "0")
+    with pytest.warns(UserWarning, match=r"cache .* cannot be used .* LDIFS_CACHE_DIR") as caught:
+        data = load_split(str(photos), "test", image_size=S)
+    assert len(caught) == 1 and len(data) == 24
+    assert torch.equal(data.images, load_split(str(photos), "test", image_size=S).images)
+
+
+def test_a_huge_selection_is_warned_about_before_decoding_with_time_and_the_limit_to_set(
+        photos: Path, cache: Path, monkeypatch: pytest.MonkeyPatch):
+    from ldifs_core import datasets
+
+    monkeypatch.setattr(datasets, "LARGE_DECODE", 50)
+    events: list[str] = []
+    with pytest.warns(UserWarning, match=r"96 images to decode at 24 px: about \d+ min .* Set --train-limit"):
+        load_subset(str(photos), "train", image_size=S, limit_hint="--train-limit",
+                    progress=lambda d, t: events.append("decoding"))
+    assert events  # the warning came first: pytest.warns saw it although decoding followed
+    with warnings_as_errors():  # cached now: nothing left to warn about
+        load_subset(str(photos), "train", image_size=S, limit_hint="--train-limit")
+
+
+class warnings_as_errors:
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._catch.__exit__(*exc)
+
+
+def test_the_memory_cache_drops_least_recently_used_entries_by_bytes():
+    cache = ByteBudgetCache(budget_bytes=100, size_of=len)
+    cache.get("a", lambda: b"x" * 40)
+    cache.get("b", lambda: b"x" * 40)
+    cache.get("a", lambda: b"rebuilt")  # a is used again: b is now the oldest
+    cache.get("c", lambda: b"x" * 40)
+    assert cache.get("a", lambda: b"rebuilt") == b"x" * 40
+    assert cache.get("b", lambda: b"rebuilt") == b"rebuilt"
+    assert cache.size_bytes() <= 100
+    assert cache.get("huge", lambda: b"x" * 500) == b"x" * 500 and "huge" not in cache._entries
+
+
+def test_the_memory_cache_builds_a_value_once_for_concurrent_callers():
+    cache = ByteBudgetCache(budget_bytes=10**6, size_of=lambda v: 1)
+    builds: list[int] = []
+
+    def slow():
+        builds.append(1)
+        time.sleep(0.2)
+        return object()
+
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get("k", slow))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and all(r is results[0] for r in results)
