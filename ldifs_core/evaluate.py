@@ -6,7 +6,7 @@ device where the run evaluates.
 """
 from __future__ import annotations
 
-import threading
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import encode_images, model_inputs, module_device, zero_shot_head, zero_shot_predictions
 from ldifs_core.errors import RunCancelled
+from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel
 from ldifs_core.probe import LinearProbe, fit_linear_probe
 
@@ -34,31 +35,21 @@ class EvalData:
     test: ImageSet
 
 
-class BaseCache:
-    """What depends on θ₀ alone (probe-train features, the fitted "before" probe), per (model, dataset subset,
-    device type, seed), shared by every run of the process: every run and every WiSE-FT mix has the same "before".
-
-    Entries are computed once and never modified afterwards (callers only read them); the lock keeps two
-    threads from computing the same entry twice.
-    """
-
-    def __init__(self):
-        self._entries: dict[tuple, object] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, compute: Callable[[], object]) -> object:
-        with self._lock:
-            if key not in self._entries:
-                self._entries[key] = compute()
-            return self._entries[key]
+def _entry_bytes(entry: torch.Tensor | LinearProbe) -> int:
+    tensors = [entry] if isinstance(entry, torch.Tensor) else [entry.weight, entry.bias]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
-BASE_CACHE = BaseCache()
+# What depends on θ₀ alone (probe-train features, the fitted "before" probe), per (model, dataset subset and its
+# version, device type, seed), shared by every run of the process: every run and every WiSE-FT mix has the same
+# "before". Entries are never modified after they are computed (callers only read them).
+BASE_CACHE = ByteBudgetCache(int(float(os.environ.get("LDIFS_FEATURE_CACHE_GB", 1)) * 2**30), _entry_bytes)
 
 
 def probe_before(base: FoundationModel, data: ImageSet, seed: int) -> LinearProbe:
     """The linear probe fitted on θ₀'s features of `data` (the probe-train subset)."""
-    key = (base.name, base.pretrained, data.name, data.split, data.selection, module_device(base.clip).type)
+    key = (base.name, base.pretrained, data.name, data.split, data.selection, data.version,
+           module_device(base.clip).type)
     features = BASE_CACHE.get(key, lambda: encode_images(base.clip.visual, data.images, base))
     return BASE_CACHE.get((*key, "probe", seed),
                           lambda: fit_linear_probe(features, data.labels, data.num_classes, seed=seed))

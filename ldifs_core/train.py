@@ -1,4 +1,4 @@
-"""The one fine-tuning loop: AdamW, warmup + cosine, gradient clipping, bf16 autocast on CUDA, events after
+"""The one fine-tuning loop: AdamW, warmup + cosine, gradient clipping, bf16 autocast on CUDA, an event for
 every step, cancellation within one step, and a guard against non-finite losses. What is optimised, and which
 head comes out, is the objective's business (objectives.py)."""
 from __future__ import annotations
@@ -18,6 +18,15 @@ from ldifs_core.encoding import autocast_for, model_inputs, random_shift
 from ldifs_core.errors import RunCancelled, TrainingDiverged
 from ldifs_core.models import FoundationModel
 from ldifs_core.objectives import OBJECTIVE_TYPES, Batch, Objective, TrainingSetup
+
+ACCELERATOR_READ_EVERY = 10
+
+
+def host_read_interval(device: torch.device) -> int:
+    """Steps between the host's reads of the losses. Each read waits for the device; on an accelerator the loop
+    reads every ACCELERATOR_READ_EVERY steps, so the events of those steps arrive together and a non-finite loss
+    is caught at the next read. On the CPU there is nothing to wait for: every step."""
+    return 1 if device.type == "cpu" else ACCELERATOR_READ_EVERY
 
 
 @dataclass
@@ -90,30 +99,46 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
     set_training_mode(tuned, cfg, objective)
 
     started = time.perf_counter()
-    for step, idx in enumerate(batch_order(len(train), cfg.steps, cfg.batch_size, generator)):
+    pending: list[tuple[int, torch.Tensor, float]] = []  # steps whose loss parts the host has not read yet
+    read_every = host_read_interval(device)
+
+    def read_pending() -> None:
+        """One host synchronisation for the pending steps: check their losses, then report each step."""
+        values = torch.stack([losses for _, losses, _ in pending]).tolist()
+        elapsed = time.perf_counter() - started
+        for (step, _, lr), (loss, *parts) in zip(pending, values):
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"The loss became {loss} at step {step}: training stopped. Lower the "
+                                       f"learning rate (now {cfg.lr:g})"
+                                       + (f" or λ (now {cfg.effective_lam:g})" if cfg.regularised else "")
+                                       + " and start again.")
+            if on_event is not None:
+                on_event(TrainEvent(step, cfg.steps, loss, dict(zip(part_names, parts)), lr,
+                                    step * cfg.batch_size / elapsed, elapsed / step * (cfg.steps - step)))
+        pending.clear()
+
+    part_names: list[str] = []
+    for step, idx in enumerate(batch_order(len(train), cfg.steps, cfg.batch_size, generator), start=1):
         if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled at step {step} of {cfg.steps}.")
-        raw = train.images[idx]
+            raise RunCancelled(f"Cancelled at step {step - 1} of {cfg.steps}.")
+        raw, labels = train.images[idx], train.labels[idx]
         if cfg.augment:
             raw = random_shift(raw, generator)
-        batch = Batch(model_inputs(base, raw, device), train.labels[idx].to(device, non_blocking=True), idx)
+        if device.type == "cuda":  # page-locked, so the copies below overlap with the previous step's kernels
+            raw, labels = raw.pin_memory(), labels.pin_memory()
+        batch = Batch(model_inputs(base, raw, device), labels.to(device, non_blocking=True), idx)
         with autocast_for(device):
             loss, parts = objective.loss(batch)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"The loss became {loss.item()} at step {step + 1}: training stopped. Lower the "
-                                   f"learning rate (now {cfg.lr:g})"
-                                   + (f" or λ (now {cfg.effective_lam:g})" if cfg.regularised else "")
-                                   + " and start again.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
+        pending.append((step, torch.stack([loss.detach().float(), *(v.float() for v in parts.values())]),
+                        optimizer.param_groups[0]["lr"]))
+        part_names = list(parts)
         scheduler.step()
-        elapsed = time.perf_counter() - started
-        if on_event is not None:
-            on_event(TrainEvent(step + 1, cfg.steps, loss.item(), {k: v.item() for k, v in parts.items()},
-                                optimizer.param_groups[0]["lr"], (step + 1) * cfg.batch_size / elapsed,
-                                elapsed / (step + 1) * (cfg.steps - step - 1)))
+        if step % read_every == 0 or step == cfg.steps:
+            read_pending()
     train_s = time.perf_counter() - started
     tuned.eval().requires_grad_(False)
     final_head = objective.final_head()

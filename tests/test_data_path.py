@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -260,3 +261,35 @@ def test_the_memory_cache_builds_a_value_once_for_concurrent_callers():
     for t in threads:
         t.join()
     assert len(builds) == 1 and all(r is results[0] for r in results)
+
+
+def test_a_run_shows_its_decoding_progress_in_the_store_and_the_app(photos: Path, cache: Path, store_dir: Path):
+    from app.widgets import progress_bar
+    from ldifs_core.runner import execute
+    from ldifs_core.store import RunStore
+
+    store = RunStore()
+    seen: list[dict] = []
+    real_update = store.update_progress
+    store.update_progress = lambda run_id, progress: (seen.append(dict(progress)), real_update(run_id, progress))
+    cfg = RunConfig(dataset=str(photos), steps=1, batch_size=4, train_limit=20, eval_limit=10, probe_limit=2,
+                    umap_points=0, eval_datasets=["animals"], save_weights=False)
+    run_id = execute(cfg, store)
+    loading = [p for p in seen if p.get("images_total")]
+    assert {(p["images_done"], p["images_total"]) for p in loading} >= {(20, 20), (10, 10)}
+    record = store.get(run_id)
+    shown = progress_bar(replace(record, status="running", progress=loading[0]))
+    assert shown[1].startswith(f"Loading data ({loading[0]['images_done']} / {loading[0]['images_total']} images")
+
+
+def test_an_edited_folder_checked_for_forgetting_gets_fresh_pretrained_probe_features(photos: Path, cache: Path):
+    from ldifs_core.evaluate import probe_before
+    from ldifs_core.models import load_model
+
+    model = load_model().private_copy()
+    load = lambda: load_subset(str(photos), "train", Selection(3, by_class=True), image_size=model.image_size)
+    before = probe_before(model, load(), seed=0)
+    assert probe_before(model, load(), seed=0) is before  # unchanged files: θ₀'s probe is shared, not refitted
+    for file in (photos / "class_0").iterdir():
+        Image.fromarray(np.zeros((20, 18, 3), dtype=np.uint8)).save(file)
+    assert probe_before(model, load(), seed=0) is not before

@@ -186,7 +186,7 @@ def test_a_non_finite_loss_stops_the_run_with_a_clear_message(store_dir, monkeyp
     from ldifs_core import objectives
 
     monkeypatch.setattr(objectives.LDIFS, "loss",
-                        lambda self, batch: (torch.tensor(math.nan, requires_grad=True), {"ce": math.nan}))
+                        lambda self, batch: (torch.tensor(math.nan, requires_grad=True), {"ce": torch.tensor(math.nan)}))
     store = RunStore()
     with pytest.raises(LabError, match="loss became nan.*Lower the learning rate"):
         execute(RunConfig(**TINY), store)
@@ -288,3 +288,31 @@ def test_an_edited_folder_is_read_again_instead_of_served_from_the_cache(tmp_pat
     add_images("square", 10, start=10)
     after = prepare(cfg)
     assert len(after.train) + len(after.test) == len(before.train) + len(before.test) + 10
+
+
+def test_reading_losses_every_few_steps_reports_every_step_unchanged_and_still_catches_divergence(model, digits,
+                                                                                                   monkeypatch):
+    """What an accelerator run does (one host synchronisation per ACCELERATOR_READ_EVERY steps), on the CPU."""
+    from ldifs_core import objectives, train
+
+    cfg = RunConfig(objective="ldifs", **{**TINY, "steps": 7})
+    every_step: list = []
+    finetune(cfg, model, digits, torch.device("cpu"), every_step.append)
+    monkeypatch.setattr(train, "host_read_interval", lambda device: 3)
+    batched: list = []
+    finetune(cfg, model, digits, torch.device("cpu"), batched.append)
+    assert [e.step for e in batched] == list(range(1, 8))
+    assert [(e.loss, e.parts, e.lr) for e in batched] == [(e.loss, e.parts, e.lr) for e in every_step]
+
+    real_loss = objectives.LDIFS.loss
+    calls = []
+
+    def diverging(self, batch):
+        calls.append(1)
+        loss, parts = real_loss(self, batch)
+        return (loss * math.nan if len(calls) == 4 else loss), parts
+
+    monkeypatch.setattr(objectives.LDIFS, "loss", diverging)
+    with pytest.raises(LabError, match="loss became nan at step 4"):
+        finetune(cfg, model, digits, torch.device("cpu"))
+    assert len(calls) == 6  # caught at the read after step 6, before step 7 was queued

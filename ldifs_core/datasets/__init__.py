@@ -41,6 +41,7 @@ class ImageSet:
     class_names: list[str]
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
     selection: str = "all"  # which images of the split these are: part of every cache key
+    version: str = ""  # of the files they were decoded from (data_version): part of every cache key
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -54,7 +55,7 @@ class ImageSet:
         if positions is None:
             return self
         return ImageSet(self.name, self.split, self.images[positions], self.labels[positions], self.class_names,
-                        self.templates, f"{self.selection} > {how}")
+                        self.templates, f"{self.selection} > {how}", self.version)
 
     def subset(self, limit: int | None, seed: int = 0) -> "ImageSet":
         """A fixed random subset of at most `limit` images (same seed, same subset)."""
@@ -192,7 +193,7 @@ def load_subset(name: str, split: str, selection: Selection = Selection(), *, im
         raise DatasetUnavailable(f"None of the {len(positions)} chosen images of {desc} could be read (corrupt, or "
                                  f"not really images). Replace the files, or delete and download the dataset again.")
     return ImageSet(index.name, split, torch.from_numpy(images), torch.from_numpy(labels), index.class_names,
-                    index.templates, "all" if chosen is None else f"all > {how}")
+                    index.templates, "all" if chosen is None else f"all > {how}", index.identity["version"])
 
 
 def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path | None = None,
