@@ -293,3 +293,18 @@ def test_an_edited_folder_checked_for_forgetting_gets_fresh_pretrained_probe_fea
     for file in (photos / "class_0").iterdir():
         Image.fromarray(np.zeros((20, 18, 3), dtype=np.uint8)).save(file)
     assert probe_before(model, load(), seed=0) is not before
+
+
+def test_a_torchvision_dataset_is_versioned_by_its_own_folder_not_the_whole_root(tmp_path: Path):
+    from ldifs_core.datasets import data_version
+
+    (tmp_path / "eurosat" / "2750" / "Forest").mkdir(parents=True)
+    (tmp_path / "eurosat" / "2750" / "Forest" / "Forest_1.jpg").write_bytes(b"a")
+    version = data_version("eurosat", tmp_path)
+    (tmp_path / "gtsrb").mkdir()
+    (tmp_path / "gtsrb" / "other.ppm").write_bytes(b"b")  # another dataset under the same root
+    assert data_version("eurosat", tmp_path) == version
+    (tmp_path / "eurosat" / "2750" / "Forest" / "Forest_2.jpg").write_bytes(b"c")
+    assert data_version("eurosat", tmp_path) != version
+    (tmp_path / "test_32x32.mat").write_bytes(b"d")  # SVHN keeps its files loose in the root
+    assert data_version("svhn", tmp_path) != data_version("svhn", tmp_path / "gtsrb")

@@ -94,6 +94,18 @@ def test_runs_leave_the_shared_base_model_untouched(store_dir):
     assert not any(p.requires_grad for p in base.clip.parameters())
 
 
+def test_a_private_copy_on_the_same_device_shares_the_weights_but_not_the_modules():
+    """θ₀ costs its memory once per process, however many runs use it; hooks and modes stay each run's own."""
+    from ldifs_core.ldifs import forward_with_taps
+
+    base = cached_model(None, None)
+    private = base.private_copy("cpu")
+    for (name, shared), (_, own) in zip(base.clip.named_parameters(), private.clip.named_parameters()):
+        assert own.data_ptr() == shared.data_ptr(), name
+    forward_with_taps(private.clip.visual, torch.zeros(1, 3, base.image_size, base.image_size))  # no error
+    assert private.clip.visual is not base.clip.visual
+
+
 def test_tapping_the_shared_base_model_is_refused():
     from ldifs_core.ldifs import forward_with_taps
 

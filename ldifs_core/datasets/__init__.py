@@ -206,18 +206,23 @@ def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path
 
 def data_version(name: str, root: str | Path | None = None) -> str:
     """What changes when a dataset's files change (paths, sizes, modification times); '' for the concept bank.
-    Part of every cache key, so an edited folder is read again instead of served stale. A torchvision dataset
-    is versioned by every file under its root."""
+    Part of every cache key, so an edited folder is read again instead of served stale. A torchvision dataset is
+    versioned by its own folder under the root (torchvision_sets.TorchvisionSet.folder)."""
     from ldifs_core.datasets import torchvision_sets
 
     if name in DOMAINS:
         return ""
-    path = (Path(root).expanduser() if root else torchvision_sets.default_root()) \
-        if name in torchvision_sets.TORCHVISION_SETS else Path(name).expanduser()
+    if name in torchvision_sets.TORCHVISION_SETS:
+        spec = torchvision_sets.TORCHVISION_SETS[name]
+        base = Path(root).expanduser() if root else torchvision_sets.default_root()
+        path, files = base / spec.folder, (base / spec.folder).rglob("*") if spec.folder else base.glob("*")
+    else:
+        path = Path(name).expanduser()
+        files = path.rglob("*")
     if not path.is_dir():
         return ""
     digest = hashlib.sha1()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in files if p.is_file()):
         stat = file.stat()
         digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()

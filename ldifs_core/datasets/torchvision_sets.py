@@ -49,6 +49,7 @@ class TorchvisionSet:
     seeded_split: bool = False  # no test split: a fixed stratified 80/20 split (seed 0), as for ImageFolders
     first_label: int = 0  # EMNIST letters numbers a..z from 1 and calls label 0 'N/A'
     transposed: bool = False  # EMNIST stores every image transposed (torchvision issue #8783)
+    folder: str = ""  # where torchvision keeps its files under the root ('': loose files in the root itself)
 
 
 GTSRB_CLASSES = (
@@ -92,45 +93,46 @@ PHOTO = ("a photo of a {}.", "a blurry photo of a {}.", "a low contrast photo of
          "a photo of the {}.")
 
 TORCHVISION_SETS: dict[str, TorchvisionSet] = {
-    "cifar10": TorchvisionSet("CIFAR-10", _by_train_flag(tv.CIFAR10), PHOTO),
-    "cifar100": TorchvisionSet("CIFAR-100", _by_train_flag(tv.CIFAR100), PHOTO),
+    "cifar10": TorchvisionSet("CIFAR-10", _by_train_flag(tv.CIFAR10), PHOTO, folder="cifar-10-batches-py"),
+    "cifar100": TorchvisionSet("CIFAR-100", _by_train_flag(tv.CIFAR100), PHOTO, folder="cifar-100-python"),
     "svhn": TorchvisionSet("SVHN", _by_split_name(tv.SVHN),
                            ('a photo of the number: "{}".', 'a photo of the house number "{}".',
                             "a street photo of the digit {}."), class_names=DIGITS),
     "eurosat": TorchvisionSet("EuroSAT", _single_split(tv.EuroSAT),
                               ("a centered satellite photo of {}.", "a centered satellite photo of a {}.",
                                "a centered satellite photo of the {}."),
-                              rename=EUROSAT_CLASSES, seeded_split=True),
+                              rename=EUROSAT_CLASSES, seeded_split=True, folder="eurosat"),
     "gtsrb": TorchvisionSet("GTSRB", _by_split_name(tv.GTSRB),
                             ('a zoomed in photo of a "{}" traffic sign.', 'a centered photo of a "{}" traffic sign.',
-                             'a close up photo of a "{}" traffic sign.'), class_names=GTSRB_CLASSES),
+                             'a close up photo of a "{}" traffic sign.'), class_names=GTSRB_CLASSES, folder="gtsrb"),
     "dtd": TorchvisionSet("DTD", _by_split_name(tv.DTD),
                           ("a photo of a {} texture.", "a photo of a {} pattern.", "a photo of a {} thing.",
-                           "a photo of a {} object.", "a photo of the {} texture.")),
+                           "a photo of a {} object.", "a photo of the {} texture."), folder="dtd"),
     "stanford_cars": TorchvisionSet("Stanford Cars", _by_split_name(tv.StanfordCars),
                                     ("a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!",
-                                     "a photo of my new {}.")),
+                                     "a photo of my new {}."), folder="stanford_cars"),
     "stl10": TorchvisionSet("STL-10", _by_split_name(tv.STL10),
-                            ("a photo of a {}.", "a photo of the {}.", "a blurry photo of a {}.")),
+                            ("a photo of a {}.", "a photo of the {}.", "a blurry photo of a {}."),
+                            folder="stl10_binary"),
     "flowers102": TorchvisionSet("Flowers-102", _by_split_name(tv.Flowers102),
                                  ("a photo of a {}, a type of flower.", "a close-up photo of a {}, a type of flower.",
-                                  "a photo of the {}, a flower.")),
+                                  "a photo of the {}, a flower."), folder="flowers-102"),
     "oxford_pets": TorchvisionSet("Oxford-IIIT Pets", _by_split_name(tv.OxfordIIITPet, train="trainval"),
                                   ("a photo of a {}, a type of pet.", "a photo of the {}, a type of pet.",
-                                   "a close-up photo of a {}, a type of pet.")),
+                                   "a close-up photo of a {}, a type of pet."), folder="oxford-iiit-pet"),
     "food101": TorchvisionSet("Food-101", _by_split_name(tv.Food101),
                               ("a photo of {}, a type of food.", "a close-up photo of {}, a type of food.",
-                               "a photo of a plate of {}.")),
+                               "a photo of a plate of {}."), folder="food-101"),
     "fgvc_aircraft": TorchvisionSet("FGVC Aircraft", _by_split_name(tv.FGVCAircraft, train="trainval"),
                                     ("a photo of a {}, a type of aircraft.", "a photo of the {}, a type of aircraft.",
-                                     "a photo of a {} airplane.")),
+                                     "a photo of a {} airplane."), folder="fgvc-aircraft-2013b"),
     "kmnist": TorchvisionSet("KMNIST", _by_train_flag(tv.KMNIST),
                              ('a handwritten hiragana character "{}".', 'the Japanese character "{}", written by hand.',
-                              'a white hiragana "{}" on a black background.')),
+                              'a white hiragana "{}" on a black background.'), folder="KMNIST"),
     "emnist_letters": TorchvisionSet("EMNIST letters", _by_train_flag(tv.EMNIST, split="letters"),
                                      ("a handwritten letter {}.", 'the letter "{}", written by hand.',
                                       "a white letter {} on a black background."),
-                                     first_label=1, transposed=True),
+                                     first_label=1, transposed=True, folder="EMNIST"),
 }
 
 
