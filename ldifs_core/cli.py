@@ -39,6 +39,11 @@ class ArgumentParser(argparse.ArgumentParser):
 # -- checking input before any work ------------------------------------------------------------------
 
 
+def limit(text: str) -> int | None:
+    """An image limit: a number, or 'all' for none (only the images a run uses are decoded)."""
+    return None if text.strip().lower() == "all" else int(text)
+
+
 def comma_list(flag: str, text: str, convert: Callable[[str], T], example: str) -> list[T]:
     """The items of a comma list, each converted; a BadConfig naming the flag and the item that does not fit.
 
@@ -153,12 +158,14 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
     parser.add_argument("--data-root", help="root of torchvision datasets")
     parser.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP pictures (faster)")
-    parser.add_argument("--train-limit", type=int, default=defaults.train_limit, help="fine-tuning pool size")
-    parser.add_argument("--eval-limit", type=int, default=defaults.eval_limit, help="test images per dataset")
-    parser.add_argument("--probe-limit", type=int, default=defaults.probe_limit,
-                        help="train images per class for linear probes")
-    parser.add_argument("--probe-cap", type=int, default=defaults.probe_cap,
-                        help="at most this many linear-probe train images per dataset")
+    parser.add_argument("--train-limit", type=limit, default=defaults.train_limit,
+                        help="fine-tuning pool size ('all': the whole train split)")
+    parser.add_argument("--eval-limit", type=limit, default=defaults.eval_limit,
+                        help="test images per dataset ('all': every one)")
+    parser.add_argument("--probe-limit", type=limit, default=defaults.probe_limit,
+                        help="train images per class for linear probes ('all': every one)")
+    parser.add_argument("--probe-cap", type=limit, default=defaults.probe_cap,
+                        help="at most this many linear-probe train images per dataset ('all': no cap)")
     parser.add_argument("--store", type=Path, help=STORE_HELP)
     parser.add_argument("--json", type=Path, help="also write the metrics JSON here" +
                         (" (a list: every run, failed ones with their status and message)" if sweep else ""))

@@ -105,6 +105,7 @@ def test_a_sweep_records_a_diverging_run_goes_on_and_reports_every_run(store_dir
     (["run", "--batch-size", "500", "--train-limit", "100"], "batch size 500 is larger than the fine-tuning pool"),
     (["run", "--steps", "0"], "steps must be"),
     (["run", "--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    (["run", "--train-limit", "lots"], "argument --train-limit: invalid limit value: 'lots'"),
     (["run", "--bn", "sometimes"], "argument --bn: invalid choice"),
     (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["list", "--objective", "bogus"], "argument --objective: invalid choice: 'bogus'"),

@@ -308,3 +308,18 @@ def test_a_torchvision_dataset_is_versioned_by_its_own_folder_not_the_whole_root
     assert data_version("eurosat", tmp_path) != version
     (tmp_path / "test_32x32.mat").write_bytes(b"d")  # SVHN keeps its files loose in the root
     assert data_version("svhn", tmp_path) != data_version("svhn", tmp_path / "gtsrb")
+
+
+def test_the_cli_takes_all_as_no_limit_and_decodes_exactly_the_whole_split(photos: Path, cache: Path, store_dir: Path,
+                                                                          tmp_path: Path, capsys):
+    import json
+
+    from ldifs_core.cli import main
+
+    out = tmp_path / "run.json"
+    assert main(["run", "--dataset", str(photos), "--train-limit", "all", "--eval-limit", "all", "--steps", "1",
+                 "--batch-size", "8", "--eval-datasets", "animals", "--probe-limit", "2", "--no-umap",
+                 "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["config"]["train_limit"] is None and metrics["config"]["eval_limit"] is None
+    assert metrics["downstream"]["n"] == 24  # every test image of the folder
