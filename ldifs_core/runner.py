@@ -138,8 +138,12 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
 
     try:
         store.update_progress(run_id, {"phase": "loading"})
-        run = prepare(cfg, lambda done, total: store.update_progress(
-            run_id, {"phase": "loading", "images_done": done, "images_total": total}))
+        def loading(done: int, total: int) -> None:
+            if should_stop is not None and should_stop():
+                raise RunCancelled(f"Cancelled while decoding images ({done:,} of {total:,} done).")
+            store.update_progress(run_id, {"phase": "loading", "images_done": done, "images_total": total})
+
+        run = prepare(cfg, loading)
         if should_stop is not None and should_stop():
             raise RunCancelled("Cancelled before training started.")
         result = finetune(cfg, run.base, run.train, run.device, record, should_stop)

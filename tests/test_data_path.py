@@ -4,6 +4,7 @@ fool), and in-process caches hold a memory budget, not a count."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -323,3 +324,21 @@ def test_the_cli_takes_all_as_no_limit_and_decodes_exactly_the_whole_split(photo
     metrics = json.loads(out.read_text())
     assert metrics["config"]["train_limit"] is None and metrics["config"]["eval_limit"] is None
     assert metrics["downstream"]["n"] == 24  # every test image of the folder
+
+
+def test_cancelling_while_images_decode_stops_the_decoding_and_records_the_run_cancelled(
+        photos: Path, cache: Path, store_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    from ldifs_core.runner import execute
+    from ldifs_core.store import RunStore
+
+    monkeypatch.setenv("LDIFS_DECODE_WORKERS", "2")
+    decoded_chunks: list[int] = []
+    store = RunStore()
+    cfg = RunConfig(dataset=str(photos), steps=1, batch_size=4, train_limit=None, eval_datasets=["animals"])
+    real_update = store.update_progress
+    store.update_progress = lambda run_id, p: (decoded_chunks.append(p.get("images_done", 0)), real_update(run_id, p))
+    run_id = execute(cfg, store, should_stop=lambda: len(decoded_chunks) >= 1)  # after the "loading" phase
+    record = store.get(run_id)
+    assert record.status == "cancelled"
+    assert re.search(r"while decoding images \((32|64) of 96 done\)", record.message)  # the first of 2 chunks
+    assert entries(cache) == [] and not any(cache.iterdir())  # nothing half-written is left behind

@@ -85,16 +85,21 @@ def entry_key(identity: dict, positions: np.ndarray, image_size: int) -> str:
 
 # ------------------------------------------------------------------------------------------------- decoding
 
-_reader: Callable[[int], Image.Image] | None = None
-_source: ImageSource | None = None
+_worker_source: tuple[Callable[[int], Image.Image], bool] | None = None  # a worker process's opened source
 
 
 def _start_worker(source: ImageSource) -> None:
-    global _reader, _source
-    _source, _reader = source, source.open()
+    global _worker_source
+    _worker_source = (source.open(), source.transposed)
 
 
-def _decode_rows(images_path: str, rows: Sequence[int], positions: Sequence[int], image_size: int) -> list[bool]:
+def _decode_rows_in_worker(images_path: str, rows: Sequence[int], positions: Sequence[int],
+                           image_size: int) -> list[bool]:
+    return _decode_rows(images_path, rows, positions, image_size, *_worker_source)
+
+
+def _decode_rows(images_path: str, rows: Sequence[int], positions: Sequence[int], image_size: int,
+                 reader: Callable[[int], Image.Image], transposed: bool) -> list[bool]:
     """Decode `positions` into `rows` of the memory-mapped images.npy; which of them could be read."""
     from ldifs_core.datasets.folder import UNREADABLE, pil_to_uint8
 
@@ -102,12 +107,12 @@ def _decode_rows(images_path: str, rows: Sequence[int], positions: Sequence[int]
     ok = []
     for row, position in zip(rows, positions):
         try:
-            with _reader(int(position)) as image:
+            with reader(int(position)) as image:
                 pixels = pil_to_uint8(image, image_size).numpy()
         except UNREADABLE:
             ok.append(False)
             continue
-        images[row] = pixels.swapaxes(-1, -2) if _source.transposed else pixels
+        images[row] = pixels.swapaxes(-1, -2) if transposed else pixels
         ok.append(True)
     images.flush()
     return ok
@@ -115,7 +120,8 @@ def _decode_rows(images_path: str, rows: Sequence[int], positions: Sequence[int]
 
 def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, image_size: int, desc: str,
                  progress: Progress | None) -> np.ndarray:
-    """Fill images.npy (already allocated) with the decoded `positions`; a mask of the ones that could be read."""
+    """Fill images.npy (already allocated) with the decoded `positions`; a mask of the ones that could be read.
+    `progress` may raise (a cancelled run) to stop: workers then finish their current chunk and stop."""
     from tqdm import tqdm
 
     chunks = [range(start, min(start + CHUNK, len(positions))) for start in range(0, len(positions), CHUNK)]
@@ -134,23 +140,26 @@ def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, 
 
     try:
         if workers == 0:
-            _start_worker(source)
+            reader = source.open()
             for rows in chunks:
-                finished(rows, _decode_rows(str(images_path), rows, positions[rows.start:rows.stop], image_size))
-        else:
-            # forkserver: workers fork from a clean server process, never from this one (which may hold the
-            # app's threads and their locks); the preloaded module makes each worker's start cheap.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["ldifs_core.datasets.folder"])
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                     initargs=(source,)) as pool:
-                futures = {pool.submit(_decode_rows, str(images_path), rows, positions[rows.start:rows.stop],
-                                       image_size): rows for rows in chunks}
-                for future in as_completed(futures):
-                    finished(futures[future], future.result())
+                finished(rows, _decode_rows(str(images_path), rows, positions[rows.start:rows.stop], image_size,
+                                            reader, source.transposed))
+            return ok
+        # forkserver: workers fork from a clean server process, never from this one (which may hold the app's
+        # threads and their locks); the preloaded module makes each worker's start cheap.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["ldifs_core.datasets.folder"])
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(source,))
+        try:
+            futures = {pool.submit(_decode_rows_in_worker, str(images_path), rows, positions[rows.start:rows.stop],
+                                   image_size): rows for rows in chunks}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return ok
     finally:
         bar.close()
-    return ok
 
 
 # ---------------------------------------------------------------------------------------------- cache entries
