@@ -65,10 +65,13 @@ def fabricated_folder(folder: Path, classes: int = 10, per_class: int = 60, size
     return folder
 
 
-def whole_run(checkpoint: Path, data: Path, device: str, store_dir: Path) -> None:
-    cfg = RunConfig(dataset=str(data), objective="ldifs", model="ViT-B-32", pretrained=str(checkpoint), steps=20,
-                    batch_size=16, device=device, eval_datasets=["mnist", "animals"], eval_limit=200, probe_limit=10,
-                    umap_points=100, warmup_steps=2)
+def whole_run(checkpoint: Path, data: Path, device: torch.device, store_dir: Path) -> None:
+    """Every stage of a run on `device`; on a CPU a token size (a ViT-B-32 step takes seconds there)."""
+    cuda = device.type == "cuda"
+    cfg = RunConfig(dataset=str(data), objective="ldifs", model="ViT-B-32", pretrained=str(checkpoint),
+                    steps=40 if cuda else 2, batch_size=64 if cuda else 4, device=str(device),
+                    eval_datasets=["mnist", "animals"], eval_limit=500 if cuda else 20, probe_limit=20 if cuda else 2,
+                    umap_points=200 if cuda else 15, warmup_steps=2)
     store = RunStore(store_dir)
     started = time.perf_counter()
     run_id = execute(cfg, store)
@@ -154,7 +157,7 @@ def main() -> None:
         os.environ.setdefault("LDIFS_CACHE_DIR", str(scratch / "decoded"))
         checkpoint = random_checkpoint(scratch)
         if not args.skip_run:
-            whole_run(checkpoint, fabricated_folder(scratch / "photos"), str(device), scratch / "store")
+            whole_run(checkpoint, fabricated_folder(scratch / "photos"), device, scratch / "store")
         model = load_model("ViT-B-32", str(checkpoint)).private_copy(device)
         g = torch.Generator().manual_seed(0)
         data = ImageSet("synthetic", "train", torch.randint(0, 256, (4 * batch, 3, 224, 224), dtype=torch.uint8,

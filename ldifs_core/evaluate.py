@@ -130,14 +130,18 @@ def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Mo
                       should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Downstream gain and, for every other dataset, what the image tower lost.
 
-    `tuned_visual` must live where `base` does. `should_stop` is checked between datasets, so a cancel
-    during evaluation takes effect in seconds.
+    `tuned_visual` must live where `base` does. `should_stop` is checked before each dataset (the task's
+    included), so a cancel during evaluation takes effect within one dataset's report.
     """
+    def check(before: str) -> None:
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled while evaluating (before {before}).")
+
+    check(downstream_test.name)
     downstream = downstream_report(base, tuned_visual, head, downstream_test)
     forgetting, arrays, correct = [], {}, []
     for data in others.values():
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled while evaluating (before {data.test.name}).")
+        check(data.test.name)
         report, extra, flags = dataset_report(cfg, base, tuned_visual, data, with_umap)
         forgetting.append(report)
         arrays.update(extra)
