@@ -70,8 +70,8 @@ def whole_run(checkpoint: Path, data: Path, device: torch.device, store_dir: Pat
     cuda = device.type == "cuda"
     cfg = RunConfig(dataset=str(data), objective="ldifs", model="ViT-B-32", pretrained=str(checkpoint),
                     steps=40 if cuda else 2, batch_size=64 if cuda else 4, device=str(device),
-                    eval_datasets=["mnist", "animals"], eval_limit=500 if cuda else 20, probe_limit=20 if cuda else 2,
-                    umap_points=200 if cuda else 15, warmup_steps=2)
+                    eval_datasets=["mnist", "animals"], eval_limit=500 if cuda else 40, probe_limit=20 if cuda else 2,
+                    umap_points=200 if cuda else 30, warmup_steps=2)
     store = RunStore(store_dir)
     started = time.perf_counter()
     run_id = execute(cfg, store)
