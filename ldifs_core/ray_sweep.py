@@ -22,6 +22,7 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -105,12 +106,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         return
     address = resolve_address(address)
     options: dict = {"runtime_env": {"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES},
-                     "logging_level": logging.WARNING, "log_to_driver": False}
+                     "logging_level": logging.ERROR, "log_to_driver": False}
     if address == LOCAL:
         options.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                        object_store_memory=object_store_bytes)
     try:
-        ray.init(address=address, **options)
+        with warnings.catch_warnings():  # Ray warns, then raises; the error below says it once, with what to do
+            warnings.simplefilter("ignore")
+            ray.init(address=address, **options)
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
         raise ClusterUnavailable(
             f"Could not {'start Ray here' if address == LOCAL else f'reach the Ray cluster at {address}'} "
