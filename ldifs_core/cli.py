@@ -19,11 +19,14 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.store import LISTED_STATUSES, RunStore
+
+if TYPE_CHECKING:  # ray loads only for --ray
+    from ldifs_core.ray_sweep import TrialResources
 
 T = TypeVar("T")
 STORE_HELP = "run store folder (default: $LDIFS_STORE or ./runs)"
@@ -320,7 +323,8 @@ def sweep_one_by_one(configs: list[RunConfig], store: RunStore, results: list[di
         print(summary_line(results[-1]) if results[-1]["status"] == "done" else failure_line(results[-1]))
 
 
-def sweep_on_ray(configs: list[RunConfig], store: RunStore, address: str, resources, results: list[dict]) -> None:
+def sweep_on_ray(configs: list[RunConfig], store: RunStore, address: str, resources: TrialResources,
+                 results: list[dict]) -> None:
     """The grid as Ray tasks (ray_sweep.py), Ray connected and the cluster checked: one bar over the trials with
     the running ones' steps, a line per trial as it ends. `results` gets every trial in grid order, also after
     Ctrl-C (the unfinished ones recorded cancelled)."""
@@ -387,9 +391,15 @@ def cmd_list(args) -> int:
         s = r.summary
         numbers = (f"acc {s['accuracy_after']:.1f}  ZS Δ {s['mean_zs_delta']:+.1f}  LP Δ {s['mean_lp_delta']:+.1f}"
                    if r.status == "done" and {"accuracy_after", "mean_zs_delta", "mean_lp_delta"} <= set(s)
-                   else r.message[:100])
+                   else progress_text(r.progress) if r.status == "running" else r.message[:100])
         print(f"{r.run_id}  {r.status:<11} {r.config.describe():<45} {numbers}")
     return 0
+
+
+def progress_text(progress: dict) -> str:
+    """Where a running run is: its phase or step, and the node of a Ray trial."""
+    where = f"step {progress['step']}/{progress['total_steps']}" if "step" in progress else progress.get("phase", "")
+    return where + (f" on {progress['node']}" if "node" in progress else "")
 
 
 def cmd_show(args) -> int:

@@ -99,8 +99,8 @@ def resolve_address(address: str | None) -> str:
 def ray_session(address: str | None = None, num_cpus: int | None = None,
                 object_store_bytes: int = LOCAL_OBJECT_STORE_BYTES) -> Iterator[str]:
     """Connected to Ray for the duration; yields the address used. A local instance is sized to this machine
-    (or `num_cpus`), without dashboard, and stopped afterwards. A process already connected (a test session, the
-    app between sweeps) keeps its connection."""
+    (or `num_cpus`), without dashboard, and stopped afterwards. A process already connected (a test session that
+    started Ray once for many sweeps) keeps its connection."""
     if ray.is_initialized():
         yield "the connected cluster"
         return
@@ -156,8 +156,9 @@ def paths_needed(cfg: RunConfig) -> list[tuple[str, str]]:
     from ldifs_core.datasets import BANK_NAMES, torchvision_sets
 
     needed = []
-    if cfg.pretrained and Path(cfg.pretrained).expanduser().suffix in (".pt", ".pth", ".bin", ".safetensors"):
-        needed.append((str(Path(cfg.pretrained).expanduser()), "the checkpoint file"))
+    checkpoint = cfg.pretrained or ""
+    if os.path.sep in checkpoint or checkpoint.endswith((".pt", ".pth", ".bin", ".safetensors")):  # not a zoo tag
+        needed.append((str(Path(checkpoint).expanduser()), "the checkpoint file"))
     for name in (cfg.dataset, *(cfg.eval_datasets or ())):
         if name in torchvision_sets.TORCHVISION_SETS:
             if not cfg.download:

@@ -66,7 +66,7 @@ def test_a_sweep_on_ray_gives_the_sequential_sweeps_metrics_and_files(cluster, t
         assert tuned.keys() == reference.keys() and all((tuned[k] == reference[k]).all() for k in tuned)
 
 
-def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cluster, tmp_path):
+def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cluster, tmp_path, capsys):
     bad = tmp_path / "scans"
     for name in ("cat", "dog"):
         (bad / name).mkdir(parents=True)
@@ -77,11 +77,19 @@ def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cl
     resources = ray_sweep.check_cluster(configs, TrialResources(cpus=1))  # the folder is there, so it may start
     failed, finished = record_trials(store, configs)
     progress: dict[str, list[str]] = {}
-    run_trials(store, [failed, finished], resources,
-               on_progress=lambda run_id, p: progress.setdefault(run_id, []).append(p["phase"]))
+    listed: list[str] = []
+
+    def on_progress(run_id: str, report: dict) -> None:
+        progress.setdefault(run_id, []).append(report["phase"])
+        if "step" in report and not listed:  # what `list` shows meanwhile
+            main(["list", "--store", str(tmp_path / "store")])
+            listed.append(capsys.readouterr().out)
+
+    run_trials(store, [failed, finished], resources, on_progress=on_progress)
 
     assert store.get(finished.run_id).status == "done"
     assert progress[finished.run_id][0] == "loading" and "evaluating" in progress[finished.run_id]
+    assert f"{finished.run_id}  running" in listed[0] and "step 3/3 on " in listed[0]
     record = store.get(failed.run_id)
     assert record.status == "failed"
     assert "could be read" in record.message and str(bad) in record.message
