@@ -13,6 +13,7 @@ import pytest
 from app import jobs
 from app.jobs import RAY_ADDRESS_ENV, JobRunner
 from app.views.runs import RAY_FIELD
+from ldifs_core.errors import ClusterUnavailable
 from ldifs_core.store import RunStore
 from tests.app.conftest import fake_execute, open_page, wait_for_status
 from tests.app.sample_runs import finish_run
@@ -114,6 +115,24 @@ def test_a_typed_address_overrides_the_environment(app, store, ray, monkeypatch)
     wait_until(lambda: ray.calls)
     assert ray.calls[0][1] == "ray://other:10001"
     ray.release.set()
+
+
+def test_a_cluster_that_cannot_take_the_sweep_fails_its_runs_with_the_reason(app, store, runner, monkeypatch):
+    reason = "Could not reach the Ray cluster at ray://gone:10001 (ray client connection timeout)."
+
+    def unreachable(store, trials, address, should_stop):
+        raise ClusterUnavailable(reason)
+
+    refusing = JobRunner(store, execute=fake_execute, sweep_on_ray=unreachable)
+    monkeypatch.setattr(jobs, "job_runner", lambda: refusing)
+    monkeypatch.setenv(RAY_ADDRESS_ENV, "ray://gone:10001")
+    open_page(app, "runs")
+    queue_sweep(app, lams=(1.0, 10.0))
+    for record in store.list():
+        wait_for_status(store, record.run_id, ("failed",))
+    app.run()
+    assert [record.message for record in store.list()] == [reason, reason]
+    assert list(app.dataframe[0].value["message"]) == [reason, reason]  # the runs table says why
 
 
 def wait_until(condition, timeout_s: float = 10.0) -> None:
