@@ -2,9 +2,10 @@
 
 Run: `.venv/bin/python benchmarks/ray_bench.py [RUN FLAGS]` (also part of `make bench`). The grid is ce and
 ldifs × seeds 0, 1 at the default settings; flags given (e.g. `--steps 40 --no-umap`) go to both sweeps, for a
-quicker, smaller figure on a busy machine (shorter runs make Ray's fixed seconds weigh more, never less). Sequential: one run after another, each with every core. On Ray: a local instance sized
-to the machine, one CPU per trial (the default), so two trials share two cores; Ray's start, the upload of the
-project, worker start-up and shutdown are all counted. Budget: Ray's wall time ≤ 1.15 × the sequential one (on
+quicker, smaller figure on a busy machine (shorter runs make Ray's fixed seconds weigh more, never less).
+Sequential: one run after another, each with every core. On Ray: a local instance sized to the machine, one CPU
+per trial (the default), so two trials share two cores; Ray's start, the upload of the project, worker start-up
+and shutdown are all counted. Budget: Ray's wall time ≤ 1.15 × the sequential one (on
 2 cores it cannot be faster: the same work, plus Ray). Figures vary with whatever else the machine is doing.
 """
 from __future__ import annotations

@@ -188,8 +188,8 @@ def config_from(args: argparse.Namespace, objective: str, lam: float | None, see
         device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=args.ldifs_variant,
         precompute_frozen=args.precompute_frozen, data_root=args.data_root, download=args.download,
         eval_datasets=eval_datasets, umap_points=0 if args.no_umap else RunConfig.umap_points,
-        save_weights=not args.no_weights, train_limit=args.train_limit, eval_limit=args.eval_limit, probe_limit=args.probe_limit,
-        probe_cap=args.probe_cap,
+        save_weights=not args.no_weights, train_limit=args.train_limit, eval_limit=args.eval_limit,
+        probe_limit=args.probe_limit, probe_cap=args.probe_cap,
     ).validate()
     for dataset in (cfg.dataset, *(cfg.eval_datasets or ())):
         check_known(dataset)
@@ -286,8 +286,8 @@ def cmd_sweep(args) -> int:
         return report_sweep(args, len(configs), lambda results: sweep_one_by_one(configs, store, results))
     from ldifs_core import ray_sweep
 
-    resources = ray_sweep.TrialResources(1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
-                                           args.gpus_per_trial).check()
+    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    resources = ray_sweep.TrialResources(cpus, args.gpus_per_trial).check()
     with ray_sweep.ray_session(args.ray) as address:
         resources = ray_sweep.check_cluster(configs, resources)
         return report_sweep(args, len(configs),
