@@ -9,12 +9,17 @@ Two kinds of job share the queue:
 - a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
 - a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
   store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store.
+
+A sweep can also go to a Ray cluster instead (`submit_ray_sweep`): its runs bypass the queue, run side by side on
+the cluster (ldifs_core.ray_sweep), and are recorded in the store like any run, so the same cards follow them and
+Cancel reaches them. The cluster's address comes from $LDIFS_RAY_ADDRESS or the Runs & sweeps page.
 """
 from __future__ import annotations
 
 import gc
 import importlib
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,9 +38,12 @@ log = logging.getLogger(__name__)
 Execute = Callable[..., str]
 # wise.wise_ft_path's signature: (store, run_id, alphas, should_stop=..., on_alpha=(α, metrics) -> None) -> list
 WisePath = Callable[..., list]
+# ray_sweep on a connected cluster: (store, [(run id, cfg)], address, should_stop=(run id) -> bool) -> None
+SweepOnRay = Callable[..., None]
 CANCELLED_BEFORE_START = "Cancelled before it started."
 WISE_PREFIX = "wise-"
 WISE_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))  # the app's WiSE-FT path: α = 0, 0.1, …, 1
+RAY_ADDRESS_ENV = "LDIFS_RAY_ADDRESS"  # where "Queue sweep" sends sweeps by default ('' or unset: the worker)
 
 
 def execute_for_real(cfg: RunConfig, store: RunStore, **kwargs) -> str:
@@ -49,6 +57,21 @@ def wise_path_for_real(store: RunStore, run_id: str, alphas: Sequence[float], **
     from ldifs_core.wise import wise_ft_path
 
     return wise_ft_path(store, run_id, alphas, **kwargs)
+
+
+def sweep_on_ray_for_real(store: RunStore, trials: Sequence[tuple[str, RunConfig]], address: str,
+                          should_stop: Callable[[str], bool]) -> None:
+    """The recorded runs as Ray trials at `address` ('local' starts Ray in this process; see ray_sweep)."""
+    from ldifs_core import ray_sweep
+
+    with ray_sweep.ray_session(address):
+        resources = ray_sweep.check_cluster([cfg for _, cfg in trials], ray_sweep.TrialResources())
+        ray_sweep.run_trials(store, [ray_sweep.Trial(run_id, cfg) for run_id, cfg in trials], resources,
+                             should_stop=should_stop)
+
+
+def default_ray_address() -> str:
+    return os.environ.get(RAY_ADDRESS_ENV, "").strip()
 
 
 def settle_memory() -> None:
@@ -113,10 +136,15 @@ class JobRunner:
     """Process-wide queue of jobs; every session submits here and reads results from the store."""
 
     def __init__(self, store: RunStore, execute: Execute = execute_for_real,
-                 warm_up: Callable[[], None] | None = None, wise_path: WisePath = wise_path_for_real):
+                 warm_up: Callable[[], None] | None = None, wise_path: WisePath = wise_path_for_real,
+                 sweep_on_ray: SweepOnRay = sweep_on_ray_for_real):
         self.store = store
         self._execute = execute
         self._wise_path = wise_path
+        self._sweep_on_ray = sweep_on_ray
+        self._on_ray: dict[str, str] = {}  # run id -> cluster address, while the run is queued or running there
+        self._ray_cancel: set[str] = set()
+        self._ray_driver = threading.Lock()  # one sweep at a time drives Ray (one connection per process)
         self._warm_up = warm_up
         self._changed = threading.Condition()
         self._pending: deque[RunJob | WiseJob] = deque()
@@ -159,10 +187,29 @@ class JobRunner:
             self._changed.notify()
         return True
 
+    def submit_ray_sweep(self, configs: Sequence[RunConfig], address: str) -> list[str]:
+        """Record the runs as queued and hand them to the Ray cluster at `address` from a driver thread; a sweep
+        submitted while another drives Ray waits for it. A cluster that cannot take them (unreachable, too small,
+        files missing on its nodes) fails every run with the reason."""
+        trials = [(self.store.create(cfg, status="queued"), cfg) for cfg in configs]
+        with self._changed:
+            self._on_ray.update({run_id: address for run_id, _ in trials})
+        threading.Thread(target=self._drive_ray, args=(trials, address), name="ldifs-ray-sweep", daemon=True).start()
+        return [run_id for run_id, _ in trials]
+
+    def ray_address(self, run_id: str) -> str | None:
+        """The Ray cluster a run of this process was sent to, while it is queued or running there."""
+        with self._changed:
+            return self._on_ray.get(run_id)
+
     def cancel(self, job_id: str) -> None:
         """A queued job is dropped (a run recorded cancelled) without running; the running one stops at its next
-        check: before the next training step, the next dataset of its evaluation, or the next α."""
+        check: before the next training step, the next dataset of its evaluation, or the next α. A run on Ray is
+        cancelled there the same way."""
         with self._changed:
+            if job_id in self._on_ray:
+                self._ray_cancel.add(job_id)
+                return
             if job_id == self._current:
                 self._stop_requested = True
                 return
@@ -178,11 +225,12 @@ class JobRunner:
     def owns(self, job_id: str) -> bool:
         """Whether this process's worker has the job (queued or running): only those can be cancelled here."""
         with self._changed:
-            return job_id == self._current or any(job.job_id == job_id for job in self._pending)
+            return (job_id == self._current or job_id in self._on_ray
+                    or any(job.job_id == job_id for job in self._pending))
 
     def cancelling(self, job_id: str) -> bool:
         with self._changed:
-            return job_id == self._current and self._stop_requested
+            return (job_id == self._current and self._stop_requested) or job_id in self._ray_cancel
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start; None when the job is not waiting in this queue."""
@@ -238,6 +286,35 @@ class JobRunner:
         except Exception as err:
             log.exception("run %s crashed", run_id)
             self._record_crash(run_id, err)
+
+    def _drive_ray(self, trials: list[tuple[str, RunConfig]], address: str) -> None:
+        with self._ray_driver:
+            try:
+                self._sweep_on_ray(self.store, trials, address, should_stop=self._ray_should_stop)
+            except LabError as err:  # before any trial ran: the cluster could not take them
+                for run_id, _ in trials:
+                    self._fail_unfinished(run_id, str(err))
+            except Exception as err:
+                log.exception("the Ray sweep at %s crashed", address)
+                for run_id, _ in trials:
+                    self._fail_unfinished(run_id, f"Internal error ({type(err).__name__}: {err}). Please report it.")
+            finally:
+                with self._changed:
+                    for run_id, _ in trials:
+                        self._on_ray.pop(run_id, None)
+                        self._ray_cancel.discard(run_id)
+
+    def _ray_should_stop(self, run_id: str) -> bool:
+        with self._changed:
+            return run_id in self._ray_cancel
+
+    def _fail_unfinished(self, run_id: str, message: str) -> None:
+        """Record a run that never got its outcome as failed; never raises (see _record_crash)."""
+        try:
+            if self.store.get(run_id).status in ("queued", "running"):
+                self.store.fail(run_id, "failed", message)
+        except Exception:
+            log.exception("could not record the failure of run %s", run_id)
 
     def _run_wise(self, job: WiseJob) -> None:
         self._set_wise(job.run_id, status="running")
@@ -296,11 +373,7 @@ class JobRunner:
     def _record_crash(self, run_id: str, err: Exception) -> None:
         """execute records its own crashes; this covers one that happened before it could. It never raises:
         the worker must outlive any run (a run the store cannot update shows as interrupted after a restart)."""
-        try:
-            if self.store.get(run_id).status in ("queued", "running"):
-                self.store.fail(run_id, "failed", f"Internal error ({type(err).__name__}: {err}). Please report it.")
-        except Exception:
-            log.exception("could not record the crash of run %s", run_id)
+        self._fail_unfinished(run_id, f"Internal error ({type(err).__name__}: {err}). Please report it.")
 
 
 @st.cache_resource(show_spinner=False)

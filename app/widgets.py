@@ -207,9 +207,14 @@ def run_elsewhere(record: RunRecord) -> str:
 
 
 def _queued(record: RunRecord) -> None:
-    position = jobs.job_runner().queue_position(record.run_id)
-    ahead = f"{position - 1} more job(s) ahead of it" if position and position > 1 else "next in line"
-    st.progress(0.0, text=f"Queued — {ahead}; jobs go one at a time.")
+    runner = jobs.job_runner()
+    address = runner.ray_address(record.run_id)
+    if address is not None:
+        st.progress(0.0, text=f"Queued on Ray ({address}) — it starts when the cluster has room.")
+    else:
+        position = runner.queue_position(record.run_id)
+        ahead = f"{position - 1} more job(s) ahead of it" if position and position > 1 else "next in line"
+        st.progress(0.0, text=f"Queued — {ahead}; jobs go one at a time.")
     _cancel_button(record)
 
 
@@ -217,18 +222,20 @@ def progress_bar(record: RunRecord) -> tuple[float, str]:
     """Fraction done and the line under the bar, from the progress the runner writes to the store."""
     progress = record.progress
     phase = progress.get("phase", "loading")
+    node = f" · on {progress['node']}" if "node" in progress else ""  # a Ray trial says which node runs it
     if phase == "training":
         step, total = progress.get("step", 0), progress.get("total_steps", record.config.steps)
         return step / max(1, total), (f"Training: step {step}/{total} · about "
                                       f"{format_duration(progress.get('eta_s', 0.0))} left · "
-                                      f"{progress.get('images_per_s', 0):.0f} images/s")
+                                      f"{progress.get('images_per_s', 0):.0f} images/s{node}")
     if phase == "evaluating":
         return 1.0, ("Training done — measuring forgetting on the other datasets (Cancel stops it before the next "
-                     "dataset)…")
+                     f"dataset)…{node}")
     if progress.get("images_total"):
         done, total = progress["images_done"], progress["images_total"]
-        return done / total, f"Loading data ({done:,} / {total:,} images decoded; decoded once, then cached)…"
-    return 0.0, "Loading the model and data…"
+        return done / total, (f"Loading data ({done:,} / {total:,} images decoded; decoded once, then "
+                              f"cached)…{node}")
+    return 0.0, f"Loading the model and data…{node}"
 
 
 def _running(record: RunRecord) -> None:

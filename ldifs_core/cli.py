@@ -19,11 +19,14 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.store import LISTED_STATUSES, RunStore
+
+if TYPE_CHECKING:  # ray loads only for --ray
+    from ldifs_core.ray_sweep import TrialResources
 
 T = TypeVar("T")
 STORE_HELP = "run store folder (default: $LDIFS_STORE or ./runs)"
@@ -139,6 +142,13 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
         parser.add_argument("--lams", default="", help=f"comma list of λ values for {' and '.join(REGULARISED)} "
                             f"(default: their default λ)")
         parser.add_argument("--seeds", default="0", help=f"comma list of seeds (0..{MAX_SEED})")
+        # -- on a Ray cluster (ray_sweep.py)
+        parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                            help="run the trials as Ray tasks: alone, on $RAY_ADDRESS if set, else on a Ray instance "
+                            "started here; 'auto' or 'ray://HOST:PORT' joins an existing cluster")
+        parser.add_argument("--cpus-per-trial", type=float, help="CPUs Ray reserves per trial (with --ray; default 1)")
+        parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (with --ray; "
+                            "default 1 when the cluster has GPUs, else 0)")
     else:
         parser.add_argument("--objective", default=defaults.objective, choices=OBJECTIVES)
         parser.add_argument("--lam", type=float, help=f"regulariser weight, only for {' and '.join(REGULARISED)} "
@@ -158,6 +168,8 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
     parser.add_argument("--data-root", help="root of torchvision datasets")
     parser.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP pictures (faster)")
+    parser.add_argument("--no-weights", action="store_true", help="keep no tuned weights (WiSE-FT then cannot mix "
+                        "them; a Ray trial sends back less)")
     parser.add_argument("--train-limit", type=limit, default=defaults.train_limit,
                         help="fine-tuning pool size ('all': the whole train split)")
     parser.add_argument("--eval-limit", type=limit, default=defaults.eval_limit,
@@ -183,8 +195,8 @@ def config_from(args: argparse.Namespace, objective: str, lam: float | None, see
         device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=args.ldifs_variant,
         precompute_frozen=args.precompute_frozen, data_root=args.data_root, download=args.download,
         eval_datasets=eval_datasets, umap_points=0 if args.no_umap else RunConfig.umap_points,
-        train_limit=args.train_limit, eval_limit=args.eval_limit, probe_limit=args.probe_limit,
-        probe_cap=args.probe_cap,
+        save_weights=not args.no_weights, train_limit=args.train_limit, eval_limit=args.eval_limit,
+        probe_limit=args.probe_limit, probe_cap=args.probe_cap,
     ).validate()
     for dataset in (cfg.dataset, *(cfg.eval_datasets or ())):
         check_known(dataset)
@@ -274,27 +286,85 @@ def outcome(store: RunStore, run_id: str) -> dict:
 def cmd_sweep(args) -> int:
     configs = sweep_configs(args)
     check_output("--json", args.json)
+    if args.ray is None and (args.cpus_per_trial is not None or args.gpus_per_trial is not None):
+        raise BadConfig("--cpus-per-trial and --gpus-per-trial apply to sweeps on Ray: add --ray.")
     store = RunStore(args.store)
+    if args.ray is None:
+        return report_sweep(args, len(configs), lambda results: sweep_one_by_one(configs, store, results))
+    from ldifs_core import ray_sweep
+
+    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    resources = ray_sweep.TrialResources(cpus, args.gpus_per_trial).check()
+    with ray_sweep.ray_session(args.ray) as address:
+        resources = ray_sweep.check_cluster(configs, resources)
+        return report_sweep(args, len(configs),
+                            lambda results: sweep_on_ray(configs, store, address, resources, results))
+
+
+def report_sweep(args: argparse.Namespace, planned: int, sweep: Callable[[list[dict]], None]) -> int:
+    """Run `sweep`, which appends each run's outcome; then, whatever happened, the table of every run and --json."""
     results: list[dict] = []
     try:
-        for cfg in configs:
-            run_id = store.create(cfg)
-            try:
-                run_with_progress(cfg, store, run_id)
-            except LabError:
-                pass  # recorded as failed with its reason; the sweep goes on
-            except KeyboardInterrupt:
-                results.append(outcome(store, run_id))
-                raise
-            except Exception:  # a bug: recorded as failed ("Internal error"); shown, and the sweep goes on
-                traceback.print_exc()
-            results.append(outcome(store, run_id))
-            print(summary_line(results[-1]) if results[-1]["status"] == "done" else failure_line(results[-1]))
+        sweep(results)
     finally:
-        print_sweep_table(results, len(configs))
+        print_sweep_table(results, planned)
         if args.json:
             write_output("--json", args.json, json.dumps(results, indent=2))
     return 0 if all(result["status"] == "done" for result in results) else 1
+
+
+def sweep_one_by_one(configs: list[RunConfig], store: RunStore, results: list[dict]) -> None:
+    """The grid in this process, one run after another; each outcome is appended to `results` as it ends."""
+    for cfg in configs:
+        run_id = store.create(cfg)
+        try:
+            run_with_progress(cfg, store, run_id)
+        except LabError:
+            pass  # recorded as failed with its reason; the sweep goes on
+        except KeyboardInterrupt:
+            results.append(outcome(store, run_id))
+            raise
+        except Exception:  # a bug: recorded as failed ("Internal error"); shown, and the sweep goes on
+            traceback.print_exc()
+        results.append(outcome(store, run_id))
+        print(summary_line(results[-1]) if results[-1]["status"] == "done" else failure_line(results[-1]))
+
+
+def sweep_on_ray(configs: list[RunConfig], store: RunStore, address: str, resources: TrialResources,
+                 results: list[dict]) -> None:
+    """The grid as Ray tasks (ray_sweep.py), Ray connected and the cluster checked: one bar over the trials with
+    the running ones' steps, a line per trial as it ends. `results` gets every trial in grid order, also after
+    Ctrl-C (the unfinished ones recorded cancelled)."""
+    from tqdm import tqdm
+
+    from ldifs_core import ray_sweep
+
+    trials = ray_sweep.record_trials(store, configs)
+    names = {trial.run_id: short_name(trial.cfg) for trial in trials}
+    steps: dict[str, str] = {}
+    bar = tqdm(total=len(trials), desc=f"trials on Ray ({address})", unit="trial", file=sys.stderr,
+               dynamic_ncols=True)
+
+    def on_progress(run_id: str, progress: dict) -> None:
+        steps[run_id] = f"{progress['step']}/{progress['total_steps']}" if "step" in progress else progress["phase"]
+        bar.set_postfix_str(", ".join(f"{names[run_id]} {step}" for run_id, step in steps.items()))
+
+    def on_end(run_id: str) -> None:
+        steps.pop(run_id, None)
+        result = outcome(store, run_id)
+        bar.write(summary_line(result) if result["status"] == "done" else failure_line(result))
+        bar.update()
+
+    try:
+        ray_sweep.run_trials(store, trials, resources, on_progress=on_progress, on_end=on_end)
+    finally:
+        bar.close()
+        results.extend(outcome(store, trial.run_id) for trial in trials)
+
+
+def short_name(cfg: RunConfig) -> str:
+    lam = f" λ={cfg.effective_lam:g}" if cfg.regularised else ""
+    return f"{cfg.objective}{lam} s{cfg.seed}"
 
 
 def failure_line(result: dict) -> str:
@@ -328,9 +398,15 @@ def cmd_list(args) -> int:
         s = r.summary
         numbers = (f"acc {s['accuracy_after']:.1f}  ZS Δ {s['mean_zs_delta']:+.1f}  LP Δ {s['mean_lp_delta']:+.1f}"
                    if r.status == "done" and {"accuracy_after", "mean_zs_delta", "mean_lp_delta"} <= set(s)
-                   else r.message[:100])
+                   else progress_text(r.progress) if r.status == "running" else r.message[:100])
         print(f"{r.run_id}  {r.status:<11} {r.config.describe():<45} {numbers}")
     return 0
+
+
+def progress_text(progress: dict) -> str:
+    """Where a running run is: its phase or step, and the node of a Ray trial."""
+    where = f"step {progress['step']}/{progress['total_steps']}" if "step" in progress else progress.get("phase", "")
+    return where + (f" on {progress['node']}" if "node" in progress else "")
 
 
 def cmd_show(args) -> int:

@@ -45,3 +45,7 @@ class StoreUnavailable(LabError):
 
 class RunCancelled(Exception):
     """The user asked a run to stop; it is recorded as cancelled, not as failed."""
+
+
+class ClusterUnavailable(LabError):
+    """A Ray cluster that cannot be started or reached, or that has no node able to hold one trial."""

@@ -96,6 +96,17 @@ class RunRecord:
     owner: str = ""  # which process runs (or last ran) it, e.g. "process 1234 on host-a"; '' when unknown
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """Everything a finished run keeps, in memory: how a run moves from one store to another (a Ray trial's
+    temporary store on its worker to the driver's store)."""
+
+    metrics: dict
+    arrays: dict[str, np.ndarray]
+    history: list[dict]
+    weights: dict[str, torch.Tensor] | None  # None when the run kept none
+
+
 class RunStore:
     """Every run ever started under `root`: root/index.sqlite plus root/<run_id>/ with its files.
 
@@ -185,6 +196,10 @@ class RunStore:
             self._update(run_id, status="failed", message=message)
             raise StoreUnavailable(message) from err
         self._update(run_id, status="done", message="", summary=_dumps(_summarise(metrics)))
+
+    def import_finished(self, run_id: str, run: FinishedRun) -> None:
+        """Record `run` (read from another store) as the result of this store's run `run_id`, like `finish`."""
+        self.finish(run_id, run.metrics, run.arrays, run.history, run.weights)
 
     def fail(self, run_id: str, status: str, message: str, history: list[dict] | None = None) -> None:
         """Record a failed or cancelled run; its history is kept so the partial curves can still be drawn."""
@@ -291,6 +306,17 @@ class RunStore:
         except (OSError, SafetensorError) as err:
             raise RunUnreadable(_unreadable_message(run_id, f"weights.safetensors is corrupt ({err})")) from err
         return path
+
+    def finished_run(self, run_id: str) -> FinishedRun:
+        """A finished run's files, whole, to import into another store (RunNotFound / RunUnreadable as above)."""
+        metrics = self.metrics(run_id)
+        weights_path = self.weights_path(run_id)
+        weights = None
+        if weights_path is not None:
+            from safetensors.torch import load_file
+
+            weights = load_file(str(weights_path))
+        return FinishedRun(metrics, self.arrays(run_id), self.history(run_id), weights)
 
     # -- WiSE-FT results, cached per (run, α) ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ ALPHAS = jobs.WISE_ALPHAS
 ALPHAS_TEXT = "0, 0.1, …, 1"
 ALL = "all"
 TABS = ("λ sweep", "WiSE-FT", "Compare two runs", "Download")
+RAY_FIELD = "Ray cluster"
 
 
 def filtered(table: pd.DataFrame, column: str, container: DeltaGenerator) -> pd.DataFrame:
@@ -53,6 +54,10 @@ def sweep_tab() -> None:
         steps_col, seed_col = st.columns(2)
         steps = steps_col.number_input("Steps", min_value=1, value=RunConfig().steps, step=50)
         seed = seed_col.number_input("Seed", min_value=0, value=0)
+        ray_address = st.text_input(RAY_FIELD, value=jobs.default_ray_address(), placeholder="empty: this app's worker",
+                                    help="Empty: the runs go one after another through this app's worker. "
+                                         "`local` starts Ray here; `auto` joins the cluster this machine belongs to; "
+                                         "`ray://HOST:10001` a remote one. Default: $LDIFS_RAY_ADDRESS.").strip()
         submitted = st.form_submit_button("Queue sweep", type="primary", icon=":material/playlist_add:")
     if submitted:
         try:
@@ -63,6 +68,14 @@ def sweep_tab() -> None:
             model_picker.check_loads(model_picker.ModelChoice())
         except LabError as err:
             widgets.show_error(err)
+            return
+        if ray_address:
+            run_ids = jobs.job_runner().submit_ray_sweep(configs, ray_address)
+            for run_id in run_ids:
+                widgets.remember_run(run_id)
+            st.success(f"Sent {len(configs)} runs to Ray ({ray_address}); they run side by side as the cluster has "
+                       f"room and land in this app's run store.", icon=":material/hub:")
+            widgets.live_runs(run_ids)
             return
         for cfg in configs:
             widgets.remember_run(jobs.job_runner().submit(cfg))
