@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from app import tables
+from ldifs_core.config import parse_ldifs_taps
 
 BEFORE_COLOR = "#9aa5b1"
 AFTER_COLOR = "#2f4b7c"
@@ -133,8 +134,16 @@ def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_nam
     return fig
 
 
-def tap_names(count: int) -> list[str]:
-    return ["stem"] + [f"tap {i}" for i in range(1, count)]
+def tap_names(count: int, taps: int | str = 4) -> list[str]:
+    """Axis names of `count` tapped layers chosen by `taps` (a count, or groups such as "stem+blocks")."""
+    spec = parse_ldifs_taps(taps)
+    if isinstance(spec, int):
+        return ["stem"] + [f"tap {i}" for i in range(1, count)]
+    head = ["stem"] if "stem" in spec else []
+    tail = ["embedding"] if "embedding" in spec else []
+    inner = count - len(head) - len(tail)
+    middle = [f"block {i}" for i in range(1, inner + 1)] if "blocks" in spec else ["last block"] * inner
+    return head + middle + tail
 
 
 def layer_distances(metrics: dict) -> go.Figure:
@@ -142,7 +151,8 @@ def layer_distances(metrics: dict) -> go.Figure:
     fig = go.Figure()
     for report in metrics["forgetting"]:
         distances = report["layer_distance"]
-        fig.add_scatter(name=report["dataset"], x=tap_names(len(distances)), y=distances, mode="lines+markers")
+        fig.add_scatter(name=report["dataset"], x=tap_names(len(distances), metrics["config"].get("ldifs_taps", 4)),
+                        y=distances, mode="lines+markers")
     fig.update_layout(title="Feature distance per layer (pre-trained vs fine-tuned)",
                       xaxis_title="tapped layer (input → output)", yaxis_title="mean LDIFS distance", height=360)
     return fig

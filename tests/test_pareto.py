@@ -41,3 +41,10 @@ def test_pareto_figure_draws_one_marker_per_objective_and_task_and_one_front_per
     assert fronts == {"Pareto front · mnist": [-9.5, -2.0, 0.0], "Pareto front · fashion_mnist": [-25.0, 0.0]}
     assert all("n = " in t.hovertemplate for t in markers)
     assert {t.marker.color for t in markers} >= {plots.OBJECTIVE_COLORS["ldifs"], plots.OBJECTIVE_COLORS["lp"]}
+
+
+def test_layer_axis_names_follow_the_chosen_taps():
+    assert plots.tap_names(5) == ["stem", "tap 1", "tap 2", "tap 3", "tap 4"]
+    assert plots.tap_names(1, "last") == ["last block"]
+    assert plots.tap_names(6, "stem+blocks+embedding") == ["stem", "block 1", "block 2", "block 3", "block 4",
+                                                          "embedding"]
