@@ -4,7 +4,8 @@ LDIFS(x) = mean over L tapped layers of [ mean over positions of ||phî_l(theta,
 with each position's feature vector normalised to unit L2 norm along channels (LPIPS-style).
 
 Taps: ViT, the output of ln_pre and the residual stream after evenly spaced blocks (ViT-B-32 with 4 taps:
-after blocks 3, 6, 9, 12); ModifiedResNet, the stem (after its pooling) and the four stages. Named groups
+after blocks 3, 6, 9, 12); ModifiedResNet, the stem (after its pooling) and the four stages (a count below 4
+picks evenly spaced stages). Named groups
 (config.LDIFS_TAP_GROUPS, joined by "+") pick them for ablations: "stem", "blocks" (every block / stage),
 "last" (the last block / stage) and "embedding" (the tower's pooled output, one position).
 
