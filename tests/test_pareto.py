@@ -48,3 +48,14 @@ def test_layer_axis_names_follow_the_chosen_taps():
     assert plots.tap_names(1, "last") == ["last block"]
     assert plots.tap_names(6, "stem+blocks+embedding") == ["stem", "block 1", "block 2", "block 3", "block 4",
                                                           "embedding"]
+
+
+def test_science_rows_become_one_point_per_dataset_seed_and_method():
+    from app.science_figure import science_points
+
+    rows = [{"dataset": "mnist", "seed": s, "method": m, "accuracy_after": a, "zero_shot_before": 82.0,
+             "mean_zs_delta": z, "mean_lp_delta": 0.0}
+            for s, m, a, z in ((0, "ce", 95.0, -9.0), (1, "ce", 95.5, -10.0), (0, "lipsum", 94.0, -3.0))]
+    summary = tables.objective_summary(science_points(rows)).set_index("objective")
+    assert summary.loc["ce", "n"] == 2 and summary.loc["ce", "accuracy"] == 95.25
+    assert summary.loc["lipsum", "forgetting"] == -3.0
