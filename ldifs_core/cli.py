@@ -203,8 +203,8 @@ def add_ablation_options(parser: argparse.ArgumentParser, defaults: RunConfig, s
     parser.add_argument("--lipsum-length", type=int, default=defaults.lipsum_length,
                         help="lipsum: tokens per random text")
     parser.add_argument("--zscl-reference", default=defaults.zscl_reference,
-                        help=f"zscl's unlabeled reference images: '{ZSCL_BANK}' (the other concept-bank domains) or "
-                             f"an image folder")
+                        help=f"zscl's unlabeled reference images: '{ZSCL_BANK}' (the other concept-bank domains), one "
+                             f"concept-bank domain, or an image folder")
 
 
 def one_value(flag: str, values: list[T]) -> T:

@@ -33,7 +33,7 @@ OBJECTIVE_SUMMARY = {
 
 # LDIFS taps: a count (the stem + that many evenly spaced blocks/stages) or named groups joined by "+".
 LDIFS_TAP_GROUPS = ("stem", "blocks", "last", "embedding")
-ZSCL_BANK = "bank"  # zscl_reference: the other concept-bank domains (train split); else an ImageFolder path
+ZSCL_BANK = "bank"  # zscl_reference: the other concept-bank domains (train split); else one domain or a folder
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 SCHEMA_VERSION = 2  # of metrics.json; see the README's "The metrics JSON"
@@ -200,11 +200,13 @@ def bench_problems(cfg: RunConfig) -> list[str]:
     if not 1 <= cfg.lipsum_length <= 75:
         problems.append("lipsum_length must be between 1 and 75 tokens (try 8)")
     if cfg.zscl_reference != ZSCL_BANK:
-        if not Path(cfg.zscl_reference).expanduser().is_dir():
-            problems.append(f"zscl_reference '{cfg.zscl_reference}' is neither '{ZSCL_BANK}' nor an existing folder "
-                            f"of images (one sub-folder per class)")
+        from ldifs_core.datasets.domains import DOMAINS  # names only: no torch
+
+        if cfg.zscl_reference not in DOMAINS and not Path(cfg.zscl_reference).expanduser().is_dir():
+            problems.append(f"zscl_reference '{cfg.zscl_reference}' is neither '{ZSCL_BANK}', a concept-bank domain "
+                            f"({', '.join(DOMAINS)}) nor an existing folder of images (one sub-folder per class)")
         elif Path(cfg.zscl_reference).expanduser().resolve() == Path(cfg.dataset).expanduser().resolve():
-            problems.append("zscl_reference is the fine-tuning task itself: give a folder of other images")
+            problems.append("zscl_reference is the fine-tuning task itself: give other images")
     return problems
 
 

@@ -362,7 +362,7 @@ class ZSCL(ToFrozenModel):
         self.captions = zero_shot_head(setup.base, captions, ["{}"]).to(setup.device).clone()  # a plain tensor for autograd
 
     def reference_images_and_captions(self) -> tuple[torch.Tensor, list[str]]:
-        """uint8 images of the reference sets (never the task) and one caption per class of each set."""
+        """uint8 images of the reference sets (train split; never the task) and one caption per class of each set."""
         cfg = self.setup.cfg
         names = ([n for n in available_bank() if n != cfg.dataset] if cfg.zscl_reference == ZSCL_BANK
                  else [cfg.zscl_reference])

@@ -160,6 +160,15 @@ def test_zscl_reference_images_never_include_the_task(model, digits):
     assert not any(bytes(row.numpy()) in seen for row in objective.reference.flatten(1)[:500])
 
 
+def test_zscl_can_take_its_reference_from_one_named_domain(model, digits):
+    objective = built("zscl", model, digits, zscl_reference="animals")
+    animals = load_split("animals", "train")
+    assert len(objective.reference) == min(len(animals), objective.per_reference_dataset)
+    assert objective.captions.shape[0] == animals.num_classes
+    with pytest.raises(BadConfig, match="fine-tuning task itself"):
+        RunConfig(objective="zscl", zscl_reference="mnist").validate()
+
+
 # -- LDIFS taps ---------------------------------------------------------------------------------------
 
 
