@@ -15,7 +15,7 @@ BATCHNORM_MODES = ("train", "frozen")
 MAX_SEED = 2**32 - 1
 
 # Default regulariser weight per objective (see README "Choosing the defaults").
-DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 1.0, "zscl": 1.0}
+DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 0.1, "zscl": 1.0}
 
 # One line per objective: the README's objectives table and the app's Learn page say the same.
 OBJECTIVE_SUMMARY = {
