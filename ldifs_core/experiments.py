@@ -58,7 +58,10 @@ def row(dataset: str, seed: int, method: str, metrics: dict) -> dict:
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+    """Mean ± standard deviation over seeds; a single seed shows its value alone (it has no spread to show)."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -87,16 +90,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list of objectives (default: all; wise-ft rows come with ce)")
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
+    parser.add_argument("--table", type=Path, nargs="+", metavar="ROWS",
+                        help="run nothing: print the table of these rows files (filtered by --datasets, --seeds)")
     parser.add_argument("--eval-limit", type=int, default=RunConfig.eval_limit, help="test images per dataset")
     parser.add_argument("--probe-limit", type=int, default=RunConfig.probe_limit, help="probe images per class")
     args = parser.parse_args(argv)
+    datasets, seeds = [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")]
+    if args.table:
+        rows = [r for path in args.table for r in json.loads(path.read_text())
+                if r["dataset"] in datasets and r["seed"] in seeds]
+        print(markdown_table(rows))
+        return 0
     store = RunStore(args.store)
     objectives = tuple(o for o in args.objectives.split(",") if o)
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         parser.error(f"unknown objective(s) {', '.join(unknown)}: use {', '.join(OBJECTIVES)}")
-    rows = run_grid(store, [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")],
-                    objectives, eval_limit=args.eval_limit, probe_limit=args.probe_limit)
+    rows = run_grid(store, datasets, seeds, objectives, eval_limit=args.eval_limit, probe_limit=args.probe_limit)
     if args.rows:
         args.rows.write_text(json.dumps(rows, indent=2))
     print(markdown_table(rows))
