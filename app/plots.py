@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from app import tables
+from ldifs_core.config import parse_ldifs_taps
 
 BEFORE_COLOR = "#9aa5b1"
 AFTER_COLOR = "#2f4b7c"
@@ -17,8 +18,11 @@ GAIN_COLOR = "#2e7d32"
 LOSS_COLOR = "#c62828"
 TRAIL_COLOR = "rgba(60, 60, 60, 0.45)"
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
-OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f"}
-PART_NAMES = {"ce": "CE", "ldifs": "λ·LDIFS", "l2sp": "λ·L2-SP", "contrastive": "contrastive (FLYP)"}
+OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f",
+                    "ls": "#e377c2", "flyp_ce": "#8c564b", "lora": "#17becf", "lipsum": "#bcbd22", "zscl": "#2ca02c"}
+PART_NAMES = {"ce": "CE", "ldifs": "λ·LDIFS", "l2sp": "λ·L2-SP", "contrastive": "contrastive (FLYP)",
+              "lipsum": "λ·Lipsum", "zscl": "λ·ZSCL KL"}
+DATASET_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
 NOT_LOSS_PARTS = {"step", "loss", "lr", "images_per_s"}
 SHOW_BEFORE, SHOW_AFTER, SHOW_BOTH = "before", "after", "both"
 
@@ -130,8 +134,16 @@ def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_nam
     return fig
 
 
-def tap_names(count: int) -> list[str]:
-    return ["stem"] + [f"tap {i}" for i in range(1, count)]
+def tap_names(count: int, taps: int | str = 4) -> list[str]:
+    """Axis names of `count` tapped layers chosen by `taps` (a count, or groups such as "stem+blocks")."""
+    spec = parse_ldifs_taps(taps)
+    if isinstance(spec, int):
+        return ["stem"] + [f"tap {i}" for i in range(1, count)]
+    head = ["stem"] if "stem" in spec else []
+    tail = ["embedding"] if "embedding" in spec else []
+    inner = count - len(head) - len(tail)
+    middle = [f"block {i}" for i in range(1, inner + 1)] if "blocks" in spec else ["last block"] * inner
+    return head + middle + tail
 
 
 def layer_distances(metrics: dict) -> go.Figure:
@@ -139,7 +151,8 @@ def layer_distances(metrics: dict) -> go.Figure:
     fig = go.Figure()
     for report in metrics["forgetting"]:
         distances = report["layer_distance"]
-        fig.add_scatter(name=report["dataset"], x=tap_names(len(distances)), y=distances, mode="lines+markers")
+        fig.add_scatter(name=report["dataset"], x=tap_names(len(distances), metrics["config"].get("ldifs_taps", 4)),
+                        y=distances, mode="lines+markers")
     fig.update_layout(title="Feature distance per layer (pre-trained vs fine-tuned)",
                       xaxis_title="tapped layer (input → output)", yaxis_title="mean LDIFS distance", height=360)
     return fig
@@ -160,6 +173,35 @@ def tradeoff(points: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="Trade-off: downstream accuracy vs forgetting elsewhere",
                       xaxis_title="mean zero-shot change on other datasets (points; left = more forgetting)",
                       yaxis_title="accuracy on the fine-tuning task (%)", legend_title="objective")
+    return fig
+
+
+def objectives_pareto(points: pd.DataFrame, title: str = "Task accuracy vs forgetting, per objective") -> go.Figure:
+    """One marker per objective and task: mean accuracy against mean zero-shot change over its runs, ± one standard
+    deviation, n in the hover; one symbol per task, and per task a dashed line through its Pareto front (the
+    objectives no other one beats on both accuracy and forgetting)."""
+    summary = tables.objective_summary(points)
+    fig = go.Figure()
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    for row in summary.itertuples():
+        fig.add_scatter(
+            name=f"{row.objective} · {row.dataset}", legendgroup=row.objective, x=[row.forgetting], y=[row.accuracy],
+            mode="markers+text", text=[row.objective], textposition="top center",
+            error_x=dict(type="data", array=[row.forgetting_std], thickness=1),
+            error_y=dict(type="data", array=[row.accuracy_std], thickness=1),
+            marker=dict(size=12, color=OBJECTIVE_COLORS.get(row.objective),
+                        symbol=DATASET_SYMBOLS[datasets.index(row.dataset) % len(DATASET_SYMBOLS)],
+                        line=dict(width=2, color="black") if row.pareto else dict(width=0)),
+            hovertemplate=(f"{row.objective} on {row.dataset} (n = {row.n} runs)<br>accuracy: %{{y:.1f}}% ± "
+                           f"{row.accuracy_std:.1f}<br>mean zero-shot change: %{{x:+.1f}} ± {row.forgetting_std:.1f}"
+                           f"{'<br>on the Pareto front' if row.pareto else ''}<extra></extra>"))
+    for dataset in datasets:
+        front = summary[(summary["dataset"] == dataset) & summary["pareto"]].sort_values("forgetting")
+        fig.add_scatter(name=f"Pareto front · {dataset}", x=front["forgetting"], y=front["accuracy"], mode="lines",
+                        line=dict(dash="dash", color="rgba(60, 60, 60, 0.6)"), hoverinfo="skip")
+    fig.update_layout(title=title, height=520,
+                      xaxis_title="mean zero-shot change on other datasets (points; right = less forgetting)",
+                      yaxis_title="accuracy on the fine-tuning task (%)", legend=dict(font=dict(size=10)))
     return fig
 
 

@@ -116,6 +116,21 @@ def tradeoff_points(table: pd.DataFrame) -> pd.DataFrame:
     return done[["run", "objective", "λ", "dataset", "accuracy after", "mean zero-shot Δ"]].reset_index(drop=True)
 
 
+def objective_summary(points: pd.DataFrame) -> pd.DataFrame:
+    """Per (objective, dataset): mean and standard deviation of accuracy and of mean zero-shot change, with the
+    number of runs n (std 0 when n = 1) and whether no other objective beats it on both (the Pareto front)."""
+    grouped = points.groupby(["objective", "dataset"], sort=True)
+    summary = grouped.agg(accuracy=("accuracy after", "mean"), accuracy_std=("accuracy after", "std"),
+                          forgetting=("mean zero-shot Δ", "mean"), forgetting_std=("mean zero-shot Δ", "std"),
+                          n=("accuracy after", "size")).fillna(0.0).reset_index()
+    summary["pareto"] = [
+        not ((summary["dataset"] == row.dataset) & (summary["accuracy"] >= row.accuracy)
+             & (summary["forgetting"] >= row.forgetting)
+             & ((summary["accuracy"] > row.accuracy) | (summary["forgetting"] > row.forgetting))).any()
+        for row in summary.itertuples()]
+    return summary
+
+
 def comparison(runs: dict[str, dict]) -> pd.DataFrame:
     """Runs side by side: one row per dataset, one accuracy-change column per run (name → metrics)."""
     columns = {name: accuracy_rows(metrics).set_index("dataset")["change"] for name, metrics in runs.items()}

@@ -27,6 +27,11 @@ OBJECTIVE_LABELS = {
     "l2sp": "L2-SP — CE + λ·weight distance",
     "flyp": "FLYP — contrastive, both towers",
     "lp": "Linear probe — encoder frozen",
+    "ls": "Label smoothing — CE with smoothed labels",
+    "flyp_ce": "FLYP-CE — both towers, CE over class prompts",
+    "lora": "LoRA — low-rank adapters only",
+    "lipsum": "Lipsum-FT — CE + λ·random-text similarity gap",
+    "zscl": "ZSCL — CE + λ·distillation on reference images",
 }
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "done": ":material/check_circle:",
                 "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:",

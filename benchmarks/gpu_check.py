@@ -39,7 +39,7 @@ from ldifs_core.models import describe_device, load_model, pick_device  # noqa: 
 from ldifs_core.objectives import OBJECTIVE_TYPES, TrainingSetup  # noqa: E402
 from ldifs_core.runner import execute  # noqa: E402
 from ldifs_core.store import RunStore  # noqa: E402
-from ldifs_core.train import finetune, host_read_interval, trainable_parameters  # noqa: E402
+from ldifs_core.train import finetune, host_read_interval  # noqa: E402
 from ldifs_core.wise import wise_ft_metrics  # noqa: E402
 
 LAM = 10.0
@@ -108,7 +108,9 @@ def released_step_seconds(model, data: ImageSet, device: torch.device, steps: in
     kind = OBJECTIVE_TYPES["ldifs"]
     head = kind.initial_head(cfg, model, data)
     tuned = copy.deepcopy(model.clip)
-    params = trainable_parameters(tuned, head, kind(TrainingSetup(cfg, model, tuned, head, data, device)))
+    params = kind(TrainingSetup(cfg, model, tuned, head, data, device)).trainable_parameters()
+    for p in params:
+        p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     tuned.visual.train()
     times = []

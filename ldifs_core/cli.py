@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
+from ldifs_core.config import (BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, LDIFS_TAP_GROUPS, LDIFS_VARIANTS, MAX_SEED,
+                               OBJECTIVES, REGULARISED, ZSCL_BANK, RunConfig, parse_ldifs_taps)
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.store import LISTED_STATUSES, RunStore
 
@@ -107,6 +108,21 @@ def name(item: str) -> str:
     return item
 
 
+def ldifs_taps(item: str) -> int | str:
+    """A tap count as a number, named groups as written ("last", "stem+blocks")."""
+    try:
+        spec = parse_ldifs_taps(item)
+    except ValueError:
+        raise ValueError(f"is not a tap count >= 1 nor groups joined by '+' from {', '.join(LDIFS_TAP_GROUPS)}") from None
+    return spec if isinstance(spec, int) else item
+
+
+def ldifs_variant(item: str) -> str:
+    if item not in LDIFS_VARIANTS:
+        raise ValueError(f"is not an LDIFS variant (use {' or '.join(LDIFS_VARIANTS)})")
+    return item
+
+
 def check_output(flag: str, path: Path | None) -> None:
     """An output file can be written where it is asked for, or BadConfig says why, before any work starts."""
     if path is None:
@@ -162,7 +178,7 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
     parser.add_argument("--augment", action="store_true", help="random shifts of the training images")
     parser.add_argument("--bn", default=defaults.bn, choices=BATCHNORM_MODES,
                         help="BatchNorm statistics of an end-to-end run: updated (train) or kept (frozen)")
-    parser.add_argument("--ldifs-variant", default=defaults.ldifs_variant, choices=("paper", "released"))
+    add_ablation_options(parser, defaults, sweep)
     parser.add_argument("--precompute-frozen", action="store_true",
                         help="compute the frozen encoder's features once (not with --augment)")
     parser.add_argument("--data-root", help="root of torchvision datasets")
@@ -183,20 +199,62 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
                         (" (a list: every run, failed ones with their status and message)" if sweep else ""))
 
 
-def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int) -> RunConfig:
+def add_ablation_options(parser: argparse.ArgumentParser, defaults: RunConfig, sweep: bool) -> None:
+    """Optimiser settings, LDIFS's taps and variant (comma lists in a sweep: grid axes of the ldifs runs), and the
+    options of the comparison bench's objectives."""
+    plural = " (a comma list in a sweep: every value is run)" if sweep else ""
+    parser.add_argument("--ldifs-taps", default=str(defaults.ldifs_taps),
+                        help=f"LDIFS taps: a count (the stem + that many evenly spaced blocks) or groups joined by '+' "
+                             f"from {', '.join(LDIFS_TAP_GROUPS)}, e.g. last or stem+blocks{plural}")
+    parser.add_argument("--ldifs-variant", default=defaults.ldifs_variant,
+                        help=f"LDIFS variant: {' or '.join(LDIFS_VARIANTS)}{plural}")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warmup steps")
+    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="gradient-norm clip (> 0)")
+    parser.add_argument("--ls-factor", type=float, default=defaults.ls_factor, help="label smoothing of ls, in [0, 1)")
+    parser.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help="rank r of lora's adapters")
+    parser.add_argument("--lora-alpha", type=float, default=defaults.lora_alpha,
+                        help="lora's scale α (adapters are scaled by α / r)")
+    parser.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout,
+                        help="lora's rank dropout, in [0, 1)")
+    parser.add_argument("--lipsum-texts", type=int, default=defaults.lipsum_texts,
+                        help="lipsum: M random texts per step")
+    parser.add_argument("--lipsum-length", type=int, default=defaults.lipsum_length,
+                        help="lipsum: tokens per random text")
+    parser.add_argument("--zscl-reference", default=defaults.zscl_reference,
+                        help=f"zscl's unlabeled reference images: '{ZSCL_BANK}' (the other concept-bank domains), one "
+                             f"concept-bank domain, or an image folder")
+
+
+def one_value(flag: str, values: list[T]) -> T:
+    if len(values) > 1:
+        raise BadConfig(f"{flag} takes one value in `run`; a comma list belongs to `sweep`, which runs every value.")
+    return values[0]
+
+
+def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int,
+                taps: int | str | None = None, variant: str | None = None) -> RunConfig:
     """The run's settings, validated, with every dataset name known: LabError says what to change."""
     from ldifs_core.datasets import check_known  # imports torch: only commands that train pay for it
 
     eval_datasets = (comma_list("--eval-datasets", args.eval_datasets, name, "animals,quickdraw")
                      if args.eval_datasets is not None else None)
+    if taps is None:
+        taps = one_value("--ldifs-taps", comma_list("--ldifs-taps", args.ldifs_taps, ldifs_taps, "4,last"))
+    if variant is None:
+        variant = one_value("--ldifs-variant", comma_list("--ldifs-variant", args.ldifs_variant, ldifs_variant,
+                                                          "paper,released"))
     cfg = RunConfig(
         dataset=args.dataset, objective=objective, lam=lam, init=args.init, model=args.model,
         pretrained=args.pretrained, seed=seed, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-        device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=args.ldifs_variant,
+        device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=variant, ldifs_taps=taps,
         precompute_frozen=args.precompute_frozen, data_root=args.data_root, download=args.download,
         eval_datasets=eval_datasets, umap_points=0 if args.no_umap else RunConfig.umap_points,
         save_weights=not args.no_weights, train_limit=args.train_limit, eval_limit=args.eval_limit,
-        probe_limit=args.probe_limit, probe_cap=args.probe_cap,
+        probe_limit=args.probe_limit, probe_cap=args.probe_cap, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, ls_factor=args.ls_factor, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lipsum_texts=args.lipsum_texts,
+        lipsum_length=args.lipsum_length, zscl_reference=args.zscl_reference,
     ).validate()
     for dataset in (cfg.dataset, *(cfg.eval_datasets or ())):
         check_known(dataset)
@@ -208,11 +266,15 @@ def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
     objectives = comma_list("--objectives", args.objectives, objective, "ce,ldifs")
     lams = comma_list("--lams", args.lams, number, "1,10") if args.lams.strip() else None
     seeds = comma_list("--seeds", args.seeds, seed, "0,1,2")
+    taps = comma_list("--ldifs-taps", args.ldifs_taps, ldifs_taps, "1,4,last,stem+blocks")
+    variants = comma_list("--ldifs-variant", args.ldifs_variant, ldifs_variant, "paper,released")
     if lams is not None and not any(o in REGULARISED for o in objectives):
-        raise BadConfig(f"--lams applies to {' and '.join(REGULARISED)} only, and neither is in --objectives.")
-    return [config_from(args, o, lam, s)
+        raise BadConfig(f"--lams applies to {', '.join(REGULARISED)} only, and none is in --objectives.")
+    return [config_from(args, o, lam, s, tap, variant)
             for o, s in itertools.product(objectives, seeds)
-            for lam in ((lams or [None]) if o in REGULARISED else [None])]
+            for lam in ((lams or [None]) if o in REGULARISED else [None])
+            for tap, variant in (itertools.product(taps, variants) if o == "ldifs"
+                                 else [(RunConfig.ldifs_taps, RunConfig.ldifs_variant)])]
 
 
 # -- commands ------------------------------------------------------------------------------------------

@@ -3,18 +3,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from ldifs_core.errors import BadConfig
 
-OBJECTIVES = ("ce", "ldifs", "l2sp", "flyp", "lp")
-REGULARISED = ("ldifs", "l2sp")  # the objectives that take a weight λ
+OBJECTIVES = ("ce", "ldifs", "l2sp", "flyp", "lp", "ls", "flyp_ce", "lora", "lipsum", "zscl")
+REGULARISED = ("ldifs", "l2sp", "lipsum", "zscl")  # the objectives that take a weight λ
 INITS = ("zs", "lp")
 LDIFS_VARIANTS = ("paper", "released")
 BATCHNORM_MODES = ("train", "frozen")
 MAX_SEED = 2**32 - 1
 
 # Default regulariser weight per objective (see README "Choosing the defaults").
-DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0}
+DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 0.1, "zscl": 1.0}
+
+# One line per objective: the README's objectives table and the app's Learn page say the same.
+OBJECTIVE_SUMMARY = {
+    "ce": "cross-entropy; image tower end to end + linear head on normalised features",
+    "ldifs": "CE + λ·LDIFS: keeps the image tower's intermediate features close to θ₀'s",
+    "l2sp": "CE + λ·‖θ − θ₀‖² over the image tower's weights",
+    "flyp": "CLIP's contrastive loss between images and their class prompts; both towers train",
+    "lp": "linear probe on the frozen encoder: the no-forgetting reference",
+    "ls": "cross-entropy with label smoothing (factor ε); image tower end to end",
+    "flyp_ce": "both towers train; cross-entropy over one sampled prompt per class (the authors' FLYP variant)",
+    "lora": "low-rank adapters on the image tower's attention and MLP maps (+ head); merged at the end",
+    "lipsum": "CE + λ·(1/2M)‖v_θ(x) − v_θ₀(x)‖²: similarities to M random texts stay as θ₀'s (Lipsum-FT)",
+    "zscl": "CE + λ·KL(θ₀ ‖ θ) of image-to-caption distributions on unlabeled reference images (ZSCL)",
+}
+
+# LDIFS taps: a count (the stem + that many evenly spaced blocks/stages) or named groups joined by "+".
+LDIFS_TAP_GROUPS = ("stem", "blocks", "last", "embedding")
+ZSCL_BANK = "bank"  # zscl_reference: the other concept-bank domains (train split); else one domain or a folder
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 SCHEMA_VERSION = 2  # of metrics.json; see the README's "The metrics JSON"
@@ -41,7 +60,9 @@ class RunConfig:
     device: str = "auto"
     augment: bool = False
     ldifs_variant: str = "paper"
-    ldifs_taps: int = 4  # residual-stream taps after evenly spaced blocks (ViT) / stages (ResNet), plus the stem
+    # A count: the stem plus this many evenly spaced blocks (ViT) / stages (ResNet); or groups such as "last",
+    # "stem+blocks", "embedding" (see parse_ldifs_taps).
+    ldifs_taps: int | str = 4
     precompute_frozen: bool = False
     # BatchNorm statistics of an end-to-end run: "train" updates them as the paper's recipe (model.train()) does,
     # "frozen" keeps θ₀'s. Frozen towers and the `lp` objective are always in eval mode.
@@ -55,6 +76,14 @@ class RunConfig:
     download: bool = False
     save_weights: bool = True
     label: str = ""
+    # -- the comparison bench: options of ls, lora, lipsum and zscl (each read only by its objective) --
+    ls_factor: float = 0.1  # label smoothing ε of `ls`
+    lora_rank: int = 8
+    lora_alpha: float = 16.0  # adapters are scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0  # rank dropout: each of the r components is dropped with this probability per step
+    lipsum_texts: int = 80  # M random token sequences per step
+    lipsum_length: int = 8  # tokens per random sequence
+    zscl_reference: str = ZSCL_BANK  # where ZSCL's unlabeled reference images come from
 
     @property
     def effective_lam(self) -> float:
@@ -99,8 +128,7 @@ class RunConfig:
             problems.append("lr must be between 0 and 1 (try 5e-4)")
         if self.weight_decay < 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             problems.append("weight decay and warmup must be >= 0 and grad clip > 0")
-        if self.ldifs_taps < 1:
-            problems.append("ldifs_taps must be at least 1")
+        problems += bench_problems(self)
         if self.precompute_frozen and self.augment:
             problems.append("precomputed frozen features cannot follow random augmentation (LDIFS would penalise "
                             "the augmentation itself): drop one of the two")
@@ -133,7 +161,53 @@ class RunConfig:
 
     def describe(self) -> str:
         lam = f" λ={self.effective_lam:g}" if self.regularised else ""
+        if self.objective == "ldifs" and (self.ldifs_taps, self.ldifs_variant) != (4, "paper"):
+            lam += f" taps={self.ldifs_taps} {self.ldifs_variant}"
         return f"{self.objective}{lam} on {self.dataset} ({self.steps} steps, seed {self.seed})"
+
+
+def parse_ldifs_taps(taps: int | str) -> int | tuple[str, ...]:
+    """A tap count, or the named groups in order; ValueError says what is accepted."""
+    if isinstance(taps, int) or str(taps).strip().isdigit():
+        count = int(taps)
+        if count < 1:
+            raise ValueError("a tap count must be at least 1")
+        return count
+    groups = tuple(dict.fromkeys(part.strip() for part in str(taps).split("+")))
+    unknown = [g for g in groups if g not in LDIFS_TAP_GROUPS]
+    if not groups or unknown:
+        raise ValueError(f"'{taps}' is not a tap count or groups joined by '+' from {', '.join(LDIFS_TAP_GROUPS)}")
+    return groups
+
+
+def bench_problems(cfg: RunConfig) -> list[str]:
+    """What is wrong with the LDIFS ablation and comparison-bench settings (empty when they can work)."""
+    problems = []
+    try:
+        parse_ldifs_taps(cfg.ldifs_taps)
+    except ValueError as err:
+        problems.append(f"ldifs_taps: {err} (e.g. 4, last, stem+blocks)")
+    if not 0 <= cfg.ls_factor < 1:
+        problems.append("ls_factor must be in [0, 1) (0 is plain cross-entropy; try 0.1)")
+    if not 1 <= cfg.lora_rank <= 1024:
+        problems.append("lora_rank must be between 1 and 1024 (try 8)")
+    if not (math.isfinite(cfg.lora_alpha) and cfg.lora_alpha > 0):
+        problems.append("lora_alpha must be a finite number > 0 (try 16)")
+    if not 0 <= cfg.lora_dropout < 1:
+        problems.append("lora_dropout must be in [0, 1)")
+    if not 1 <= cfg.lipsum_texts <= 4096:
+        problems.append("lipsum_texts (M) must be between 1 and 4096 (try 80)")
+    if not 1 <= cfg.lipsum_length <= 75:
+        problems.append("lipsum_length must be between 1 and 75 tokens (try 8)")
+    if cfg.zscl_reference != ZSCL_BANK:
+        from ldifs_core.datasets.domains import DOMAINS  # names only: no torch
+
+        if cfg.zscl_reference not in DOMAINS and not Path(cfg.zscl_reference).expanduser().is_dir():
+            problems.append(f"zscl_reference '{cfg.zscl_reference}' is neither '{ZSCL_BANK}', a concept-bank domain "
+                            f"({', '.join(DOMAINS)}) nor an existing folder of images (one sub-folder per class)")
+        elif Path(cfg.zscl_reference).expanduser().resolve() == Path(cfg.dataset).expanduser().resolve():
+            problems.append("zscl_reference is the fine-tuning task itself: give other images")
+    return problems
 
 
 @dataclass

@@ -20,19 +20,25 @@ WISE_ALPHA = 0.5
 METHOD_ORDER = (*OBJECTIVES, f"wise-ft (α={WISE_ALPHA}, of ce)")
 
 
+def same_run(cfg: RunConfig) -> dict:
+    """What makes two runs the same: the settings, with λ resolved (an explicit default λ is the default)."""
+    return {**cfg.to_dict(), "lam": cfg.effective_lam}
+
+
 def finished_run(store: RunStore, cfg: RunConfig) -> str | None:
     for record in store.list(dataset=cfg.dataset, objective=cfg.objective, status="done"):
-        if record.config.to_dict() == cfg.to_dict():
+        if same_run(record.config) == same_run(cfg):
             return record.run_id
     return None
 
 
-def run_grid(store: RunStore, datasets: list[str], seeds: list[int], **settings) -> list[dict]:
+def run_grid(store: RunStore, datasets: list[str], seeds: list[int], objectives: tuple[str, ...] = OBJECTIVES,
+             **settings) -> list[dict]:
     """One row per (dataset, seed, method) with downstream accuracy and mean forgetting."""
     rows = []
     for dataset in datasets:
         for seed in seeds:
-            for objective in OBJECTIVES:
+            for objective in objectives:
                 cfg = RunConfig(dataset=dataset, objective=objective, seed=seed, umap_points=0, **settings).validate()
                 run_id = finished_run(store, cfg) or execute(cfg, store)
                 metrics = store.metrics(run_id)
@@ -52,7 +58,10 @@ def row(dataset: str, seed: int, method: str, metrics: dict) -> dict:
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+    """Mean ± standard deviation over seeds; a single seed shows its value alone (it has no spread to show)."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -77,14 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES),
+                        help="comma list of objectives (default: all; wise-ft rows come with ce)")
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
+    parser.add_argument("--table", type=Path, nargs="+", metavar="ROWS",
+                        help="run nothing: print the table of these rows files (filtered by --datasets, --seeds)")
     parser.add_argument("--eval-limit", type=int, default=RunConfig.eval_limit, help="test images per dataset")
     parser.add_argument("--probe-limit", type=int, default=RunConfig.probe_limit, help="probe images per class")
     args = parser.parse_args(argv)
+    datasets, seeds = [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")]
+    if args.table:
+        rows = [r for path in args.table for r in json.loads(path.read_text())
+                if r["dataset"] in datasets and r["seed"] in seeds]
+        print(markdown_table(rows))
+        return 0
     store = RunStore(args.store)
-    rows = run_grid(store, [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")],
-                    eval_limit=args.eval_limit, probe_limit=args.probe_limit)
+    objectives = tuple(o for o in args.objectives.split(",") if o)
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        parser.error(f"unknown objective(s) {', '.join(unknown)}: use {', '.join(OBJECTIVES)}")
+    rows = run_grid(store, datasets, seeds, objectives, eval_limit=args.eval_limit, probe_limit=args.probe_limit)
     if args.rows:
         args.rows.write_text(json.dumps(rows, indent=2))
     print(markdown_table(rows))

@@ -4,7 +4,10 @@ LDIFS(x) = mean over L tapped layers of [ mean over positions of ||phî_l(theta,
 with each position's feature vector normalised to unit L2 norm along channels (LPIPS-style).
 
 Taps: ViT, the output of ln_pre and the residual stream after evenly spaced blocks (ViT-B-32 with 4 taps:
-after blocks 3, 6, 9, 12); ModifiedResNet, the stem (after its pooling) and the four stages.
+after blocks 3, 6, 9, 12); ModifiedResNet, the stem (after its pooling) and the four stages (a count below 4
+picks evenly spaced stages). Named groups
+(config.LDIFS_TAP_GROUPS, joined by "+") pick them for ablations: "stem", "blocks" (every block / stage),
+"last" (the last block / stage) and "embedding" (the tower's pooled output, one position).
 
 Variant "released" reproduces the authors' released code, which differs in two details: it normalises
 each channel along the position (token) axis instead of each position along channels, and it averages
@@ -17,33 +20,42 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ldifs_core.config import parse_ldifs_taps
 from ldifs_core.models import is_read_only
 
 EPS = 1e-10
 
 
-def tap_modules(visual: nn.Module, taps: int = 4) -> list[nn.Module]:
-    """The modules whose outputs LDIFS compares, in forward order."""
+def tap_modules(visual: nn.Module, taps: int | str = 4) -> list[nn.Module]:
+    """The modules whose outputs LDIFS compares, in forward order (`taps`: a count or named groups)."""
     if hasattr(visual, "transformer") and hasattr(visual, "ln_pre"):
-        blocks = list(visual.transformer.resblocks)
-        n = min(taps, len(blocks))
-        picked = sorted({round(len(blocks) * (i + 1) / n) - 1 for i in range(n)})
-        return [visual.ln_pre] + [blocks[i] for i in picked]
-    if hasattr(visual, "layer4") and hasattr(visual, "avgpool"):
-        return [visual.avgpool, visual.layer1, visual.layer2, visual.layer3, visual.layer4]
-    raise TypeError(f"No LDIFS taps known for {type(visual).__name__}: use an open_clip VisionTransformer or "
-                    f"ModifiedResNet image tower.")
+        stem, blocks = visual.ln_pre, list(visual.transformer.resblocks)
+    elif hasattr(visual, "layer4") and hasattr(visual, "avgpool"):
+        stem, blocks = visual.avgpool, [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+    else:
+        raise TypeError(f"No LDIFS taps known for {type(visual).__name__}: use an open_clip VisionTransformer or "
+                        f"ModifiedResNet image tower.")
+    spec = parse_ldifs_taps(taps)
+    if isinstance(spec, int):  # the stem and `spec` evenly spaced blocks (stages), as the paper taps them
+        n = min(spec, len(blocks))
+        return [stem] + [blocks[i] for i in sorted({round(len(blocks) * (i + 1) / n) - 1 for i in range(n)})]
+    groups = {"stem": [stem], "blocks": blocks, "last": blocks[-1:], "embedding": [visual]}
+    picked = {id(module): module for group in spec for module in groups[group]}
+    order = [stem, *blocks, visual]  # forward order
+    return [module for module in order if id(module) in picked]
 
 
 def as_positions(output: torch.Tensor, batch_first: bool) -> torch.Tensor:
     """Any tapped output -> [B, P, C]."""
     if output.dim() == 4:  # conv maps [B, C, H, W]
         return output.flatten(2).transpose(1, 2)
+    if output.dim() == 2:  # the pooled embedding [B, D]: one position
+        return output.unsqueeze(1)
     return output if batch_first else output.transpose(0, 1)
 
 
 @contextmanager
-def tapped(visual: nn.Module, taps: int = 4):
+def tapped(visual: nn.Module, taps: int | str = 4):
     """Within the block, every forward of `visual` appends its tapped features to the yielded list.
 
     Hooks are installed on `visual` itself, so it must be a run's own module: a shared, read-only model
@@ -55,11 +67,14 @@ def tapped(visual: nn.Module, taps: int = 4):
     captured: list[torch.Tensor] = []
     modules = tap_modules(visual, taps)
     # ln_pre always sees batch-first input; transformer blocks follow the transformer's own layout.
-    batch_first = getattr(getattr(visual, "transformer", None), "batch_first", True)
+    transformer = getattr(visual, "transformer", None)
+    in_blocks = {id(block) for block in getattr(transformer, "resblocks", [])}
+    batch_first = getattr(transformer, "batch_first", True)
     handles = [
         module.register_forward_hook(
-            lambda _m, _i, out, first=(i == 0): captured.append(as_positions(out, True if first else batch_first)))
-        for i, module in enumerate(modules)
+            lambda _m, _i, out, is_batch_first=(id(module) not in in_blocks or batch_first):
+            captured.append(as_positions(out, is_batch_first)))
+        for module in modules
     ]
     try:
         yield captured
@@ -68,7 +83,7 @@ def tapped(visual: nn.Module, taps: int = 4):
             handle.remove()
 
 
-def forward_with_taps(visual: nn.Module, images: torch.Tensor, taps: int = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def forward_with_taps(visual: nn.Module, images: torch.Tensor, taps: int | str = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The tower's pooled output and its tapped features, from one forward pass."""
     with tapped(visual, taps) as captured:
         pooled = visual(images)
@@ -95,7 +110,7 @@ def distance_from_taps(frozen_taps: list[torch.Tensor], tuned_taps: list[torch.T
 
 
 def ldifs_distance(pretrained_encoder: nn.Module, finetuned_encoder: nn.Module, images: torch.Tensor,
-                   taps: int = 4, variant: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+                   taps: int | str = 4, variant: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
     """LDIFS per sample [B] and per layer [L, B] for any open_clip image tower pair (both a run's own modules).
 
     Gradients flow into `finetuned_encoder` only: the pre-trained features are computed without grad.

@@ -4,6 +4,8 @@ WiSE-FT weight mix classifies.
 
 All but FLYP train the image tower end to end with a linear head on its normalised features; FLYP trains both
 towers contrastively against the class prompts, as in Goyal et al. (2023), and classifies with its own text tower.
+The comparison bench adds label smoothing (`ls`), FLYP with cross-entropy over the class prompts (`flyp_ce`),
+low-rank adapters (`lora`), Lipsum-FT (`lipsum`) and ZSCL's distillation on reference images (`zscl`).
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldifs_core.config import RunConfig
-from ldifs_core.datasets import ImageSet
+from ldifs_core.config import ZSCL_BANK, RunConfig
+from ldifs_core.datasets import ImageSet, available_bank, load_split
 from ldifs_core.encoding import autocast_for, encode_images, model_inputs, zero_shot_head
+from ldifs_core.errors import BadConfig, DatasetUnavailable
 from ldifs_core.ldifs import distance_from_taps, forward_with_taps
+from ldifs_core.lora import add_adapters, merge_adapters
 from ldifs_core.models import FoundationModel
 from ldifs_core.probe import fit_linear_probe
 
@@ -103,6 +107,20 @@ class Objective:
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = F.cross_entropy(self.classifier(batch.images), batch.labels)
         return ce, {"ce": ce.detach()}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: the head, the image tower unless frozen, the text tower if it trains."""
+        clip = self.setup.tuned
+        params = list(self.setup.head.parameters())
+        if not self.freezes_encoder:
+            params += list(clip.visual.parameters())
+        if self.trains_text:
+            params += [p for name, p in clip.named_parameters()
+                       if not name.startswith("visual.") and name != "logit_scale"]
+        return params
+
+    def finalise(self) -> None:
+        """After the last step: leave `setup.tuned` an ordinary CLIP (LoRA merges its adapters here)."""
 
     def final_head(self) -> nn.Linear:
         """The head the tuned model classifies its task with (on the CPU, frozen)."""
@@ -224,5 +242,149 @@ class FLYP(Objective):
         return text_head(base.with_clip(mixed_clip), task).cpu().eval()
 
 
+# -- the comparison bench -------------------------------------------------------------------------------
+
+
+class LabelSmoothing(Objective):
+    """Cross-entropy against labels smoothed by ε (cfg.ls_factor): ε = 0 is `ce`."""
+
+    name = "ls"
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ce = F.cross_entropy(self.classifier(batch.images), batch.labels, label_smoothing=self.setup.cfg.ls_factor)
+        return ce, {"ce": ce.detach()}
+
+
+class FLYPCrossEntropy(FLYP):
+    """Both towers train; the logits are CLIP's similarities to one prompt per class (a template sampled per
+    class per step), and cross-entropy runs over the classes, as in the authors' released FLYP variant."""
+
+    name = "flyp_ce"
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        clip = self.setup.tuned
+        classes, templates = self.prompt_tokens.shape[:2]
+        picks = torch.tensor([self.rng.randrange(templates) for _ in range(classes)])
+        tokens = self.prompt_tokens[torch.arange(classes), picks].to(batch.images.device)
+        image = F.normalize(self.classifier.visual(batch.images), dim=-1)
+        text = F.normalize(clip.encode_text(tokens), dim=-1)
+        ce = F.cross_entropy(clip.logit_scale.exp().clamp(max=100) * image @ text.T, batch.labels)
+        return ce, {"ce": ce.detach()}
+
+
+class LoRA(Objective):
+    """Only low-rank adapters on the image tower (see lora.py) and the head train; merged after the last step."""
+
+    name = "lora"
+
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        cfg = setup.cfg
+        self.adapters = add_adapters(setup.tuned.visual, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.seed)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.setup.head.parameters()) + [p for adapter in self.adapters for p in adapter.parameters()]
+
+    def finalise(self) -> None:
+        merge_adapters(self.setup.tuned.visual)
+
+
+class ToFrozenModel(Objective):
+    """CE + λ · a distance between the tuned and the frozen θ₀ tower's outputs; subclasses say which."""
+
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        self.frozen_visual = setup.base.clip.visual
+        self.logit_scale = setup.base.clip.logit_scale.exp().item()  # θ₀'s: the scale of its zero-shot logits
+        self.generator = torch.Generator().manual_seed(setup.cfg.seed)
+
+    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            features = F.normalize(self.frozen_visual(images), dim=-1)
+        return features.clone()
+
+    def regulariser(self, batch: Batch, tuned_features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        features = self.classifier.visual(batch.images)
+        ce = F.cross_entropy(self.classifier.head(F.normalize(features, dim=-1)), batch.labels)
+        reg = self.lam * self.regulariser(batch, features)
+        return ce + reg, {"ce": ce.detach(), self.name: reg.detach()}
+
+
+class Lipsum(ToFrozenModel):
+    """Lipsum-FT (Nam et al., ICLR 2024): v(x) holds the (θ₀-scaled) similarities between the image features and
+    the frozen text tower's features of M random token sequences, drawn afresh every step; the regulariser is
+    (1/2M)·‖v_θ(x) − v_θ₀(x)‖², averaged over the batch."""
+
+    name = "lipsum"
+
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        cfg, clip, tokenizer = setup.cfg, setup.base.clip, setup.base.tokenizer
+        if cfg.lipsum_length + 2 > clip.context_length:
+            raise BadConfig(f"lipsum_length {cfg.lipsum_length} does not fit this model's text context of "
+                            f"{clip.context_length} tokens (start and end included): use at most "
+                            f"{clip.context_length - 2}.")
+        self.start, self.end = tokenizer.sot_token_id, tokenizer.eot_token_id
+        self.texts, self.length, self.context = cfg.lipsum_texts, cfg.lipsum_length, clip.context_length
+
+    def random_tokens(self) -> torch.Tensor:
+        """[M, context] token ids: start, `length` random word pieces (never a special token), end, padding."""
+        tokens = torch.zeros(self.texts, self.context, dtype=torch.long)
+        tokens[:, 0] = self.start
+        tokens[:, 1:self.length + 1] = torch.randint(1, min(self.start, self.end), (self.texts, self.length),
+                                                     generator=self.generator)
+        tokens[:, self.length + 1] = self.end
+        return tokens
+
+    def regulariser(self, batch: Batch, tuned_features: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            text = F.normalize(self.setup.base.clip.encode_text(self.random_tokens().to(batch.images.device)), dim=-1)
+        text = text.clone()
+        v_tuned = self.logit_scale * F.normalize(tuned_features, dim=-1) @ text.T
+        v_frozen = self.logit_scale * self.frozen_features(batch.images) @ text.T
+        return (v_tuned.float() - v_frozen.float()).pow(2).sum(dim=1).mean() / (2 * self.texts)
+
+
+class ZSCL(ToFrozenModel):
+    """ZSCL's feature distillation (Zheng et al., ICCV 2023): on a batch of unlabeled reference images from other
+    datasets, KL(p_θ₀ ‖ p_θ) between the image-to-caption distributions over a fixed set of captions embedded by
+    the original text tower. ZSCL's weight ensemble and text-side loss are not part of this objective."""
+
+    name = "zscl"
+    per_reference_dataset = 2000  # reference images kept from each dataset
+
+    def __init__(self, setup: TrainingSetup):
+        super().__init__(setup)
+        self.reference, captions = self.reference_images_and_captions()
+        self.captions = zero_shot_head(setup.base, captions, ["{}"]).to(setup.device).clone()  # a plain tensor for autograd
+
+    def reference_images_and_captions(self) -> tuple[torch.Tensor, list[str]]:
+        """uint8 images of the reference sets (train split; never the task) and one caption per class of each set."""
+        cfg = self.setup.cfg
+        names = ([n for n in available_bank() if n != cfg.dataset] if cfg.zscl_reference == ZSCL_BANK
+                 else [cfg.zscl_reference])
+        if not names:
+            raise DatasetUnavailable("ZSCL needs reference images from a dataset other than the task, and none is "
+                                     "available: give --zscl-reference a folder of images.")
+        sets = [load_split(name, "train", image_size=self.setup.base.image_size).subset(self.per_reference_dataset,
+                                                                                        cfg.seed)
+                for name in names]
+        captions = list(dict.fromkeys(s.templates[0].format(c) for s in sets for c in s.class_names))
+        return torch.cat([s.images for s in sets]), captions
+
+    def regulariser(self, batch: Batch, tuned_features: torch.Tensor) -> torch.Tensor:
+        pick = torch.randint(len(self.reference), (len(batch.labels),), generator=self.generator)
+        images = model_inputs(self.setup.base, self.reference[pick], batch.images.device)
+        log_p_frozen = F.log_softmax(self.logit_scale * self.frozen_features(images) @ self.captions.T, dim=1)
+        tuned = F.normalize(self.classifier.visual(images), dim=-1)
+        log_p_tuned = F.log_softmax(self.logit_scale * tuned.float() @ self.captions.T, dim=1)
+        return F.kl_div(log_p_tuned, log_p_frozen.float(), log_target=True, reduction="batchmean")
+
+
 # Every name in config.OBJECTIVES (the list front ends offer) has its class here; a test keeps the two equal.
-OBJECTIVE_TYPES: dict[str, type[Objective]] = {cls.name: cls for cls in (Objective, LDIFS, L2SP, FLYP, LinearProbeOnly)}
+OBJECTIVE_TYPES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (Objective, LDIFS, L2SP, FLYP, LinearProbeOnly, LabelSmoothing, FLYPCrossEntropy, LoRA,
+                              Lipsum, ZSCL)}

@@ -19,6 +19,7 @@ from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancel
 from ldifs_core.evaluate import EvalData, forgetting_report
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
+from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.store import RunStore
 from ldifs_core.train import FinetuneResult, finetune
 
@@ -105,7 +106,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
 
 
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
-    keep = lambda k: k.startswith("visual.") or objective == "flyp"
+    keep = lambda k: k.startswith("visual.") or OBJECTIVE_TYPES[objective].trains_text
     weights = {f"clip.{k}": v.detach().cpu().contiguous() for k, v in result.clip.state_dict().items() if keep(k)}
     for prefix, head in (("head", result.head), ("initial_head", result.initial_head)):
         weights.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})

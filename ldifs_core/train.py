@@ -31,7 +31,7 @@ def host_read_interval(device: torch.device) -> int:
 
 @dataclass
 class FinetuneResult:
-    clip: nn.Module  # the tuned copy of the whole CLIP (only FLYP changes its text tower), on the run's device
+    clip: nn.Module  # the tuned copy of the whole CLIP (only flyp and flyp_ce change its text tower), on the run's device
     head: nn.Linear
     initial_head: nn.Linear
     train_s: float = 0.0
@@ -71,17 +71,6 @@ def set_training_mode(clip: nn.Module, cfg: RunConfig, objective: Objective) -> 
                 module.eval()
 
 
-def trainable_parameters(clip: nn.Module, head: nn.Linear, objective: Objective) -> list[nn.Parameter]:
-    params = list(head.parameters())
-    if not objective.freezes_encoder:
-        params += list(clip.visual.parameters())
-    if objective.trains_text:
-        params += [p for name, p in clip.named_parameters() if not name.startswith("visual.") and name != "logit_scale"]
-    for p in params:
-        p.requires_grad_(True)
-    return params
-
-
 def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: torch.device,
              on_event: Callable[[TrainEvent], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
@@ -93,7 +82,9 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
     start_head = copy.deepcopy(head).cpu().requires_grad_(False)
     tuned = copy.deepcopy(base.clip)
     objective = kind(TrainingSetup(cfg, base, tuned, head, train, device))
-    trainable = trainable_parameters(tuned, head, objective)
+    trainable = objective.trainable_parameters()
+    for p in trainable:
+        p.requires_grad_(True)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps))
     set_training_mode(tuned, cfg, objective)
@@ -140,6 +131,7 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
         if step % read_every == 0 or step == cfg.steps:
             read_pending()
     train_s = time.perf_counter() - started
+    objective.finalise()
     tuned.eval().requires_grad_(False)
     final_head = objective.final_head()
     return FinetuneResult(tuned, final_head, start_head, train_s, 1000 * train_s / cfg.steps)

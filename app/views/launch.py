@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import jobs, model_picker, widgets
+from app import jobs, model_picker, objective_options, widgets
 from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.datasets import available_bank, known_datasets
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError
@@ -47,7 +47,9 @@ lam = lam_col.select_slider(
     "λ (regulariser weight, log scale)", widgets.LAMBDAS,
     value=min(widgets.LAMBDAS, key=lambda v: abs(v - DEFAULT_LAMBDA[objective])) if objective in REGULARISED else 0.0,
     disabled=objective not in REGULARISED, format_func=lambda v: f"{v:g}",
-    help="How strongly the regulariser pulls towards the pre-trained model; 0 is plain CE. Only LDIFS and L2-SP use it.")
+    help=f"How strongly the regulariser pulls towards the pre-trained model; 0 is plain CE. Only "
+         f"{', '.join(REGULARISED)} use it.")
+objective_kwargs = objective_options.objective_settings(objective)  # the chosen objective's own settings
 
 init = st.radio("Classifier head starts from", INITS, horizontal=True, format_func=INIT_LABELS.__getitem__,
                 help="Zero-shot init uses the text tower's class prompts (as in the paper); LP-init fits a probe first.")
@@ -75,6 +77,7 @@ with st.expander("Advanced"):
                      help="ViT towers have none. Frozen towers and the linear probe always keep θ₀'s statistics.")
     data_root = right.text_input("Data folder for torchvision datasets", placeholder="~/data")
     download = right.checkbox("Download missing torchvision datasets", value=False)
+    optimiser_kwargs = objective_options.optimiser_settings(right)
     label = st.text_input("Label (optional)", placeholder="e.g. baseline")
 
 st.caption(f"Runs on: **{device_line()}**")
@@ -93,6 +96,7 @@ if st.button("Start run", type="primary", icon=":material/play_arrow:"):
             batch_size=int(batch_size), seed=int(seed), eval_limit=int(eval_limit), probe_limit=int(probe_limit),
             probe_cap=int(probe_cap), umap_points=int(umap_points), train_limit=int(train_limit), augment=augment, bn=bn,
             data_root=data_root.strip() or None, download=download, label=label.strip(),
+            **objective_kwargs, **optimiser_kwargs,
         ).validate()
         with st.spinner("Checking the model loads…"):
             model_picker.check_loads(model)

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from app import jobs, model_picker, results, widgets
-from ldifs_core.config import DEFAULT_LAMBDA, RunConfig
+from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVE_SUMMARY, RunConfig
 from ldifs_core.errors import LabError
 
 DEMO_RUNS = "demo_runs"  # session_state: the (ce, ldifs) run ids of this session's guided demo
@@ -30,8 +30,11 @@ st.markdown(r"$\hat\phi_{l,p}$ is the feature at layer $l$ and position $p$ (a t
 st.latex(r"\mathcal{L}(\theta) = \mathrm{CE}(\theta) + \lambda \cdot \mathrm{LDIFS}")
 st.markdown(f"""
 λ trades the two: λ = 0 is plain fine-tuning (CE); the lab's default is λ = {DEFAULT_LAMBDA['ldifs']:g}.
-For comparison the lab also offers **L2-SP** (distance in weight space), **FLYP** (contrastive fine-tuning
-of both towers) and a **linear probe** that never touches the encoder.
+For comparison the lab also offers the paper's other baselines and three newer ways to fine-tune without
+forgetting, all on the same model, data and budget:
+""")
+st.markdown("\n".join(f"- **{name}** — {summary}" for name, summary in OBJECTIVE_SUMMARY.items()))
+st.markdown("""
 
 **Where to look:** *Launch* starts runs · *Forgetting* shows accuracy before and after, per dataset and per
 concept · *Feature drift* shows how the features moved · *Runs & sweeps* compares runs, sweeps λ and mixes

@@ -42,6 +42,11 @@ def tradeoff_section(table: pd.DataFrame) -> None:
     st.plotly_chart(plots.tradeoff(points))
     st.caption("Up is better on the fine-tuning task, right is less forgetting elsewhere. A good regulariser moves "
                "points up and to the right of plain CE.")
+    st.plotly_chart(plots.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
+                                                    "front dashed, its markers outlined)"))
+    st.caption("Every finished run of an objective on one task is averaged (n in the hover), whatever its λ or "
+               "steps: to read it as the science table's Pareto picture (docs/pareto.html), keep runs at each "
+               "objective's defaults, several seeds each.")
 
 
 def sweep_tab() -> None:
