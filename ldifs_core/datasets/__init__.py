@@ -190,8 +190,9 @@ def load_subset(name: str, split: str, selection: Selection = Selection(), *, im
     images, labels = decoding.decoded(index.source, index.identity, positions, index.labels.numpy()[positions],
                                       image_size, desc, progress)
     if not len(labels):
-        raise DatasetUnavailable(f"None of the {len(positions)} chosen images of {desc} could be read (corrupt, or "
-                                 f"not really images). Replace the files, or delete and download the dataset again.")
+        raise DatasetUnavailable(f"None of the {len(positions)} chosen images of the {split} split of {index.name} "
+                                 f"could be read (corrupt, or not really images). Replace the files, or delete and "
+                                 f"download the dataset again.")
     return ImageSet(index.name, split, torch.from_numpy(images), torch.from_numpy(labels), index.class_names,
                     index.templates, "all" if chosen is None else f"all > {how}", index.identity["version"])
 
