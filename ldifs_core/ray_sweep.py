@@ -21,7 +21,6 @@ import math
 import os
 import socket
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +44,6 @@ WORKING_DIR_EXCLUDES = ["runs", ".ldifs", "tests", "docs", "benchmarks", "app", 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2  # results are megabytes; Ray spills larger objects to disk
 POLL_S = 0.25  # how often the driver drains progress and looks for cancellations
 PROGRESS_EVERY = 5  # training steps between progress reports (as runner.execute writes its own store)
-CANCEL_CHECK_S = 0.5  # how often a running trial asks whether it was cancelled
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,7 @@ def _run_trial(cfg: RunConfig, run_id: str, board: ray.actor.ActorHandle, thread
     torch.set_num_threads(threads)  # as many threads as CPUs reserved: trials sharing a node do not oversubscribe
     node = socket.gethostname()
     board.post.remote(run_id, {"phase": "loading", "node": node})
-    asked_at = [0.0]
+    answer = [board.is_cancelled.remote(run_id)]
 
     def report(event) -> None:
         if event.step % PROGRESS_EVERY == 0 or event.step == event.total_steps:
@@ -258,11 +256,14 @@ def _run_trial(cfg: RunConfig, run_id: str, board: ray.actor.ActorHandle, thread
                                        "total_steps": event.total_steps, "loss": event.loss, "parts": event.parts,
                                        "eta_s": event.eta_s, "images_per_s": event.images_per_s, "node": node})
 
-    def should_stop() -> bool:  # asks the board at most every CANCEL_CHECK_S: a training step stays cheap
-        if time.monotonic() - asked_at[0] < CANCEL_CHECK_S:
+    def should_stop() -> bool:
+        """The board's latest answer, never waited for: a task blocked in ray.get lends its CPUs to the next
+        trial, which would put more trials on a node than it has CPUs for."""
+        ready, _ = ray.wait(answer, timeout=0)
+        if not ready:
             return False
-        asked_at[0] = time.monotonic()
-        return ray.get(board.is_cancelled.remote(run_id))
+        answer[0] = board.is_cancelled.remote(run_id)
+        return ray.get(ready[0])
 
     with tempfile.TemporaryDirectory(prefix="ldifs-trial-") as folder:
         store = RunStore(folder)

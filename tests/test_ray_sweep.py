@@ -100,15 +100,18 @@ def test_cancelling_stops_the_running_trial_and_the_queued_ones(cluster, tmp_pat
     store = RunStore(tmp_path / "store")
     long_run = replace(TINY_CONFIG, steps=100_000)
     trials = record_trials(store, [replace(long_run, seed=seed) for seed in range(3)])
+    started: set[str] = set()
     training: set[str] = set()
 
     def on_progress(run_id: str, progress: dict) -> None:
+        started.add(run_id)
         if progress["phase"] == "training":
             training.add(run_id)
 
     run_trials(store, trials, TrialResources(cpus=2), should_stop=lambda run_id: bool(training),
                on_progress=on_progress)
 
+    assert started == {trials[0].run_id}  # each trial takes both CPUs: never two at once, even while one waits
     records = [store.get(trial.run_id) for trial in trials]
     assert [record.status for record in records] == ["cancelled"] * 3
     assert records[0].message.startswith("Cancelled at step ")
