@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ldifs_core.config import OBJECTIVES, RunConfig
+from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.wise import wise_ft_metrics
@@ -39,7 +39,10 @@ def run_grid(store: RunStore, datasets: list[str], seeds: list[int], objectives:
     for dataset in datasets:
         for seed in seeds:
             for objective in objectives:
-                cfg = RunConfig(dataset=dataset, objective=objective, seed=seed, umap_points=0, **settings).validate()
+                # λ written out, so a stored run keeps saying which λ it ran with if a default changes later
+                lam = DEFAULT_LAMBDA[objective] if objective in REGULARISED else None
+                cfg = RunConfig(dataset=dataset, objective=objective, lam=lam, seed=seed, umap_points=0,
+                                **settings).validate()
                 run_id = finished_run(store, cfg) or execute(cfg, store)
                 metrics = store.metrics(run_id)
                 rows.append(row(dataset, seed, objective, metrics))
