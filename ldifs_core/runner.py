@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from torch import nn
 
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.datasets import ImageSet, available_bank, data_version, load_split
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
-from ldifs_core.evaluate import EvalData, forgetting_report
+from ldifs_core.evaluate import EvalData, dataset_report, forgetting_report
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
 from ldifs_core.store import RunStore
 from ldifs_core.train import FinetuneResult, finetune
+from ldifs_core.weights import run_weights, tuned_from_weights
 
 SUBSET_SEED = 0  # capped pools and test sets are the same for every run, so runs and seeds compare like for like
 
@@ -68,12 +70,17 @@ def prepare(cfg: RunConfig) -> PreparedRun:
     names = cfg.forgetting_datasets(available_bank())
     if not names:
         raise BadConfig("No dataset is left to check for forgetting: name at least one other dataset.")
-    others = {name: EvalData(load(name, "train").per_class_subset(cfg.probe_limit, cfg.probe_cap, SUBSET_SEED),
-                             load(name, "test").subset(cfg.eval_limit, SUBSET_SEED))
-              for name in names}
+    others = {name: evaluation_data(cfg, name, shared.image_size) for name in names}
     for name, data in others.items():
         require_classes(data.test, "checked for forgetting")
     return PreparedRun(shared.private_copy(device), train, test.subset(cfg.eval_limit, SUBSET_SEED), others, device)
+
+
+def evaluation_data(cfg: RunConfig, name: str, image_size: int) -> EvalData:
+    """The fixed probe-train and test subsets on which every run checks `name`."""
+    load = lambda split: cached_split(name, split, image_size, cfg.data_root, cfg.download, data_version(name))
+    return EvalData(load("train").per_class_subset(cfg.probe_limit, cfg.probe_cap, SUBSET_SEED),
+                    load("test").subset(cfg.eval_limit, SUBSET_SEED))
 
 
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
@@ -113,11 +120,14 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         run = prepare(cfg)
         if should_stop is not None and should_stop():
             raise RunCancelled("Cancelled before training started.")
-        result = finetune(cfg, run.base, run.train, run.device, record, should_stop)
+        start = starting_clip(store, cfg, run.base)
+        result = finetune(cfg, run.base, run.train, run.device, record, should_stop, start)
         store.update_progress(run_id, {"phase": "evaluating", "step": cfg.steps, "total_steps": cfg.steps})
         eval_started = time.perf_counter()
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
                                            should_stop=should_stop)
+        if cfg.sequence_id:
+            report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, should_stop)
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
         store.fail(run_id, "cancelled", str(cancel), history)
@@ -143,3 +153,25 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
     }
     store.finish(run_id, metrics, arrays, history, weights_to_save(result, cfg.objective) if cfg.save_weights else None)
     return run_id
+
+
+# -- continual fine-tuning: where a stage starts, and its own task seen like a checked dataset ----------------
+
+
+def starting_clip(store: RunStore, cfg: RunConfig, base: FoundationModel) -> nn.Module | None:
+    """The tuned CLIP of the run `cfg.start_from` (the previous stage), rebuilt on this run's private θ₀; None for
+    a run that starts from θ₀."""
+    if cfg.start_from is None:
+        return None
+    _, weights = run_weights(store, cfg.start_from)
+    return tuned_from_weights(base, weights)[0]
+
+
+def stage_task_report(cfg: RunConfig, run: PreparedRun, tuned_visual: nn.Module,
+                      should_stop: Callable[[], bool] | None) -> dict:
+    """A stage's own task checked exactly as the other datasets are (zero-shot and linear probe, θ₀ vs now), so
+    the forgetting matrix has its diagonal on the same footing as every other cell."""
+    if should_stop is not None and should_stop():
+        raise RunCancelled(f"Cancelled while evaluating (before {cfg.dataset}).")
+    task = evaluation_data(cfg, cfg.dataset, run.base.image_size)
+    return dataset_report(cfg, run.base, tuned_visual, task, with_umap=False)[0]
