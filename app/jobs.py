@@ -5,10 +5,12 @@ by two jobs at a time. Streamlit reruns its script on every click, so a job can 
 a page's thread); it lives here and records everything in the run store, which the pages poll. The worker makes
 no st.* calls.
 
-Two kinds of job share the queue:
+Three kinds of job share the queue:
 - a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
 - a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
-  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store.
+  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store;
+- a sequence (`submit_sequence`): `sequence.run_sequence`, its stages recorded as queued runs at once, each run
+  through the same execute as a single run; cancelling any of its stages cancels the sequence.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 Execute = Callable[..., str]
 # wise.wise_ft_path's signature: (store, run_id, alphas, should_stop=..., on_alpha=(α, metrics) -> None) -> list
 WisePath = Callable[..., list]
+# sequence.run_sequence's signature: (store, sequence_id, execute=..., on_stage=..., on_event=..., should_stop=...)
+RunSequence = Callable[..., object]
 CANCELLED_BEFORE_START = "Cancelled before it started."
 WISE_PREFIX = "wise-"
 WISE_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))  # the app's WiSE-FT path: α = 0, 0.1, …, 1
@@ -63,6 +67,12 @@ def settle_memory() -> None:
     gc.freeze()
 
 
+def run_sequence_for_real(store: RunStore, sequence_id: str, **kwargs) -> object:
+    from ldifs_core.sequence import run_sequence
+
+    return run_sequence(store, sequence_id, **kwargs)
+
+
 def warm_up() -> None:
     """Pay the heavy imports and numba's UMAP compilation before the first run instead of during it."""
     importlib.import_module("ldifs_core.runner")  # torch, open_clip, torchvision: seconds, once
@@ -91,6 +101,12 @@ class WiseJob:
 
 
 @dataclass
+class SequenceJob:
+    job_id: str  # the sequence id
+    run_ids: tuple[str, ...]  # its stages' runs, in order
+
+
+@dataclass
 class WiseState:
     """What sessions see of a run's WiSE-FT job: status is queued, running, done, failed or cancelled."""
     run_id: str
@@ -113,14 +129,17 @@ class JobRunner:
     """Process-wide queue of jobs; every session submits here and reads results from the store."""
 
     def __init__(self, store: RunStore, execute: Execute = execute_for_real,
-                 warm_up: Callable[[], None] | None = None, wise_path: WisePath = wise_path_for_real):
+                 warm_up: Callable[[], None] | None = None, wise_path: WisePath = wise_path_for_real,
+                 run_sequence: RunSequence = run_sequence_for_real):
         self.store = store
         self._execute = execute
         self._wise_path = wise_path
+        self._run_sequence = run_sequence
         self._warm_up = warm_up
         self._changed = threading.Condition()
-        self._pending: deque[RunJob | WiseJob] = deque()
+        self._pending: deque[RunJob | WiseJob | SequenceJob] = deque()
         self._current: str | None = None  # job id
+        self._current_ids: tuple[str, ...] = ()  # the ids that name the running job (a sequence's: its stage runs too)
         self._stop_requested = False
         self._live: dict[str, list[dict]] = {}
         self._wise: dict[str, WiseState] = {}  # run id -> its latest WiSE-FT job
@@ -159,14 +178,27 @@ class JobRunner:
             self._changed.notify()
         return True
 
-    def cancel(self, job_id: str) -> None:
-        """A queued job is dropped (a run recorded cancelled) without running; the running one stops at its next
-        check: before the next training step, the next dataset of its evaluation, or the next α."""
+    def submit_sequence(self, seq) -> str:
+        """Record a sequence (a `sequence.SequenceConfig`) with its stages as queued runs, and queue it as one job;
+        returns the sequence id. Bad settings raise a LabError before anything is recorded."""
+        from ldifs_core.sequence import plan_sequence, sequence_state
+
+        sequence_id = plan_sequence(seq, self.store)
+        stages = tuple(stage.run_id for stage in sequence_state(self.store, sequence_id).stages)
         with self._changed:
-            if job_id == self._current:
+            self._pending.append(SequenceJob(sequence_id, stages))
+            self._changed.notify()
+        return sequence_id
+
+    def cancel(self, job_id: str) -> None:
+        """A queued job is dropped (a run, or every stage of a sequence, recorded cancelled) without running; the
+        running one stops at its next check: before the next training step, the next dataset of its evaluation, or
+        the next α. A sequence's stage id cancels the whole sequence (the later stages need it)."""
+        with self._changed:
+            if job_id in self._current_ids:
                 self._stop_requested = True
                 return
-            job = next((job for job in self._pending if job.job_id == job_id), None)
+            job = next((job for job in self._pending if job_id in job_ids(job)), None)
             if job is None:
                 return
             self._pending.remove(job)
@@ -174,21 +206,26 @@ class JobRunner:
                 self._wise[job.run_id].status, self._wise[job.run_id].message = "cancelled", CANCELLED_BEFORE_START
         if isinstance(job, RunJob):
             self.store.fail(job.job_id, "cancelled", CANCELLED_BEFORE_START)
+        if isinstance(job, SequenceJob):
+            for run_id in job.run_ids:
+                self.store.fail(run_id, "cancelled", CANCELLED_BEFORE_START)
 
     def owns(self, job_id: str) -> bool:
         """Whether this process's worker has the job (queued or running): only those can be cancelled here."""
         with self._changed:
-            return job_id == self._current or any(job.job_id == job_id for job in self._pending)
+            return job_id in self._current_ids or any(job_id in job_ids(job) for job in self._pending)
 
     def cancelling(self, job_id: str) -> bool:
         with self._changed:
-            return job_id == self._current and self._stop_requested
+            return job_id in self._current_ids and self._stop_requested
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start; None when the job is not waiting in this queue."""
         with self._changed:
-            ids = [job.job_id for job in self._pending]
-        return ids.index(job_id) + 1 if job_id in ids else None
+            for position, job in enumerate(self._pending, 1):
+                if job_id in job_ids(job):
+                    return position
+        return None
 
     def live_history(self, run_id: str) -> list[dict]:
         """Per-step losses of the running run (the store only gets the full history when the run ends)."""
@@ -221,12 +258,15 @@ class JobRunner:
             try:
                 if isinstance(job, WiseJob):
                     self._run_wise(job)
+                elif isinstance(job, SequenceJob):
+                    self._run_stages(job)
                 else:
                     self._run(job)
             finally:
                 with self._changed:
-                    self._current = None
-                    self._live.pop(job.job_id, None)
+                    self._current, self._current_ids = None, ()
+                    for run_id in job_ids(job):
+                        self._live.pop(run_id, None)
 
     def _run(self, job: RunJob) -> None:
         run_id = job.job_id
@@ -238,6 +278,23 @@ class JobRunner:
         except Exception as err:
             log.exception("run %s crashed", run_id)
             self._record_crash(run_id, err)
+
+    def _run_stages(self, job: SequenceJob) -> None:
+        """The stages in order; each one's live curve is kept under its run id while it trains."""
+        current: list[str] = []
+
+        def on_stage(stage: int, run_id: str, cfg: RunConfig) -> None:
+            with self._changed:
+                current[:] = [run_id]
+                self._live[run_id] = []
+
+        try:
+            self._run_sequence(self.store, job.job_id, execute=self._execute, on_stage=on_stage,
+                               on_event=lambda event: self._record(current[0], event), should_stop=self._should_stop)
+        except Exception as err:  # a bug: the stage that crashed is recorded (run_sequence cancels the rest)
+            log.exception("sequence %s crashed", job.job_id)
+            if current:
+                self._record_crash(current[0], err)
 
     def _run_wise(self, job: WiseJob) -> None:
         self._set_wise(job.run_id, status="running")
@@ -279,7 +336,7 @@ class JobRunner:
                 self._warmed = True
                 return None
             job = self._pending.popleft()
-            self._current, self._stop_requested = job.job_id, False
+            self._current, self._current_ids, self._stop_requested = job.job_id, job_ids(job), False
             if isinstance(job, RunJob):
                 self._live[job.job_id] = []
             return job
@@ -301,6 +358,11 @@ class JobRunner:
                 self.store.fail(run_id, "failed", f"Internal error ({type(err).__name__}: {err}). Please report it.")
         except Exception:
             log.exception("could not record the crash of run %s", run_id)
+
+
+def job_ids(job: RunJob | WiseJob | SequenceJob) -> tuple[str, ...]:
+    """Every id that names the job: its own, and for a sequence the runs of its stages."""
+    return (job.job_id, *job.run_ids) if isinstance(job, SequenceJob) else (job.job_id,)
 
 
 @st.cache_resource(show_spinner=False)

@@ -364,11 +364,18 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ldifs_core.export import metrics_csv
+    from ldifs_core.export import metrics_csv, sequence_csv
 
     check_output("--out", args.out)
-    metrics = RunStore(args.store).metrics(args.run)
-    text = metrics_csv(metrics) if args.format == "csv" else json.dumps(metrics, indent=2)
+    store = RunStore(args.store)
+    if args.run.startswith("seq-"):  # a sequence: its forgetting matrix
+        from ldifs_core.sequence import sequence_state
+
+        summary = sequence_state(store, args.run).to_dict()
+        text = sequence_csv(summary) if args.format == "csv" else json.dumps(summary, indent=2)
+    else:
+        metrics = store.metrics(args.run)
+        text = metrics_csv(metrics) if args.format == "csv" else json.dumps(metrics, indent=2)
     if args.out:
         write_output("--out", args.out, text)
     else:
@@ -420,7 +427,7 @@ def cmd_sequence(args) -> int:
     progress = ProgressBar()
     try:
         state = run_sequence(store, sequence_id, on_event=progress,
-                             on_stage=lambda stage, cfg: progress.start(f"stage {stage}/{len(tasks)}: "
+                             on_stage=lambda stage, run_id, cfg: progress.start(f"stage {stage}/{len(tasks)}: "
                                                                         f"{cfg.describe()}"))
     finally:
         progress.close()
@@ -472,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=LISTED_STATUSES)
     show = sub.add_parser("show", help="one run's metrics (or status)")
     show.add_argument("run")
-    export = sub.add_parser("export", help="a run's metrics as CSV or JSON")
-    export.add_argument("run")
+    export = sub.add_parser("export", help="a run's metrics, or a sequence's forgetting matrix, as CSV or JSON")
+    export.add_argument("run", help="a run id, or a sequence id (seq-…)")
     export.add_argument("--format", choices=("csv", "json"), default="json")
     export.add_argument("--out", type=Path)
     wise = sub.add_parser("wise", help="WiSE-FT: evaluate (1-α)·θ₀ + α·θ of a finished run")

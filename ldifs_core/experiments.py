@@ -84,14 +84,18 @@ def sequence_method(objective: str, anchor: str) -> str:
     return f"{objective} (anchor {anchor})" if objective in ("ldifs", "l2sp") else objective
 
 
-def run_sequences(store: RunStore, tasks: list[str], seeds: list[int], **settings) -> list[dict]:
+def run_sequences(store: RunStore, tasks: list[str], seeds: list[int], methods: list[str] | None = None,
+                  **settings) -> list[dict]:
     """One row per (method, seed): the final average accuracy over the tasks, backward transfer and the change on
-    the datasets never trained on, zero-shot and linear probe. Finished stages in the store are reused."""
+    the datasets never trained on, zero-shot and linear probe. Finished stages in the store are reused; `methods`
+    (names as in the table) picks some, so that processes can share the work."""
     from ldifs_core.sequence import SequenceConfig, find_sequence, plan_sequence, run_sequence
 
     rows = []
     for seed in seeds:
         for objective, anchor in SEQUENCE_METHODS:
+            if methods is not None and sequence_method(objective, anchor) not in methods:
+                continue
             seq = SequenceConfig(tuple(tasks), anchor, RunConfig(objective=objective, seed=seed, umap_points=0,
                                                                  **settings)).validate()
             sequence_id = find_sequence(store, seq) or plan_sequence(seq, store)
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequence", action="store_true", help="continual fine-tuning instead: each method over "
                         "--tasks in order (default " + SEQUENCE_TASKS + ")")
     parser.add_argument("--tasks", default=SEQUENCE_TASKS, help="with --sequence: the tasks in order")
+    parser.add_argument("--methods", help="with --sequence: a comma list of the table's methods to run, e.g. "
+                        "'ce,ldifs (anchor previous)' (default: all), to share the work between processes")
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     store = RunStore(args.store)
     if args.sequence:
         rows = run_sequences(store, [t for t in args.tasks.split(",") if t], [int(s) for s in args.seeds.split(",")],
+                             args.methods.split(",") if args.methods else None,
                              eval_limit=args.eval_limit, probe_limit=args.probe_limit)
         if args.rows:
             args.rows.write_text(json.dumps(rows, indent=2))

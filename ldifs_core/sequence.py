@@ -288,10 +288,11 @@ def cancel_rest(store: RunStore, run_ids: list[str], message: str) -> None:
 
 
 def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = None,
-                 on_stage: Callable[[int, RunConfig], None] | None = None,
+                 on_stage: Callable[[int, str, RunConfig], None] | None = None,
                  on_event: Callable[[TrainEvent], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> SequenceState:
-    """Run the stages of a planned sequence in order, each through `execute` (runner.execute by default).
+    """Run the stages of a planned sequence in order, each through `execute` (runner.execute by default);
+    `on_stage(stage, run_id, cfg)` is called as each one starts.
 
     Finished stages are kept, so an interrupted sequence resumes where it stopped: a stage that failed, was
     cancelled or interrupted (or whose start was replaced) gets a new run. A stage that does not finish stops the
@@ -318,7 +319,7 @@ def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = No
             break
         cfg = store.get(run_id).config
         if on_stage is not None:
-            on_stage(stage, cfg)
+            on_stage(stage, run_id, cfg)
         try:
             execute(cfg, store, run_id=run_id, on_event=on_event, should_stop=should_stop)
         except LabError:

@@ -371,7 +371,7 @@ class RunStore:
         try:
             record = json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise RunNotFound(f"No sequence '{sequence_id}' in {self.root}. Use `python -m ldifs_core list` to see "
+            raise RunNotFound(f"No sequence '{sequence_id}' in {self.root}. Sequence ids are printed by `python -m ldifs_core "
                               f"the runs of each sequence.") from None
         except (OSError, ValueError) as err:
             raise RunUnreadable(f"unreadable: the record of sequence {sequence_id} cannot be read ({err}).") from None
