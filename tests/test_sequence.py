@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from ldifs_core.cli import main
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import load_split
+from ldifs_core.errors import RunNotFound, RunUnreadable
 from ldifs_core.models import load_model
 from ldifs_core.runner import cached_model, execute
 from ldifs_core.sequence import (NOT_RUN, ForgettingMatrix, SequenceConfig, plan_sequence, run_sequence,
@@ -158,3 +159,15 @@ def test_bad_sequences_are_refused_with_one_line_before_anything_is_recorded(sto
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and says in err[0]
     assert not store_dir.exists() or RunStore(store_dir).list() == []
+
+
+def test_a_damaged_sequence_record_is_unreadable_and_a_foreign_id_is_not_found(tmp_path):
+    store = RunStore(tmp_path)
+    sequence_id = store.create_sequence({"config": {}, "stages": []})
+    assert store.sequence_ids() == [sequence_id]
+    (tmp_path / "sequences" / f"{sequence_id}.json").write_text('{"config": {"tas')
+    with pytest.raises(RunUnreadable, match="unreadable"):
+        store.sequence(sequence_id)
+    for foreign in ("seq-20260101-000000-abcdef", "../index.sqlite"):
+        with pytest.raises(RunNotFound):
+            store.sequence(foreign)

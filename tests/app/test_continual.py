@@ -136,6 +136,17 @@ def test_cancelling_a_queued_sequence_or_any_of_its_stages_records_every_stage_c
     assert held.started == [busy]
 
 
+def test_a_damaged_sequence_record_is_named_and_the_other_sequences_still_show(app, store):
+    good = finished_sequence(store, "ldifs")
+    damaged = store.create_sequence({"config": {}, "stages": []})
+    (store.root / "sequences" / f"{damaged}.json").write_text("{cut short")
+    open_page(app, "continual")
+    assert not app.exception
+    assert f"the record of sequence {damaged} cannot be read" in texts(app.error)
+    assert app.selectbox(key="sequence-a").value == good
+    assert "Forgetting matrix (zero-shot accuracy, %)" in chart_titles(app)
+
+
 def test_matrix_plots_draw_every_cell_and_one_line_per_dataset(store):
     summary = sequence_state(store, finished_sequence(store, "ldifs")).to_dict()
     heatmap = plots.forgetting_heatmap(summary, "lp").data[0]
