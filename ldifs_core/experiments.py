@@ -85,11 +85,12 @@ def sequence_method(objective: str, anchor: str) -> str:
 
 
 def run_sequences(store: RunStore, tasks: list[str], seeds: list[int], methods: list[str] | None = None,
-                  **settings) -> list[dict]:
+                  train: bool = True, **settings) -> list[dict]:
     """One row per (method, seed): the final average accuracy over the tasks, backward transfer and the change on
     the datasets never trained on, zero-shot and linear probe. Finished stages in the store are reused; `methods`
-    (names as in the table) picks some, so that processes can share the work."""
-    from ldifs_core.sequence import SequenceConfig, find_sequence, plan_sequence, run_sequence
+    (names as in the table) picks some, so that processes can share the work; without `train` only sequences
+    already finished are tabulated."""
+    from ldifs_core.sequence import SequenceConfig, find_sequence, plan_sequence, run_sequence, sequence_state
 
     rows = []
     for seed in seeds:
@@ -98,8 +99,13 @@ def run_sequences(store: RunStore, tasks: list[str], seeds: list[int], methods: 
                 continue
             seq = SequenceConfig(tuple(tasks), anchor, RunConfig(objective=objective, seed=seed, umap_points=0,
                                                                  **settings)).validate()
-            sequence_id = find_sequence(store, seq) or plan_sequence(seq, store)
-            state = run_sequence(store, sequence_id)
+            sequence_id = find_sequence(store, seq)
+            if not train:
+                if sequence_id is None or sequence_state(store, sequence_id).status != "done":
+                    continue
+                state = sequence_state(store, sequence_id)
+            else:
+                state = run_sequence(store, sequence_id or plan_sequence(seq, store))
             if state.status != "done":
                 print(f"sequence {sequence_id} {state.status}: {state.message}", file=sys.stderr, flush=True)
                 continue
@@ -122,13 +128,15 @@ def sequence_table(rows: list[dict]) -> str:
     unseen = ", ".join(rows[0]["unseen"]) if rows else "–"
     columns = [("avg_accuracy", "final avg. accuracy"), ("backward_transfer", "backward transfer"),
                ("unseen_delta", f"Δ {unseen}")]
-    header = "| method | " + " | ".join(f"{title} ({probe.upper()})" for _, title in columns for probe in ("zs", "lp"))
-    lines = [header + " |", "|---" * (1 + 2 * len(columns)) + "|"]
+    header = "| method | seeds | " + " | ".join(f"{title} ({probe.upper()})" for _, title in columns
+                                              for probe in ("zs", "lp"))
+    lines = [header + " |", "|---" * (2 + 2 * len(columns)) + "|"]
     for objective, anchor in SEQUENCE_METHODS:
         picked = [r for r in rows if r["method"] == sequence_method(objective, anchor)]
         if picked:
             cells = [mean_std([r[f"{key}_{probe}"] for r in picked]) for key, _ in columns for probe in ("zs", "lp")]
-            lines.append(f"| {sequence_method(objective, anchor)} | " + " | ".join(cells) + " |")
+            seeds = ",".join(str(r["seed"]) for r in picked)
+            lines.append(f"| {sequence_method(objective, anchor)} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequence", action="store_true", help="continual fine-tuning instead: each method over "
                         "--tasks in order (default " + SEQUENCE_TASKS + ")")
     parser.add_argument("--tasks", default=SEQUENCE_TASKS, help="with --sequence: the tasks in order")
+    parser.add_argument("--table-only", action="store_true", help="with --sequence: tabulate the sequences already "
+                        "finished in the store, train nothing")
     parser.add_argument("--methods", help="with --sequence: a comma list of the table's methods to run, e.g. "
                         "'ce,ldifs (anchor previous)' (default: all), to share the work between processes")
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     store = RunStore(args.store)
     if args.sequence:
         rows = run_sequences(store, [t for t in args.tasks.split(",") if t], [int(s) for s in args.seeds.split(",")],
-                             args.methods.split(",") if args.methods else None,
+                             args.methods.split(",") if args.methods else None, not args.table_only,
                              eval_limit=args.eval_limit, probe_limit=args.probe_limit)
         if args.rows:
             args.rows.write_text(json.dumps(rows, indent=2))
