@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -28,6 +29,9 @@ from app.results import store_at, store_root
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.errors import LabError, RunCancelled
 from ldifs_core.store import RunStore
+
+if TYPE_CHECKING:
+    from ldifs_core.sequence import SequenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +182,9 @@ class JobRunner:
             self._changed.notify()
         return True
 
-    def submit_sequence(self, seq) -> str:
-        """Record a sequence (a `sequence.SequenceConfig`) with its stages as queued runs, and queue it as one job;
-        returns the sequence id. Bad settings raise a LabError before anything is recorded."""
+    def submit_sequence(self, seq: SequenceConfig) -> str:
+        """Record a sequence with its stages as queued runs, and queue it as one job; returns the sequence id. Bad
+        settings raise a LabError before anything is recorded."""
         from ldifs_core.sequence import plan_sequence, sequence_state
 
         sequence_id = plan_sequence(seq, self.store)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from app import jobs, plots, results, tables, widgets
 from ldifs_core import export
+from ldifs_core.config import RunConfig
 from ldifs_core.errors import LabError
 
 NONE = "—"
@@ -11,10 +12,9 @@ ACTIVE = ("queued", "running")
 
 
 def label(summary: dict) -> str:
-    base = summary["config"]["base"]
-    lam = f" λ={base['lam'] if base['lam'] is not None else 'default'}, anchor {summary['anchor']}" \
-        if summary["objective"] in ("ldifs", "l2sp") else ""
-    return (f"{summary['objective']}{lam} on {' → '.join(summary['tasks'])} (seed {base['seed']}) · "
+    base = RunConfig.from_dict(summary["config"]["base"])
+    lam = f" λ={base.effective_lam:g}, anchor {summary['anchor']}" if base.regularised else ""
+    return (f"{summary['objective']}{lam} on {' → '.join(summary['tasks'])} (seed {base.seed}) · "
             f"{summary['status']} · {summary['sequence_id']}")
 
 
