@@ -134,7 +134,8 @@ def sequence_table(rows: list[dict]) -> str:
     for objective, anchor in SEQUENCE_METHODS:
         picked = [r for r in rows if r["method"] == sequence_method(objective, anchor)]
         if picked:
-            cells = [mean_std([r[f"{key}_{probe}"] for r in picked]) for key, _ in columns for probe in ("zs", "lp")]
+            spread = mean_std if len(picked) > 1 else lambda values: f"{values[0]:.1f}"  # no std from one seed
+            cells = [spread([r[f"{key}_{probe}"] for r in picked]) for key, _ in columns for probe in ("zs", "lp")]
             seeds = ",".join(str(r["seed"]) for r in picked)
             lines.append(f"| {sequence_method(objective, anchor)} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
