@@ -182,6 +182,8 @@ def forgetting_matrix(seq: SequenceConfig, stage_metrics: list[dict]) -> Forgett
 
 @dataclass(frozen=True)
 class StageState:
+    """One stage as the store has it: its task, its run, and that run's status and message."""
+
     stage: int
     task: str
     run_id: str
@@ -218,10 +220,6 @@ class SequenceState:
             if state.status not in ("done", "queued", "running"):
                 return f"Stage {state.stage} ({state.task}) {state.status}: {state.message}"
         return ""
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("queued", "running")
 
     def to_dict(self) -> dict:
         """The sequence's JSON (CLI `--json`, app download): documented in the README."""
