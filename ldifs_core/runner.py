@@ -120,14 +120,18 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         run = prepare(cfg)
         if should_stop is not None and should_stop():
             raise RunCancelled("Cancelled before training started.")
+        sequence_started = time.perf_counter()  # a sequence's own work is timed apart (benchmarks/sequence_bench.py)
         start = starting_clip(store, cfg, run.base)
+        sequence_s = time.perf_counter() - sequence_started
         result = finetune(cfg, run.base, run.train, run.device, record, should_stop, start)
         store.update_progress(run_id, {"phase": "evaluating", "step": cfg.steps, "total_steps": cfg.steps})
         eval_started = time.perf_counter()
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
                                            should_stop=should_stop)
         if cfg.sequence_id:
+            sequence_started = time.perf_counter()
             report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, should_stop)
+            sequence_s += time.perf_counter() - sequence_started
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
         store.fail(run_id, "cancelled", str(cancel), history)
@@ -149,7 +153,8 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         "device": describe_device(run.device),
         **report,
         "timings": {"train_s": round(result.train_s, 3), "eval_s": round(eval_s, 3),
-                    "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3)},
+                    "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3),
+                    **({"sequence_s": round(sequence_s, 3)} if cfg.sequence_id else {})},
     }
     store.finish(run_id, metrics, arrays, history, weights_to_save(result, cfg.objective) if cfg.save_weights else None)
     return run_id

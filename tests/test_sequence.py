@@ -46,6 +46,7 @@ def test_each_stage_is_an_ordinary_run_linked_to_its_sequence_and_the_stage_befo
     assert second.eval_datasets == ["mnist", "animals"]  # every other column of the matrix
     metrics = store.metrics(state.stages[1].run_id)
     assert {"downstream", "forgetting", "mean_zs_delta", "mean_lp_delta", "timings"} <= set(metrics)
+    assert 0 < metrics["timings"]["sequence_s"] < metrics["timings"]["total_s"]  # its own work, timed apart
 
 
 def test_a_stage_starts_from_the_weights_the_stage_before_produced_not_from_theta0(two_stages):
