@@ -5,10 +5,12 @@ by two jobs at a time. Streamlit reruns its script on every click, so a job can 
 a page's thread); it lives here and records everything in the run store, which the pages poll. The worker makes
 no st.* calls.
 
-Two kinds of job share the queue:
+Three kinds of job share the queue:
 - a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
 - a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
-  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store.
+  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store;
+- a sequence (`submit_sequence`): `sequence.run_sequence`, its stages recorded as queued runs at once, each run
+  through the same execute as a single run; cancelling any of its stages cancels the sequence.
 
 A sweep can also go to a Ray cluster instead (`submit_ray_sweep`): its runs bypass the queue, run side by side on
 the cluster (ldifs_core.ray_sweep), and are recorded in the store like any run, so the same cards follow them and
@@ -24,6 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -31,6 +34,9 @@ from app.results import store_at, store_root
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.errors import LabError, RunCancelled
 from ldifs_core.store import RunStore
+
+if TYPE_CHECKING:
+    from ldifs_core.sequence import SequenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ Execute = Callable[..., str]
 WisePath = Callable[..., list]
 # ray_sweep on a connected cluster: (store, [(run id, cfg)], address, should_stop=(run id) -> bool) -> None
 SweepOnRay = Callable[..., None]
+# sequence.run_sequence's signature: (store, sequence_id, execute=..., on_stage=..., on_event=..., should_stop=...)
+RunSequence = Callable[..., object]
 CANCELLED_BEFORE_START = "Cancelled before it started."
 WISE_PREFIX = "wise-"
 WISE_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))  # the app's WiSE-FT path: α = 0, 0.1, …, 1
@@ -86,6 +94,12 @@ def settle_memory() -> None:
     gc.freeze()
 
 
+def run_sequence_for_real(store: RunStore, sequence_id: str, **kwargs) -> object:
+    from ldifs_core.sequence import run_sequence
+
+    return run_sequence(store, sequence_id, **kwargs)
+
+
 def warm_up() -> None:
     """Pay the heavy imports and numba's UMAP compilation before the first run instead of during it."""
     importlib.import_module("ldifs_core.runner")  # torch, open_clip, torchvision: seconds, once
@@ -114,6 +128,12 @@ class WiseJob:
 
 
 @dataclass
+class SequenceJob:
+    job_id: str  # the sequence id
+    run_ids: tuple[str, ...]  # its stages' runs, in order
+
+
+@dataclass
 class WiseState:
     """What sessions see of a run's WiSE-FT job: status is queued, running, done, failed or cancelled."""
     run_id: str
@@ -137,18 +157,20 @@ class JobRunner:
 
     def __init__(self, store: RunStore, execute: Execute = execute_for_real,
                  warm_up: Callable[[], None] | None = None, wise_path: WisePath = wise_path_for_real,
-                 sweep_on_ray: SweepOnRay = sweep_on_ray_for_real):
+                 sweep_on_ray: SweepOnRay = sweep_on_ray_for_real, run_sequence: RunSequence = run_sequence_for_real):
         self.store = store
         self._execute = execute
         self._wise_path = wise_path
         self._sweep_on_ray = sweep_on_ray
+        self._run_sequence = run_sequence
         self._on_ray: dict[str, str] = {}  # run id -> cluster address, while the run is queued or running there
         self._ray_cancel: set[str] = set()
         self._ray_driver = threading.Lock()  # one sweep at a time drives Ray (one connection per process)
         self._warm_up = warm_up
         self._changed = threading.Condition()
-        self._pending: deque[RunJob | WiseJob] = deque()
+        self._pending: deque[RunJob | WiseJob | SequenceJob] = deque()
         self._current: str | None = None  # job id
+        self._current_ids: tuple[str, ...] = ()  # the ids that name the running job (a sequence's: its stage runs too)
         self._stop_requested = False
         self._live: dict[str, list[dict]] = {}
         self._wise: dict[str, WiseState] = {}  # run id -> its latest WiSE-FT job
@@ -202,18 +224,31 @@ class JobRunner:
         with self._changed:
             return self._on_ray.get(run_id)
 
+    def submit_sequence(self, seq: SequenceConfig) -> str:
+        """Record a sequence with its stages as queued runs, and queue it as one job; returns the sequence id. Bad
+        settings raise a LabError before anything is recorded."""
+        from ldifs_core.sequence import plan_sequence, sequence_state
+
+        sequence_id = plan_sequence(seq, self.store)
+        stages = tuple(stage.run_id for stage in sequence_state(self.store, sequence_id).stages)
+        with self._changed:
+            self._pending.append(SequenceJob(sequence_id, stages))
+            self._changed.notify()
+        return sequence_id
+
     def cancel(self, job_id: str) -> None:
-        """A queued job is dropped (a run recorded cancelled) without running; the running one stops at its next
-        check: before the next training step, the next dataset of its evaluation, or the next α. A run on Ray is
+        """A queued job is dropped (a run, or every stage of a sequence, recorded cancelled) without running; the
+        running one stops at its next check: before the next training step, the next dataset of its evaluation, or
+        the next α. A sequence's stage id cancels the whole sequence (the later stages need it). A run on Ray is
         cancelled there the same way."""
         with self._changed:
             if job_id in self._on_ray:
                 self._ray_cancel.add(job_id)
                 return
-            if job_id == self._current:
+            if job_id in self._current_ids:
                 self._stop_requested = True
                 return
-            job = next((job for job in self._pending if job.job_id == job_id), None)
+            job = next((job for job in self._pending if job_id in job_ids(job)), None)
             if job is None:
                 return
             self._pending.remove(job)
@@ -221,22 +256,27 @@ class JobRunner:
                 self._wise[job.run_id].status, self._wise[job.run_id].message = "cancelled", CANCELLED_BEFORE_START
         if isinstance(job, RunJob):
             self.store.fail(job.job_id, "cancelled", CANCELLED_BEFORE_START)
+        if isinstance(job, SequenceJob):
+            for run_id in job.run_ids:
+                self.store.fail(run_id, "cancelled", CANCELLED_BEFORE_START)
 
     def owns(self, job_id: str) -> bool:
         """Whether this process's worker has the job (queued or running): only those can be cancelled here."""
         with self._changed:
-            return (job_id == self._current or job_id in self._on_ray
-                    or any(job.job_id == job_id for job in self._pending))
+            return (job_id in self._current_ids or job_id in self._on_ray
+                    or any(job_id in job_ids(job) for job in self._pending))
 
     def cancelling(self, job_id: str) -> bool:
         with self._changed:
-            return (job_id == self._current and self._stop_requested) or job_id in self._ray_cancel
+            return (job_id in self._current_ids and self._stop_requested) or job_id in self._ray_cancel
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start; None when the job is not waiting in this queue."""
         with self._changed:
-            ids = [job.job_id for job in self._pending]
-        return ids.index(job_id) + 1 if job_id in ids else None
+            for position, job in enumerate(self._pending, 1):
+                if job_id in job_ids(job):
+                    return position
+        return None
 
     def live_history(self, run_id: str) -> list[dict]:
         """Per-step losses of the running run (the store only gets the full history when the run ends)."""
@@ -269,12 +309,15 @@ class JobRunner:
             try:
                 if isinstance(job, WiseJob):
                     self._run_wise(job)
+                elif isinstance(job, SequenceJob):
+                    self._run_stages(job)
                 else:
                     self._run(job)
             finally:
                 with self._changed:
-                    self._current = None
-                    self._live.pop(job.job_id, None)
+                    self._current, self._current_ids = None, ()
+                    for run_id in job_ids(job):
+                        self._live.pop(run_id, None)
 
     def _run(self, job: RunJob) -> None:
         run_id = job.job_id
@@ -316,6 +359,23 @@ class JobRunner:
         except Exception:
             log.exception("could not record the failure of run %s", run_id)
 
+    def _run_stages(self, job: SequenceJob) -> None:
+        """The stages in order; each one's live curve is kept under its run id while it trains."""
+        current: list[str] = []
+
+        def on_stage(stage: int, run_id: str, cfg: RunConfig) -> None:
+            with self._changed:
+                current[:] = [run_id]
+                self._live[run_id] = []
+
+        try:
+            self._run_sequence(self.store, job.job_id, execute=self._execute, on_stage=on_stage,
+                               on_event=lambda event: self._record(current[0], event), should_stop=self._should_stop)
+        except Exception as err:  # a bug: the stage that crashed is recorded (run_sequence cancels the rest)
+            log.exception("sequence %s crashed", job.job_id)
+            if current:
+                self._record_crash(current[0], err)
+
     def _run_wise(self, job: WiseJob) -> None:
         self._set_wise(job.run_id, status="running")
         try:
@@ -356,7 +416,7 @@ class JobRunner:
                 self._warmed = True
                 return None
             job = self._pending.popleft()
-            self._current, self._stop_requested = job.job_id, False
+            self._current, self._current_ids, self._stop_requested = job.job_id, job_ids(job), False
             if isinstance(job, RunJob):
                 self._live[job.job_id] = []
             return job
@@ -374,6 +434,11 @@ class JobRunner:
         """execute records its own crashes; this covers one that happened before it could. It never raises:
         the worker must outlive any run (a run the store cannot update shows as interrupted after a restart)."""
         self._fail_unfinished(run_id, f"Internal error ({type(err).__name__}: {err}). Please report it.")
+
+
+def job_ids(job: RunJob | WiseJob | SequenceJob) -> tuple[str, ...]:
+    """Every id that names the job: its own, and for a sequence the runs of its stages."""
+    return (job.job_id, *job.run_ids) if isinstance(job, SequenceJob) else (job.job_id,)
 
 
 @st.cache_resource(show_spinner=False)

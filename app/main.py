@@ -23,6 +23,7 @@ page = st.navigation([
     st.Page("views/forgetting.py", title="Forgetting", icon=":material/insights:"),
     st.Page("views/drift.py", title="Feature drift", icon=":material/scatter_plot:"),
     st.Page("views/runs.py", title="Runs & sweeps", icon=":material/table_rows:"),
+    st.Page("views/continual.py", title="Continual", icon=":material/stacked_line_chart:"),
 ])
 
 

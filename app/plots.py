@@ -236,3 +236,64 @@ def wise_ft_path(mixes: dict[float, dict], chosen: float | None = None) -> go.Fi
                       xaxis_title="mean zero-shot change on other datasets (points)",
                       yaxis_title="accuracy on the fine-tuning task (%)", height=380, showlegend=False)
     return fig
+
+
+# -- continual fine-tuning: the forgetting matrix of a sequence (its JSON, SequenceState.to_dict) --------------
+
+
+def stage_labels(summary: dict) -> list[str]:
+    """Row names of a sequence's matrix: θ₀, then "after k. task" for each finished stage."""
+    done = len(summary["matrix"]["zs"])
+    return ["θ₀ (before)"] + [f"after {k + 1}. {task}" for k, task in enumerate(summary["tasks"][:done])]
+
+
+def column_labels(matrix: dict) -> list[str]:
+    return [f"{d} (task {matrix['tasks'].index(d) + 1})" if d in matrix["tasks"] else f"{d} (never trained)"
+            for d in matrix["datasets"]]
+
+
+def forgetting_heatmap(summary: dict, probe: str = "zs") -> go.Figure:
+    """accuracy[stage][dataset] as a heatmap, θ₀ on top, each cell written with its accuracy and n in the hover."""
+    matrix = summary["matrix"]
+    rows = [matrix["before"][probe], *matrix[probe]]
+    labels = stage_labels(summary)
+    text = [[f"{value:.1f}" for value in row] for row in rows]
+    fig = go.Figure(go.Heatmap(
+        z=rows, x=column_labels(matrix), y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=100, colorbar=dict(title="accuracy (%)"),
+        customdata=[[n for n in matrix["n"]] for _ in rows],
+        hovertemplate="%{y} · %{x}<br>accuracy %{z:.1f}% on n = %{customdata} test images<extra></extra>"))
+    fig.update_layout(title=f"Forgetting matrix ({tables.PROBES[probe]} accuracy, %)", height=120 + 48 * len(rows),
+                      yaxis=dict(autorange="reversed"), xaxis=dict(side="top"))
+    return fig
+
+
+def matrix_lines(summary: dict, probe: str = "zs") -> go.Figure:
+    """One line per dataset across the stages (θ₀ first), each point with its 95 % interval; dashed lines are
+    datasets never trained on."""
+    matrix = summary["matrix"]
+    labels = stage_labels(summary)
+    fig = go.Figure()
+    for column, (dataset, label) in enumerate(zip(matrix["datasets"], column_labels(matrix))):
+        values = [matrix["before"][probe][column]] + [row[column] for row in matrix[probe]]
+        intervals = [[values[0], values[0]]] + [ci[column] for ci in matrix[f"{probe}_ci"]]
+        fig.add_scatter(name=label, x=labels, y=values, mode="lines+markers",
+                        line=dict(dash="solid" if dataset in matrix["tasks"] else "dash"),
+                        error_y=interval_bars(values, [low for low, _ in intervals], [high for _, high in intervals]),
+                        hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>")
+    fig.update_layout(title=f"Accuracy of each dataset across the stages ({tables.PROBES[probe]})",
+                      yaxis=dict(title="accuracy (%), with 95 % intervals", range=[0, 105]), height=380,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def sequences_average(summaries: dict[str, dict], probe: str = "zs") -> go.Figure:
+    """Average accuracy over the tasks seen so far, per stage, for several sequences (name → JSON)."""
+    fig = go.Figure()
+    for name, summary in summaries.items():
+        average = summary["avg_accuracy"][probe] if summary["avg_accuracy"] else []
+        fig.add_scatter(name=name, x=[f"after stage {k + 1}" for k in range(len(average))], y=average,
+                        mode="lines+markers", hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>")
+    fig.update_layout(title=f"Average accuracy over the tasks seen so far ({tables.PROBES[probe]})",
+                      yaxis_title="accuracy (%)", height=340, legend=dict(orientation="h", y=-0.3))
+    return fig

@@ -84,3 +84,16 @@ def wise_results(run_id: str) -> dict[float, dict]:
     """WiSE-FT mixes of a run already computed by the worker (α → metrics), read fresh: a path fills in while
     its job runs."""
     return run_store().wise_results(run_id)
+
+
+def sequence_ids() -> list[str]:
+    """Every sequence in the store, newest first."""
+    return run_store().sequence_ids()
+
+
+def sequence(sequence_id: str) -> dict:
+    """A sequence's JSON (SequenceState.to_dict), read fresh: its status comes from its stages' runs, which change
+    while it runs. Raises RunNotFound / RunUnreadable for a missing or damaged record."""
+    from ldifs_core.sequence import sequence_state
+
+    return sequence_state(run_store(), sequence_id).to_dict()

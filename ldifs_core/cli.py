@@ -1,4 +1,4 @@
-"""Command-line front end: `python -m ldifs_core run|sweep|list|show|export|wise`.
+"""Command-line front end: `python -m ldifs_core run|sweep|sequence|list|show|export|wise`.
 
 Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
 before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
@@ -146,11 +146,16 @@ def write_output(flag: str, path: Path, text: str, note: str = "") -> None:
 # -- run options ---------------------------------------------------------------------------------------
 
 
-def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
+def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False, sequence: bool = False) -> None:
+    """The flags of one run; a sweep lists objectives, λ values and seeds instead, a sequence lists its tasks."""
     defaults = RunConfig()
     parser.add_argument("--model", help="open_clip model name (default: the embedded model)")
     parser.add_argument("--pretrained", help="open_clip pretrained tag or a local checkpoint file")
-    parser.add_argument("--dataset", default=defaults.dataset, help="registered dataset name or an ImageFolder path")
+    if sequence:
+        add_sequence_options(parser)
+    else:
+        parser.add_argument("--dataset", default=defaults.dataset,
+                            help="registered dataset name or an ImageFolder path")
     parser.add_argument("--eval-datasets", help="comma list of datasets checked for forgetting "
                         "(default: every other concept-bank domain)")
     if sweep:
@@ -195,7 +200,8 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False) -> Non
     parser.add_argument("--probe-cap", type=limit, default=defaults.probe_cap,
                         help="at most this many linear-probe train images per dataset ('all': no cap)")
     parser.add_argument("--store", type=Path, help=STORE_HELP)
-    parser.add_argument("--json", type=Path, help="also write the metrics JSON here" +
+    parser.add_argument("--json", type=Path, help="also write the sequence's JSON (matrix and derived numbers) here"
+                        if sequence else "also write the metrics JSON here" +
                         (" (a list: every run, failed ones with their status and message)" if sweep else ""))
 
 
@@ -233,8 +239,9 @@ def one_value(flag: str, values: list[T]) -> T:
 
 
 def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int,
-                taps: int | str | None = None, variant: str | None = None) -> RunConfig:
-    """The run's settings, validated, with every dataset name known: LabError says what to change."""
+                taps: int | str | None = None, variant: str | None = None, dataset: str | None = None) -> RunConfig:
+    """The run's settings (on `dataset`, default --dataset), validated, with every dataset name known: LabError
+    says what to change."""
     from ldifs_core.datasets import check_known  # imports torch: only commands that train pay for it
 
     eval_datasets = (comma_list("--eval-datasets", args.eval_datasets, name, "animals,quickdraw")
@@ -245,8 +252,8 @@ def config_from(args: argparse.Namespace, objective: str, lam: float | None, see
         variant = one_value("--ldifs-variant", comma_list("--ldifs-variant", args.ldifs_variant, ldifs_variant,
                                                           "paper,released"))
     cfg = RunConfig(
-        dataset=args.dataset, objective=objective, lam=lam, init=args.init, model=args.model,
-        pretrained=args.pretrained, seed=seed, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+        dataset=args.dataset if dataset is None else dataset, objective=objective, lam=lam, init=args.init,
+        model=args.model, pretrained=args.pretrained, seed=seed, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
         device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=variant, ldifs_taps=taps,
         precompute_frozen=args.precompute_frozen, data_root=args.data_root, download=args.download,
         eval_datasets=eval_datasets, umap_points=0 if args.no_umap else RunConfig.umap_points,
@@ -280,27 +287,43 @@ def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
 # -- commands ------------------------------------------------------------------------------------------
 
 
-def run_with_progress(cfg: RunConfig, store: RunStore, run_id: str) -> None:
-    """Execute the recorded run `run_id`, with a progress bar from its first training step (a run that fails
-    while loading prints only its error)."""
-    from tqdm import tqdm
+class ProgressBar:
+    """A training progress bar on stderr, opened by the first step's event (a run that fails while loading prints
+    only its error); `start` begins a new bar for the next run (a sequence's next stage)."""
 
+    def __init__(self):
+        self.bar = None
+        self.title = ""
+
+    def start(self, title: str) -> None:
+        self.close()
+        self.title = title
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event.total_steps, desc=self.title, unit="step", file=sys.stderr,
+                            dynamic_ncols=True)
+        self.bar.update(event.step - self.bar.n)
+        self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_with_progress(cfg: RunConfig, store: RunStore, run_id: str) -> None:
+    """Execute the recorded run `run_id`, with a progress bar."""
     from ldifs_core.runner import execute
 
-    bar = None
-
-    def on_event(event):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=event.total_steps, desc=cfg.describe(), unit="step", file=sys.stderr, dynamic_ncols=True)
-        bar.update(event.step - bar.n)
-        bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}")
-
+    progress = ProgressBar()
+    progress.start(cfg.describe())
     try:
-        execute(cfg, store, run_id, on_event=on_event)
+        execute(cfg, store, run_id, on_event=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
 
 
 def summary_line(metrics: dict) -> str:
@@ -485,11 +508,18 @@ def cmd_show(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ldifs_core.export import metrics_csv
+    from ldifs_core.export import metrics_csv, sequence_csv
 
     check_output("--out", args.out)
-    metrics = RunStore(args.store).metrics(args.run)
-    text = metrics_csv(metrics) if args.format == "csv" else json.dumps(metrics, indent=2)
+    store = RunStore(args.store)
+    if args.run.startswith("seq-"):  # a sequence: its forgetting matrix
+        from ldifs_core.sequence import sequence_state
+
+        summary = sequence_state(store, args.run).to_dict()
+        text = sequence_csv(summary) if args.format == "csv" else json.dumps(summary, indent=2)
+    else:
+        metrics = store.metrics(args.run)
+        text = metrics_csv(metrics) if args.format == "csv" else json.dumps(metrics, indent=2)
     if args.out:
         write_output("--out", args.out, text)
     else:
@@ -517,6 +547,67 @@ def cmd_wise(args) -> int:
     return 0
 
 
+# -- sequences (continual fine-tuning) -----------------------------------------------------------------------
+
+
+def add_sequence_options(parser: argparse.ArgumentParser) -> None:
+    from ldifs_core.config import ANCHORS
+
+    parser.add_argument("--tasks", required=True, help="comma list of tasks in training order, at least two "
+                        "(e.g. mnist,fashion_mnist,animals)")
+    parser.add_argument("--anchor", default="previous", choices=ANCHORS, help="what ldifs and l2sp compare each "
+                        "stage to: θ₀ (original) or the weights the stage starts from (previous, the default)")
+
+
+def cmd_sequence(args) -> int:
+    from ldifs_core.sequence import SequenceConfig, plan_sequence, run_sequence
+
+    tasks = comma_list("--tasks", args.tasks, name, "mnist,fashion_mnist,animals")
+    seq = SequenceConfig(tuple(tasks), args.anchor, config_from(args, args.objective, args.lam, args.seed,
+                                                                 dataset=tasks[0])).validate()
+    check_output("--json", args.json)
+    store = RunStore(args.store)
+    sequence_id = plan_sequence(seq, store)
+    progress = ProgressBar()
+    try:
+        state = run_sequence(store, sequence_id, on_event=progress,
+                             on_stage=lambda stage, run_id, cfg: progress.start(f"stage {stage}/{len(tasks)}: "
+                                                                        f"{cfg.describe()}"))
+    finally:
+        progress.close()
+    summary = state.to_dict()
+    print(sequence_table(summary))
+    if args.json:
+        write_output("--json", args.json, json.dumps(summary, indent=2), f"; the sequence is kept as {sequence_id}")
+    if state.status != "done":
+        print(f"error: sequence {sequence_id} {state.status}: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def sequence_table(summary: dict) -> str:
+    """The forgetting matrix as text: one row per finished stage, one column per dataset, zero-shot / probe."""
+    lines = [f"Sequence {summary['sequence_id']}: {summary['objective']} on {' → '.join(summary['tasks'])}, "
+             f"anchor {summary['anchor']} — {summary['status']}"]
+    matrix = summary["matrix"]
+    if matrix is None:
+        return "\n".join(lines)
+    lines.append("accuracy (%) zero-shot / linear probe after each stage:")
+    lines.append(f"{'':<24}" + "".join(f"{d:>18}" for d in matrix["datasets"]))
+    rows = [("θ₀", matrix["before"]["zs"], matrix["before"]["lp"])]
+    rows += [(f"{k + 1}. {task}", zs, lp) for k, (task, zs, lp) in
+             enumerate(zip(summary["tasks"], matrix["zs"], matrix["lp"]))]
+    for label, zs, lp in rows:
+        lines.append(f"{label:<24}" + "".join(f"{f'{z:.1f} / {p:.1f}':>18}" for z, p in zip(zs, lp)))
+    for probe, title in (("zs", "zero-shot"), ("lp", "linear probe")):
+        bwt = summary["backward_transfer"][probe]
+        unseen = summary["unseen_delta"][probe]
+        lines.append(f"{title}: average accuracy over the tasks seen {summary['avg_accuracy'][probe][-1]:.1f}%, "
+                     f"backward transfer {'–' if bwt is None else f'{bwt:+.1f}'} pts, change on datasets never "
+                     f"trained on {'–' if unseen is None else f'{unseen[-1]:+.1f}'} pts")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m ldifs_core", description="LDIFS Lab: fine-tune CLIP, measure concept "
                             "forgetting.")
@@ -524,14 +615,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sub.add_parser("run", help="fine-tune once and report forgetting"))
     add_run_options(sub.add_parser("sweep", help="grid over objectives, λ values and seeds; a failed run is "
                                    "recorded and the others go on (exit code 1 if any failed)"), sweep=True)
+    add_run_options(sub.add_parser("sequence", help="continual fine-tuning: one objective over tasks in order, "
+                                   "each stage starting from the last; prints the forgetting matrix"), sequence=True)
     listing = sub.add_parser("list", help="runs in the store (unreadable ones with the reason)")
     listing.add_argument("--dataset")
     listing.add_argument("--objective", choices=OBJECTIVES)
     listing.add_argument("--status", choices=LISTED_STATUSES)
     show = sub.add_parser("show", help="one run's metrics (or status)")
     show.add_argument("run")
-    export = sub.add_parser("export", help="a run's metrics as CSV or JSON")
-    export.add_argument("run")
+    export = sub.add_parser("export", help="a run's metrics, or a sequence's forgetting matrix, as CSV or JSON")
+    export.add_argument("run", help="a run id, or a sequence id (seq-…)")
     export.add_argument("--format", choices=("csv", "json"), default="json")
     export.add_argument("--out", type=Path)
     wise = sub.add_parser("wise", help="WiSE-FT: evaluate (1-α)·θ₀ + α·θ of a finished run")
@@ -543,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
-            "wise": cmd_wise}
+            "wise": cmd_wise, "sequence": cmd_sequence}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -13,6 +13,9 @@ INITS = ("zs", "lp")
 LDIFS_VARIANTS = ("paper", "released")
 BATCHNORM_MODES = ("train", "frozen")
 MAX_SEED = 2**32 - 1
+# What LDIFS and L2-SP pull a sequence's stage towards: the foundation model θ₀, or the weights the stage started
+# from (the previous stage's); see sequence.py and the README's "Continual fine-tuning".
+ANCHORS = ("original", "previous")
 
 # Default regulariser weight per objective (see README "Choosing the defaults").
 DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 0.1, "zscl": 1.0}
@@ -84,6 +87,11 @@ class RunConfig:
     lipsum_texts: int = 80  # M random token sequences per step
     lipsum_length: int = 8  # tokens per random sequence
     zscl_reference: str = ZSCL_BANK  # where ZSCL's unlabeled reference images come from
+    # -- continual fine-tuning (sequence.py): a stage of a sequence starts from an earlier run's tuned weights --
+    start_from: str | None = None  # id of the finished run whose tuned weights this run starts from (None: θ₀)
+    anchor: str = "original"  # what ldifs and l2sp compare to: θ₀ ("original") or the start weights ("previous")
+    sequence_id: str = ""  # the sequence this run is a stage of ('' for a single run) ...
+    stage: int | None = None  # ... and its position there (1 = the first task)
 
     @property
     def effective_lam(self) -> float:
@@ -141,6 +149,8 @@ class RunConfig:
         if self.eval_datasets is not None and not self.forgetting_datasets([]):
             problems.append("no dataset is left to check for forgetting (the list is empty or only the task): "
                             "name at least one other dataset")
+        if self.anchor not in ANCHORS:
+            problems.append(f"anchor '{self.anchor}' is unknown (use original or previous)")
         if problems:
             raise BadConfig("Invalid run settings: " + "; ".join(problems) + ".")
         return self
@@ -163,7 +173,8 @@ class RunConfig:
         lam = f" λ={self.effective_lam:g}" if self.regularised else ""
         if self.objective == "ldifs" and (self.ldifs_taps, self.ldifs_variant) != (4, "paper"):
             lam += f" taps={self.ldifs_taps} {self.ldifs_variant}"
-        return f"{self.objective}{lam} on {self.dataset} ({self.steps} steps, seed {self.seed})"
+        stage = f", stage {self.stage}" if self.stage else ""
+        return f"{self.objective}{lam} on {self.dataset} ({self.steps} steps, seed {self.seed}{stage})"
 
 
 def parse_ldifs_taps(taps: int | str) -> int | tuple[str, ...]:

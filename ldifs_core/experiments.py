@@ -1,7 +1,8 @@
 """The science table: concept forgetting of every objective, several tasks and seeds, mean ± std.
 
 Run `python -m ldifs_core.experiments` (add `--datasets fashion_mnist` to split the work across
-processes; finished runs already in the store are reused, so an interrupted table resumes).
+processes; finished runs already in the store are reused, so an interrupted table resumes). With `--sequence`,
+the continual table: each method fine-tuned over a sequence of tasks (finished stages are reused likewise).
 """
 from __future__ import annotations
 
@@ -85,8 +86,82 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# -- continual fine-tuning (`--sequence`): one sequence of tasks per method and seed ---------------------------
+
+SEQUENCE_TASKS = "mnist,fashion_mnist,animals"
+SEQUENCE_METHODS = (("ce", "previous"), ("ldifs", "previous"), ("ldifs", "original"), ("l2sp", "previous"))
+
+
+def sequence_method(objective: str, anchor: str) -> str:
+    return f"{objective} (anchor {anchor})" if objective in ("ldifs", "l2sp") else objective
+
+
+def run_sequences(store: RunStore, tasks: list[str], seeds: list[int], methods: list[str] | None = None,
+                  train: bool = True, **settings) -> list[dict]:
+    """One row per (method, seed): the final average accuracy over the tasks, backward transfer and the change on
+    the datasets never trained on, zero-shot and linear probe. Finished stages in the store are reused; `methods`
+    (names as in the table) picks some, so that processes can share the work; without `train` only sequences
+    already finished are tabulated."""
+    from ldifs_core.sequence import SequenceConfig, find_sequence, plan_sequence, run_sequence, sequence_state
+
+    rows = []
+    for seed in seeds:
+        for objective, anchor in SEQUENCE_METHODS:
+            if methods is not None and sequence_method(objective, anchor) not in methods:
+                continue
+            seq = SequenceConfig(tuple(tasks), anchor, RunConfig(objective=objective, seed=seed, umap_points=0,
+                                                                 **settings)).validate()
+            sequence_id = find_sequence(store, seq)
+            if not train:
+                if sequence_id is None or sequence_state(store, sequence_id).status != "done":
+                    continue
+                state = sequence_state(store, sequence_id)
+            else:
+                state = run_sequence(store, sequence_id or plan_sequence(seq, store))
+            if state.status != "done":
+                print(f"sequence {sequence_id} {state.status}: {state.message}", file=sys.stderr, flush=True)
+                continue
+            summary = state.to_dict()
+            rows.append({"method": sequence_method(objective, anchor), "seed": seed, "sequence_id": sequence_id,
+                         "unseen": summary["matrix"]["unseen"],
+                         **{f"{key}_{probe}": final(summary[key][probe])
+                            for key in ("avg_accuracy", "backward_transfer", "unseen_delta") for probe in ("zs", "lp")},
+                         "total_s": sum(store.metrics(run_id)["timings"]["total_s"] for run_id in summary["stages"])})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def final(value: list[float] | float | None) -> float | None:
+    """After the last stage: the last of a per-stage list, or the number itself."""
+    return value[-1] if isinstance(value, list) else value
+
+
+def sequence_table(rows: list[dict]) -> str:
+    unseen = ", ".join(rows[0]["unseen"]) if rows else "–"
+    columns = [("avg_accuracy", "final avg. accuracy"), ("backward_transfer", "backward transfer"),
+               ("unseen_delta", f"Δ {unseen}")]
+    header = "| method | seeds | " + " | ".join(f"{title} ({probe.upper()})" for _, title in columns
+                                              for probe in ("zs", "lp"))
+    lines = [header + " |", "|---" * (2 + 2 * len(columns)) + "|"]
+    for objective, anchor in SEQUENCE_METHODS:
+        picked = [r for r in rows if r["method"] == sequence_method(objective, anchor)]
+        if picked:
+            spread = mean_std if len(picked) > 1 else lambda values: f"{values[0]:.1f}"  # no std from one seed
+            cells = [spread([r[f"{key}_{probe}"] for r in picked]) for key, _ in columns for probe in ("zs", "lp")]
+            seeds = ",".join(str(r["seed"]) for r in picked)
+            lines.append(f"| {sequence_method(objective, anchor)} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequence", action="store_true", help="continual fine-tuning instead: each method over "
+                        "--tasks in order (default " + SEQUENCE_TASKS + ")")
+    parser.add_argument("--tasks", default=SEQUENCE_TASKS, help="with --sequence: the tasks in order")
+    parser.add_argument("--table-only", action="store_true", help="with --sequence: tabulate the sequences already "
+                        "finished in the store, train nothing")
+    parser.add_argument("--methods", help="with --sequence: a comma list of the table's methods to run, e.g. "
+                        "'ce,ldifs (anchor previous)' (default: all), to share the work between processes")
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES),
@@ -105,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(rows))
         return 0
     store = RunStore(args.store)
+    if args.sequence:
+        rows = run_sequences(store, [t for t in args.tasks.split(",") if t], seeds,
+                             args.methods.split(",") if args.methods else None, not args.table_only,
+                             eval_limit=args.eval_limit, probe_limit=args.probe_limit)
+        if args.rows:
+            args.rows.write_text(json.dumps(rows, indent=2))
+        print(sequence_table(rows))
+        return 0
     objectives = tuple(o for o in args.objectives.split(",") if o)
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:

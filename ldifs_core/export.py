@@ -85,3 +85,41 @@ def _number(value: float | None) -> float | str:
     if value is None or not math.isfinite(value):
         return ""
     return round(float(value), DECIMALS)
+
+
+# -- sequences (continual fine-tuning): the forgetting matrix as rows ------------------------------------------
+
+SEQUENCE_COLUMNS = ["sequence_id", "stage", "trained_on", "dataset", "role", "probe", "n", "accuracy",
+                    "accuracy_ci_low", "accuracy_ci_high", "change_from_before"]
+
+
+def sequence_rows(summary: dict) -> list[dict]:
+    """One row per (stage, probe, dataset) of a sequence's JSON (`SequenceState.to_dict`): stage 0 is θ₀ (no
+    interval stored), then each finished stage; role says whether the dataset is a task of the sequence or never
+    trained on; change_from_before is after − θ₀ in points."""
+    matrix = summary["matrix"]
+    if matrix is None:
+        return []
+    rows = []
+    for probe in ("zs", "lp"):
+        before = matrix["before"][probe]
+        stages = [(0, "", before, [None] * len(before))]
+        stages += [(k + 1, summary["tasks"][k], accuracy, ci)
+                   for k, (accuracy, ci) in enumerate(zip(matrix[probe], matrix[f"{probe}_ci"]))]
+        for stage, trained_on, accuracy, intervals in stages:
+            for column, dataset in enumerate(matrix["datasets"]):
+                low, high = intervals[column] if intervals[column] is not None else (None, None)
+                rows.append({"sequence_id": summary["sequence_id"], "stage": stage, "trained_on": trained_on,
+                             "dataset": dataset, "role": "task" if dataset in matrix["tasks"] else "never trained",
+                             "probe": probe, "n": matrix["n"][column], "accuracy": _number(accuracy[column]),
+                             "accuracy_ci_low": _number(low), "accuracy_ci_high": _number(high),
+                             "change_from_before": _number(accuracy[column] - before[column])})
+    return rows
+
+
+def sequence_csv(summary: dict) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SEQUENCE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sequence_rows(summary))
+    return out.getvalue()

@@ -50,7 +50,7 @@ class TrainingSetup:
     """What an objective builds itself from."""
 
     cfg: RunConfig
-    base: FoundationModel  # the run's private θ₀: frozen, on the run's device
+    base: FoundationModel  # what the run is anchored to (θ₀, or a stage's start weights): frozen, on its device
     tuned: nn.Module  # the run's CLIP being tuned (a copy of base.clip)
     head: nn.Linear  # the classifier head, already initialised by `initial_head`
     train: ImageSet

@@ -11,17 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, load_subset
 from ldifs_core.datasets.decoding import Progress
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
-from ldifs_core.evaluate import EvalData, forgetting_report
+from ldifs_core.evaluate import EvalData, dataset_report, forgetting_report
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.store import RunStore
 from ldifs_core.train import FinetuneResult, finetune
+from ldifs_core.weights import run_weights, tuned_from_weights
 
 SUBSET_SEED = 0  # capped pools and test sets are the same for every run, so runs and seeds compare like for like
 # What to set to decode fewer images, named as the CLI and the app's Launch page name it.
@@ -94,15 +96,20 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
     if len(train) < cfg.batch_size:
         raise DatasetUnavailable(f"'{cfg.dataset}' has only {len(train)} training images, fewer than the batch size "
                                  f"{cfg.batch_size}. Lower the batch size or add images.")
-    test_selection = Selection(cfg.eval_limit, SUBSET_SEED)
-    probe_selection = Selection(cfg.probe_limit, SUBSET_SEED, by_class=True, cap=cfg.probe_cap)
-    others = {name: EvalData(load(name, "train", probe_selection, PROBE_LIMIT_HINT),
-                             load(name, "test", test_selection, EVAL_LIMIT_HINT))
-              for name in names}
+    others = {name: evaluation_data(cfg, name, shared.image_size, progress) for name in names}
     for name, data in others.items():
         require_classes(data.test, "checked for forgetting")
     test = load(cfg.dataset, "test", test_selection, EVAL_LIMIT_HINT)
     return PreparedRun(shared.private_copy(device), train, test, others, device)
+
+
+def evaluation_data(cfg: RunConfig, name: str, image_size: int, progress: Progress | None = None) -> EvalData:
+    """The fixed probe-train and test subsets on which every run checks `name`."""
+    load = lambda split, selection, hint: cached_subset(name, split, selection, image_size, cfg.data_root,
+                                                        cfg.download, hint, progress)
+    return EvalData(load("train", Selection(cfg.probe_limit, SUBSET_SEED, by_class=True, cap=cfg.probe_cap),
+                         PROBE_LIMIT_HINT),
+                    load("test", Selection(cfg.eval_limit, SUBSET_SEED), EVAL_LIMIT_HINT))
 
 
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
@@ -137,21 +144,28 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         if on_event is not None:
             on_event(event)
 
+    def loading(done: int, total: int) -> None:
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled while decoding images ({done:,} of {total:,} done).")
+        store.update_progress(run_id, {"phase": "loading", "images_done": done, "images_total": total})
+
     try:
         store.update_progress(run_id, {"phase": "loading"})
-        def loading(done: int, total: int) -> None:
-            if should_stop is not None and should_stop():
-                raise RunCancelled(f"Cancelled while decoding images ({done:,} of {total:,} done).")
-            store.update_progress(run_id, {"phase": "loading", "images_done": done, "images_total": total})
-
         run = prepare(cfg, loading)
         if should_stop is not None and should_stop():
             raise RunCancelled("Cancelled before training started.")
-        result = finetune(cfg, run.base, run.train, run.device, record, should_stop)
+        sequence_started = time.perf_counter()  # a sequence's own work is timed apart (benchmarks/sequence_bench.py)
+        start = starting_clip(store, cfg, run.base)
+        sequence_s = time.perf_counter() - sequence_started
+        result = finetune(cfg, run.base, run.train, run.device, record, should_stop, start)
         store.update_progress(run_id, {"phase": "evaluating", "step": cfg.steps, "total_steps": cfg.steps})
         eval_started = time.perf_counter()
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
                                            should_stop=should_stop)
+        if cfg.sequence_id:
+            sequence_started = time.perf_counter()
+            report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, should_stop)
+            sequence_s += time.perf_counter() - sequence_started
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
         store.fail(run_id, "cancelled", str(cancel), history)
@@ -173,7 +187,30 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
         "device": describe_device(run.device),
         **report,
         "timings": {"train_s": round(result.train_s, 3), "eval_s": round(eval_s, 3),
-                    "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3)},
+                    "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3),
+                    **({"sequence_s": round(sequence_s, 3)} if cfg.sequence_id else {})},
     }
     store.finish(run_id, metrics, arrays, history, weights_to_save(result, cfg.objective) if cfg.save_weights else None)
     return run_id
+
+
+# -- continual fine-tuning: where a stage starts, and its own task seen like a checked dataset ----------------
+
+
+def starting_clip(store: RunStore, cfg: RunConfig, base: FoundationModel) -> nn.Module | None:
+    """The tuned CLIP of the run `cfg.start_from` (the previous stage), rebuilt on this run's private θ₀; None for
+    a run that starts from θ₀."""
+    if cfg.start_from is None:
+        return None
+    _, weights = run_weights(store, cfg.start_from)
+    return tuned_from_weights(base, weights)[0]
+
+
+def stage_task_report(cfg: RunConfig, run: PreparedRun, tuned_visual: nn.Module,
+                      should_stop: Callable[[], bool] | None) -> dict:
+    """A stage's own task checked exactly as the other datasets are (zero-shot and linear probe, θ₀ vs now), so
+    the forgetting matrix has its diagonal on the same footing as every other cell."""
+    if should_stop is not None and should_stop():
+        raise RunCancelled(f"Cancelled while evaluating (before {cfg.dataset}).")
+    task = evaluation_data(cfg, cfg.dataset, run.base.image_size)
+    return dataset_report(cfg, run.base, tuned_visual, task, with_umap=False)[0]

@@ -48,6 +48,8 @@ LISTED_STATUSES = (*STORED_STATUSES, UNREADABLE)
 EMBEDDED_MODEL = "embedded"  # the index's model column for the default model (config.model is None)
 INTERRUPTED_MESSAGE = "The process running it stopped (app restart or crash); start it again."
 RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
+SEQUENCE_ID_PATTERN = re.compile(r"seq-\d{8}-\d{6}-[0-9a-f]{6}")
+SEQUENCE_FOLDER = "sequences"
 PROC = Path("/proc")
 # What a readable metrics.json has at its top level (the store reads no deeper).
 RESULT_KEYS = {"downstream": dict, "forgetting": list, "mean_zs_delta": (int, float), "mean_lp_delta": (int, float)}
@@ -357,6 +359,62 @@ class RunStore:
                           f"computed again next time.", stacklevel=2)
             return False
         return True
+
+    # -- sequences (continual fine-tuning): one JSON record per sequence in sequences/ --------------------------
+    # The record links a sequence's stage runs (ordinary runs, listed above) and keeps its forgetting matrix;
+    # what a record holds is sequence.py's business, the store only keeps it safe.
+
+    def create_sequence(self, record: dict) -> str:
+        """Save a new sequence record under a fresh id (claimed atomically, like a run id); returns the id."""
+        self._check_writable()
+        folder = self.root / SEQUENCE_FOLDER
+        try:
+            folder.mkdir(exist_ok=True)
+            while True:
+                sequence_id = f"seq-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+                try:
+                    (folder / f"{sequence_id}.json").open("x").close()
+                    break
+                except FileExistsError:
+                    continue
+            _write_json(folder / f"{sequence_id}.json", {**record, "sequence_id": sequence_id})
+        except OSError as err:
+            raise StoreUnavailable(f"Could not record a sequence in {self.root}: {_os_reason(err)}. "
+                                   f"{_os_advice(err)}") from err
+        return sequence_id
+
+    def save_sequence(self, sequence_id: str, record: dict) -> None:
+        self._check_writable()
+        try:
+            _write_json(self._sequence_path(sequence_id), {**record, "sequence_id": sequence_id})
+        except OSError as err:
+            raise StoreUnavailable(f"Could not save sequence {sequence_id}: {_os_reason(err)}. {_os_advice(err)}") \
+                from err
+
+    def sequence(self, sequence_id: str) -> dict:
+        """A sequence's record; RunNotFound for an unknown id, RunUnreadable for a damaged file."""
+        path = self._sequence_path(sequence_id)
+        try:
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise RunNotFound(f"No sequence '{sequence_id}' in {self.root}. Sequence ids are printed by `python -m ldifs_core "
+                              f"the runs of each sequence.") from None
+        except (OSError, ValueError) as err:
+            raise RunUnreadable(f"unreadable: the record of sequence {sequence_id} cannot be read ({err}).") from None
+        if not isinstance(record, dict):
+            raise RunUnreadable(f"unreadable: the record of sequence {sequence_id} is not a JSON object.")
+        return record
+
+    def sequence_ids(self) -> list[str]:
+        """Every sequence of the store, newest first."""
+        folder = self.root / SEQUENCE_FOLDER
+        names = [path.stem for path in folder.glob("seq-*.json")] if folder.is_dir() else []
+        return sorted((name for name in names if SEQUENCE_ID_PATTERN.fullmatch(name)), reverse=True)
+
+    def _sequence_path(self, sequence_id: str) -> Path:
+        if not SEQUENCE_ID_PATTERN.fullmatch(sequence_id):
+            raise RunNotFound(f"'{sequence_id}' is not a sequence id (they look like seq-20261129-081500-a1b2c3).")
+        return self.root / SEQUENCE_FOLDER / f"{sequence_id}.json"
 
     # -- internals -----------------------------------------------------------------------------------
 

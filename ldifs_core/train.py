@@ -73,15 +73,22 @@ def set_training_mode(clip: nn.Module, cfg: RunConfig, objective: Objective) -> 
 
 def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: torch.device,
              on_event: Callable[[TrainEvent], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
-    """Fine-tune a copy of `base` (a run's private θ₀ on `device`) on `train`; `base` itself never changes."""
+             should_stop: Callable[[], bool] | None = None, start: nn.Module | None = None) -> FinetuneResult:
+    """Fine-tune a copy of `start` (default: `base`, a run's private θ₀ on `device`) on `train`; neither changes.
+
+    A stage of a sequence passes the previous stage's CLIP as `start`: the new head is initialised on it (its
+    text tower, which only FLYP tunes, or a probe on its image tower), and with cfg.anchor "previous" LDIFS and
+    L2-SP compare to it instead of θ₀.
+    """
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     kind = OBJECTIVE_TYPES[cfg.objective]
-    head = kind.initial_head(cfg, base, train)
+    begin = base if start is None else base.with_clip(start)
+    head = kind.initial_head(cfg, begin, train)
     start_head = copy.deepcopy(head).cpu().requires_grad_(False)
-    tuned = copy.deepcopy(base.clip)
-    objective = kind(TrainingSetup(cfg, base, tuned, head, train, device))
+    tuned = copy.deepcopy(begin.clip)
+    anchor = begin if cfg.anchor == "previous" else base
+    objective = kind(TrainingSetup(cfg, anchor, tuned, head, train, device))
     trainable = objective.trainable_parameters()
     for p in trainable:
         p.requires_grad_(True)

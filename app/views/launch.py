@@ -3,8 +3,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import jobs, model_picker, objective_options, widgets
-from ldifs_core.config import BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED, RunConfig
+from app import jobs, model_picker, objective_options, results, widgets
+from ldifs_core.config import (ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED,
+                               RunConfig)
+from ldifs_core.sequence import SequenceConfig
 from ldifs_core.datasets import available_bank, known_datasets
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError
 from ldifs_core.models import describe_device, pick_device
@@ -15,6 +17,9 @@ IMAGE_FOLDER = "ImageFolder directory…"
 RECENT_RUNS = 5  # run cards shown live; the rest are on the Runs page
 INIT_LABELS = {"zs": "Zero-shot head (text prompts)", "lp": "Linear-probe head (fitted first)"}
 BN_LABELS = {"train": "updated while training (the paper's recipe)", "frozen": "kept from the pre-trained model"}
+SEQUENCE_DEFAULT = SequenceConfig(("mnist", "fashion_mnist", "animals"))
+SEQUENCE_TASKS = list(SEQUENCE_DEFAULT.tasks)
+ANCHOR_LABELS = {"original": "the pre-trained model θ₀", "previous": "where the stage started (released code)"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -31,13 +36,26 @@ model = model_picker.choose_model()
 
 task, checks = st.columns(2)
 datasets = known_datasets()
-dataset = task.selectbox("Fine-tune on", datasets + [IMAGE_FOLDER], index=datasets.index(DEFAULT.dataset),
-                         help="Concept-bank domains ship with the lab; torchvision datasets need their files "
-                              "(see Advanced → data folder); an ImageFolder has one sub-folder per class.")
-if dataset == IMAGE_FOLDER:
-    dataset = task.text_input("ImageFolder path", placeholder="/path/to/images (one sub-folder per class)").strip()
-others = [d for d in datasets if d != dataset]
-eval_datasets = checks.multiselect("Check forgetting on", others, default=[d for d in available_bank() if d != dataset],
+# -- continual fine-tuning (ldifs_core/sequence.py): a sequence of tasks, each stage starting from the last --
+as_sequence = task.toggle("A sequence of tasks (continual fine-tuning)", key="launch-sequence",
+                          help="Fine-tune on task after task with the settings below; each stage starts from the "
+                               "encoder the stage before left, with a new head. Results on the Continual page.")
+if as_sequence:
+    tasks = task.multiselect("Tasks, in training order", datasets, default=SEQUENCE_TASKS,
+                             help="The order you pick them in is the order they are trained in.")
+    anchor = task.radio("LDIFS / L2-SP compare each stage to", ANCHORS, index=ANCHORS.index(SEQUENCE_DEFAULT.anchor),
+                        format_func=ANCHOR_LABELS.__getitem__, horizontal=True)
+    dataset = tasks[0] if tasks else DEFAULT.dataset
+else:
+    tasks, anchor = [], SEQUENCE_DEFAULT.anchor
+    dataset = task.selectbox("Fine-tune on", datasets + [IMAGE_FOLDER], index=datasets.index(DEFAULT.dataset),
+                             help="Concept-bank domains ship with the lab; torchvision datasets need their files "
+                                  "(see Advanced → data folder); an ImageFolder has one sub-folder per class.")
+    if dataset == IMAGE_FOLDER:
+        dataset = task.text_input("ImageFolder path", placeholder="/path/to/images (one sub-folder per class)").strip()
+others = [d for d in datasets if d != dataset and d not in tasks]
+eval_datasets = checks.multiselect("Also check (never trained on)" if as_sequence else "Check forgetting on", others,
+                                   default=[d for d in available_bank() if d in others],
                                    help="The encoder is tested on these before and after fine-tuning.")
 
 objective_col, lam_col = st.columns(2)
@@ -82,7 +100,7 @@ with st.expander("Advanced"):
 
 st.caption(f"Runs on: **{device_line()}**")
 
-if st.button("Start run", type="primary", icon=":material/play_arrow:"):
+if st.button("Start sequence" if as_sequence else "Start run", type="primary", icon=":material/play_arrow:"):
     try:
         if not eval_datasets:
             raise BadConfig("Pick at least one dataset under “Check forgetting on”: without one the run has "
@@ -98,14 +116,23 @@ if st.button("Start run", type="primary", icon=":material/play_arrow:"):
             data_root=data_root.strip() or None, download=download, label=label.strip(),
             **objective_kwargs, **optimiser_kwargs,
         ).validate()
+        sequence = SequenceConfig(tuple(tasks), anchor, cfg).validate() if as_sequence else None
         with st.spinner("Checking the model loads…"):
             model_picker.check_loads(model)
     except LabError as err:
         widgets.show_error(err)
     else:
-        run_id = jobs.job_runner().submit(cfg)
-        widgets.remember_run(run_id)
-        st.toast(f"Queued {cfg.describe()}", icon=":material/schedule:")
+        if sequence is None:
+            run_id = jobs.job_runner().submit(cfg)
+            widgets.remember_run(run_id)
+            st.toast(f"Queued {cfg.describe()}", icon=":material/schedule:")
+        else:
+            sequence_id = jobs.job_runner().submit_sequence(sequence)
+            for run_id in results.sequence(sequence_id)["stages"]:
+                widgets.remember_run(run_id)
+            st.toast(f"Queued the sequence {sequence.describe()}", icon=":material/schedule:")
+            st.page_link("views/continual.py", label="Follow its forgetting matrix on the Continual page",
+                         icon=":material/stacked_line_chart:")
 
 mine = widgets.my_run_ids()
 if mine:

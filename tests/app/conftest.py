@@ -17,7 +17,7 @@ from tests.app.sample_runs import finish_run, sample_wise
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = {"learn": "views/learn.py", "launch": "views/launch.py", "forgetting": "views/forgetting.py",
-         "drift": "views/drift.py", "runs": "views/runs.py"}
+         "drift": "views/drift.py", "runs": "views/runs.py", "continual": "views/continual.py"}
 LANDING = "learn"
 
 

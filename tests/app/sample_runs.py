@@ -114,6 +114,8 @@ def sample_metrics(cfg: RunConfig, run_id: str) -> dict:
         "mean_zs_delta": mean_zs, "mean_zs_delta_ci": mean_zs_ci,
         "mean_lp_delta": mean_lp, "mean_lp_delta_ci": mean_lp_ci,
         "timings": {"train_s": 1.0, "eval_s": 0.5, "total_s": 1.6, "step_ms": 50.0},
+        # a sequence's stage also reports its own task like a checked dataset (the forgetting matrix's diagonal)
+        **({"stage_task": forgetting_report(cfg.dataset, rng, 0.0)[0]} if cfg.sequence_id else {}),
     }
 
 

@@ -22,7 +22,7 @@ from tests.app.sample_runs import CHECKED, add_ended_run, add_finished_run, samp
 
 RESULT_PAGES = ("forgetting", "drift")
 TITLES = {"learn": "Concept forgetting and LDIFS", "launch": "Launch a fine-tuning run", "forgetting": "Concept forgetting",
-          "drift": "Feature drift", "runs": "Runs and sweeps"}
+          "drift": "Feature drift", "runs": "Runs and sweeps", "continual": "Continual fine-tuning"}
 
 
 def figures(app: AppTest) -> list[dict]:
