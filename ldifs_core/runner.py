@@ -99,7 +99,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
     others = {name: evaluation_data(cfg, name, shared.image_size, progress) for name in names}
     for name, data in others.items():
         require_classes(data.test, "checked for forgetting")
-    test = load(cfg.dataset, "test", test_selection, EVAL_LIMIT_HINT)
+    test = load(cfg.dataset, "test", Selection(cfg.eval_limit, SUBSET_SEED), EVAL_LIMIT_HINT)
     return PreparedRun(shared.private_copy(device), train, test, others, device)
 
 
