@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ldifs_core.datasets import ImageSet, load_split
-from ldifs_core.datasets import folder, torchvision_sets
+from ldifs_core.datasets import folder
 from ldifs_core.datasets.domains import DIGITS
 from ldifs_core.datasets.folder import pil_to_uint8, readable_class_name, stratified_split
 from ldifs_core.datasets.torchvision_sets import EUROSAT_CLASSES, TORCHVISION_SETS
