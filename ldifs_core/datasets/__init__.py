@@ -7,6 +7,7 @@ picks the images a run uses, and only those are decoded (decoding.py: in paralle
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,22 @@ def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path
     return load_subset(name, split, image_size=image_size, root=root, download=download)
 
 
+def files_under(path: Path, recursive: bool = True) -> list[tuple[str, os.stat_result]]:
+    """(path relative to `path`, stat) of every file under `path`, sorted by path. os.scandir reads the file
+    types with the directory listing, which makes this several times faster than Path.rglob on 100k files."""
+    found, folders = [], [path]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    if recursive:
+                        folders.append(Path(entry.path))
+                elif entry.is_file():
+                    found.append((os.path.relpath(entry.path, path), entry.stat()))
+    return sorted(found, key=lambda item: item[0])
+
+
 def data_version(name: str, root: str | Path | None = None) -> str:
     """What changes when a dataset's files change (paths, sizes, modification times); '' for the concept bank.
     Part of every cache key, so an edited folder is read again instead of served stale. A torchvision dataset is
@@ -213,19 +230,18 @@ def data_version(name: str, root: str | Path | None = None) -> str:
 
     if name in DOMAINS:
         return ""
+    recursive = True
     if name in torchvision_sets.TORCHVISION_SETS:
-        spec = torchvision_sets.TORCHVISION_SETS[name]
-        base = Path(root).expanduser() if root else torchvision_sets.default_root()
-        path, files = base / spec.folder, (base / spec.folder).rglob("*") if spec.folder else base.glob("*")
+        folder = torchvision_sets.TORCHVISION_SETS[name].folder
+        path = (Path(root).expanduser() if root else torchvision_sets.default_root()) / folder
+        recursive = bool(folder)  # '': loose files in the root itself, beside other datasets' folders
     else:
         path = Path(name).expanduser()
-        files = path.rglob("*")
     if not path.is_dir():
         return ""
     digest = hashlib.sha1()
-    for file in sorted(p for p in files if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for relative, stat in files_under(path, recursive):
+        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

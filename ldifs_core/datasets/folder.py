@@ -15,7 +15,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
-from ldifs_core.datasets import SplitIndex, data_version, split_by_class
+from ldifs_core.datasets import SplitIndex, data_version, files_under, split_by_class
 from ldifs_core.datasets.decoding import FileSource
 from ldifs_core.errors import DatasetUnavailable
 
@@ -69,7 +69,8 @@ def stratified_split(labels: Sequence[int], seed: int = SPLIT_SEED,
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return [folder / relative for relative, _ in files_under(folder)
+            if Path(relative).suffix.lower() in IMAGE_EXTENSIONS]
 
 
 def _classes(folder: Path) -> dict[str, list[Path]]:
