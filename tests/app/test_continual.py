@@ -118,6 +118,8 @@ def test_cancel_stops_the_whole_sequence_from_the_continual_page(store, held):
     assert "Stage 1 of 2 (mnist) is running" in " ".join(bar.proto.text for bar in app.get("progress"))
     app.button(key=f"cancel-a-{sequence_id}").click().run()
     assert wait_for_sequence(store, sequence_id, ("cancelled",)) == "cancelled"
+    later = sequence_state(store, sequence_id).stages[1].run_id
+    wait_for_status(store, later, ("cancelled",))  # recorded by the worker just after the first stage stops
     assert [s.status for s in sequence_state(store, sequence_id).stages] == ["cancelled"] * 2
 
 
