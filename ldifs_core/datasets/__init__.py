@@ -209,16 +209,17 @@ def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path
 def files_under(path: Path, recursive: bool = True) -> list[tuple[str, os.stat_result]]:
     """(path relative to `path`, stat) of every file under `path`, sorted by path. os.scandir reads the file
     types with the directory listing, which makes this several times faster than Path.rglob on 100k files."""
-    found, folders = [], [path]
+    found, folders = [], [""]  # relative paths: cut from the listing, since os.path.relpath costs a lot per file
     while folders:
         folder = folders.pop()
-        with os.scandir(folder) as entries:
+        with os.scandir(path / folder) as entries:
             for entry in entries:
+                relative = os.path.join(folder, entry.name)
                 if entry.is_dir():
                     if recursive:
-                        folders.append(Path(entry.path))
+                        folders.append(relative)
                 elif entry.is_file():
-                    found.append((os.path.relpath(entry.path, path), entry.stat()))
+                    found.append((relative, entry.stat()))
     return sorted(found, key=lambda item: item[0])
 
 
