@@ -52,13 +52,17 @@ def metrics_rows(metrics: dict) -> list[dict]:
     return rows
 
 
+def _csv(columns: list[str] | tuple[str, ...], rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def metrics_csv(metrics: dict) -> str:
     """metrics_rows as CSV text with a header line of COLUMNS."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(metrics_rows(metrics))
-    return out.getvalue()
+    return _csv(COLUMNS, metrics_rows(metrics))
 
 
 def _class_row(run_id: str, role: str, dataset: str, probe: str, row: dict) -> dict:
@@ -118,8 +122,5 @@ def sequence_rows(summary: dict) -> list[dict]:
 
 
 def sequence_csv(summary: dict) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=SEQUENCE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sequence_rows(summary))
-    return out.getvalue()
+    """sequence_rows as CSV text with a header line of SEQUENCE_COLUMNS."""
+    return _csv(SEQUENCE_COLUMNS, sequence_rows(summary))
