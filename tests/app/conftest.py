@@ -94,6 +94,16 @@ def store(tmp_path, monkeypatch) -> RunStore:
 
 
 @pytest.fixture
+def held(store, monkeypatch) -> HeldExecute:
+    """The app's job runner with HeldExecute in place of training: runs stay running until released."""
+    execute = HeldExecute()
+    held_runner = JobRunner(store, execute=execute)
+    monkeypatch.setattr(jobs, "job_runner", lambda: held_runner)
+    yield execute
+    execute.release.set()
+
+
+@pytest.fixture
 def runner(store, monkeypatch) -> JobRunner:
     """The app's job runner, with the fake execute in place of training."""
     fake = JobRunner(store, execute=fake_execute, wise_path=FakeWisePath())

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import jobs, plots
-from app.jobs import CANCELLED_BEFORE_START, JobRunner
+from app.jobs import CANCELLED_BEFORE_START
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import TrainingDiverged
 from ldifs_core.sequence import NOT_RUN, SequenceConfig, plan_sequence, run_sequence, sequence_state
 from ldifs_core.store import RunStore
-from tests.app.conftest import MAIN, HeldExecute, fake_execute, open_page, wait_for_status
+from tests.app.conftest import MAIN, fake_execute, open_page, wait_for_status
 
 TASKS = ("mnist", "fashion_mnist")
 THREE_TASKS = ("mnist", "fashion_mnist", "animals")
@@ -42,15 +41,6 @@ def chart_titles(app: AppTest) -> list[str]:
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
-
-
-@pytest.fixture
-def held(store, monkeypatch) -> HeldExecute:
-    execute = HeldExecute()
-    held_runner = JobRunner(store, execute=execute)
-    monkeypatch.setattr(jobs, "job_runner", lambda: held_runner)
-    yield execute
-    execute.release.set()
 
 
 def test_launch_queues_a_sequence_that_the_worker_runs_stage_after_stage(app, store):

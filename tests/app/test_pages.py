@@ -214,15 +214,6 @@ def test_no_dataset_to_check_for_forgetting_is_an_error(app, store):
     assert store.list() == []
 
 
-@pytest.fixture
-def held(store, monkeypatch) -> HeldExecute:
-    execute = HeldExecute()
-    held_runner = JobRunner(store, execute=execute)
-    monkeypatch.setattr(jobs, "job_runner", lambda: held_runner)
-    yield execute
-    execute.release.set()
-
-
 def test_a_running_run_shows_progress_with_eta_and_live_loss_curves(store, held):
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
     start_run(app)
