@@ -20,6 +20,7 @@ from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import encode_images, model_inputs, module_device, zero_shot_head, zero_shot_predictions
 from ldifs_core.errors import RunCancelled
+from ldifs_core.image_records import image_records
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel
 from ldifs_core.probe import LinearProbe, fit_linear_probe
@@ -75,10 +76,9 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
     before = probe_before(base, data.train, cfg.seed)
     probe_after = fit_linear_probe(encode_images(tuned_visual, data.train.images, base), data.train.labels,
                                    test.num_classes, seed=cfg.seed)
-    correct = {
-        "zs": (zero_shot_predictions(pre, head) == test.labels, zero_shot_predictions(post, head) == test.labels),
-        "lp": (before.predict(pre) == test.labels, probe_after.predict(post) == test.labels),
-    }
+    predictions = {"zs": (zero_shot_predictions(pre, head), zero_shot_predictions(post, head)),
+                   "lp": (before.predict(pre), probe_after.predict(post))}
+    correct = {probe: (first == test.labels, then == test.labels) for probe, (first, then) in predictions.items()}
     report = {
         "dataset": test.name,
         "n": len(test),
@@ -95,24 +95,29 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
         "centroid_shift": drift.centroid_shift(pre, post, test.labels),
         "knn_overlap": drift.knn_overlap(pre, post),
     }
-    arrays = {}
+    arrays, ids = {}, None
     if with_umap and cfg.umap_points > 0:
         ids = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.umap_points].sort().values
         umap_pre, umap_post = drift.joint_umap(pre[ids].numpy(), post[ids].numpy(), cfg.seed)
         arrays = {f"umap_pre/{test.name}": umap_pre, f"umap_post/{test.name}": umap_post,
                   f"umap_labels/{test.name}": test.labels[ids].numpy(), f"umap_ids/{test.name}": ids.numpy()}
+    arrays.update(image_records(test.name, test.images, test.labels, predictions, also_thumbnail=ids))
     return report, arrays, correct
 
 
-def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear, test: ImageSet) -> dict:
-    """Fine-tuning task: zero-shot of the pre-trained model vs the tuned model with its trained head."""
+def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
+                      test: ImageSet) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fine-tuning task: zero-shot of the pre-trained model vs the tuned model with its trained head; also the
+    per-image records (image_records.py)."""
     zs_head = zero_shot_head(base, test.class_names, test.templates)
     pre = encode_images(base.clip.visual, test.images, base)
     post = encode_images(tuned_visual, test.images, base)
     with torch.no_grad():
-        tuned_correct = head(F.normalize(post, dim=-1)).argmax(1) == test.labels  # heads live on the CPU
-    zs_before = zero_shot_predictions(pre, zs_head) == test.labels
-    zs_after = zero_shot_predictions(post, zs_head) == test.labels
+        tuned = head(F.normalize(post, dim=-1)).argmax(1)  # heads live on the CPU
+    predictions = {"zs": (zero_shot_predictions(pre, zs_head), zero_shot_predictions(post, zs_head)),
+                   "tuned": (zero_shot_predictions(pre, zs_head), tuned)}
+    zs_before, zs_after = (predicted == test.labels for predicted in predictions["zs"])
+    tuned_correct = tuned == test.labels
     gain, after_zs = stats.summary(zs_before, tuned_correct), stats.summary(zs_before, zs_after)
     return {
         "dataset": test.name,
@@ -122,7 +127,7 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
         "change": gain["change"], "change_ci": gain["change_ci"],
         "zero_shot_after": after_zs["after"], "zero_shot_after_ci": after_zs["after_ci"],
         "per_class": stats.class_rows(zs_before, tuned_correct, test.labels, test.class_names),
-    }
+    }, image_records(test.name, test.images, test.labels, predictions)
 
 
 def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
@@ -138,8 +143,8 @@ def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Mo
             raise RunCancelled(f"Cancelled while evaluating (before {before}).")
 
     check(downstream_test.name)
-    downstream = downstream_report(base, tuned_visual, head, downstream_test)
-    forgetting, arrays, correct = [], {}, []
+    downstream, arrays = downstream_report(base, tuned_visual, head, downstream_test)
+    forgetting, correct = [], []
     for data in others.values():
         check(data.test.name)
         report, extra, flags = dataset_report(cfg, base, tuned_visual, data, with_umap)
