@@ -42,6 +42,10 @@ class FoundationModel:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Names the loaded weights themselves (name, tag or file with its size and time), so what depends on θ₀ alone
+    # (zero-shot heads) can be kept on disk across processes. None for other weights (with_clip): tuned or mixed
+    # towers are never looked up in such a cache.
+    weights_id: str | None = None
 
     @property
     def label(self) -> str:
@@ -61,7 +65,7 @@ class FoundationModel:
 
     def with_clip(self, clip: torch.nn.Module) -> "FoundationModel":
         """The same tokenizer and preprocessing around other weights (a tuned or WiSE-FT mixed CLIP)."""
-        return replace(self, clip=clip)
+        return replace(self, clip=clip, weights_id=None)
 
 
 def mark_read_only(clip: torch.nn.Module) -> None:
@@ -166,7 +170,18 @@ def load_model(name: str | None = None, pretrained: str | None = None) -> Founda
     cfg = clip.visual.preprocess_cfg
     size = cfg["size"]
     return FoundationModel(clip, open_clip.get_tokenizer(name), name, pretrained,
-                           size if isinstance(size, int) else size[0], tuple(cfg["mean"]), tuple(cfg["std"]))
+                           size if isinstance(size, int) else size[0], tuple(cfg["mean"]), tuple(cfg["std"]),
+                           weights_identity(name, pretrained))
+
+
+def weights_identity(name: str, pretrained: str) -> str:
+    """A local file is named by its resolved path, size and modification time (a rewritten checkpoint is new
+    weights); a zoo tag by itself (open_clip pins each tag to one file)."""
+    path = Path(pretrained)
+    if path.is_file():
+        stat = path.stat()
+        return f"{name}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{name}|{pretrained}"
 
 
 def load_error(err: Exception, name: str, pretrained: str, is_file: bool) -> Exception:
