@@ -84,10 +84,10 @@ def flipped_examples(arrays: dict[str, np.ndarray], metrics: dict, dataset: str,
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+    which = record_probe(metrics, dataset, probe)
     row = next((r for r in metrics_tables.class_rows(metrics, dataset, probe) if r["class_name"] == concept), None)
     if row is None:
         raise ValueError(f"{dataset} has no test images of a concept named {concept!r}")
-    which = record_probe(metrics, dataset, probe)
     labels = arrays[f"eval_labels/{dataset}"]
     before = arrays[f"pred_{which}_before/{dataset}"]
     after = arrays[f"pred_{which}_after/{dataset}"]
