@@ -8,6 +8,7 @@ from ldifs_core import gallery
 GALLERY_IMAGES = 32
 
 
+@st.fragment  # choosing a concept or a direction reruns only the gallery, not the charts above it
 def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None:
     """The test images of one concept whose verdict flipped (ldifs_core.gallery), with the concept's numbers."""
     st.subheader("See what was forgotten")
