@@ -11,11 +11,10 @@ from plotly.colors import qualitative
 
 from app import tables
 from ldifs_core.config import parse_ldifs_taps
+# The figures the HTML report also draws live in ldifs_core.figures; pages reach them through this module.
+from ldifs_core.figures import (AFTER_COLOR, BEFORE_COLOR, GAIN_COLOR, LOSS_COLOR, accuracy_change,  # noqa: F401
+                                change_colors, class_drops, interval_bars, run_comparison)
 
-BEFORE_COLOR = "#9aa5b1"
-AFTER_COLOR = "#2f4b7c"
-GAIN_COLOR = "#2e7d32"
-LOSS_COLOR = "#c62828"
 TRAIL_COLOR = "rgba(60, 60, 60, 0.45)"
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
 OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f",
@@ -25,61 +24,6 @@ PART_NAMES = {"ce": "CE", "ldifs": "λ·LDIFS", "l2sp": "λ·L2-SP", "contrastiv
 DATASET_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
 NOT_LOSS_PARTS = {"step", "loss", "lr", "images_per_s"}
 SHOW_BEFORE, SHOW_AFTER, SHOW_BOTH = "before", "after", "both"
-
-
-def change_colors(changes) -> list[str]:
-    """Green for a gain, red for a loss: the colour says which way each change went."""
-    return [GAIN_COLOR if change >= 0 else LOSS_COLOR for change in changes]
-
-
-def interval_bars(values, lows, highs) -> dict:
-    """Plotly error bars drawing each value's 95 % interval [low, high]."""
-    values, lows, highs = (np.asarray(v, dtype=float) for v in (values, lows, highs))
-    return dict(type="data", symmetric=False, array=highs - values, arrayminus=values - lows, thickness=1.2,
-                color="rgba(40, 40, 40, 0.7)")
-
-
-def accuracy_change(metrics: dict, probe: str = "zs") -> go.Figure:
-    """Before vs after per dataset, each bar with its 95 % interval and each change written on its bar: the
-    fine-tuning gain beside the losses."""
-    rows = tables.accuracy_rows(metrics, probe)
-    labels = [f"{d}<br>({role})" for d, role in zip(rows["dataset"], rows["role"])]
-    hover = ("%{x}<br>%{fullData.name}: %{y:.1f}% (95 % CI %{customdata[1]:.1f} to %{customdata[2]:.1f})"
-             "<br>n = %{customdata[0]} test images<extra></extra>")
-    fig = go.Figure()
-    for name, key, color in (("before fine-tuning", "before", BEFORE_COLOR), ("after fine-tuning", "after", AFTER_COLOR)):
-        fig.add_bar(name=name, x=labels, y=rows[key], marker_color=color, hovertemplate=hover,
-                    error_y=interval_bars(rows[key], rows[f"{key}_low"], rows[f"{key}_high"]),
-                    customdata=np.stack([rows["n"], rows[f"{key}_low"], rows[f"{key}_high"]], axis=1))
-    after = fig.data[1]
-    after.update(text=[tables.signed(c) for c in rows["change"]], textposition="outside",
-                 textfont=dict(color=change_colors(rows["change"]), size=14))
-    fig.update_layout(barmode="group", title=f"Accuracy before and after fine-tuning ({tables.PROBES[probe]})",
-                      yaxis=dict(title="accuracy (%), bars with 95 % intervals", range=[0, 110]),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
-
-
-def class_drops(metrics: dict, dataset: str, limit: int = 20, probe: str = "zs", min_n: int = 1) -> go.Figure:
-    """The `limit` concepts most surely forgotten (ranked by the upper end of the change's 95 % interval), the
-    first at the top, each with its n and interval; concepts with fewer than `min_n` test images are left out."""
-    changes = tables.class_changes(metrics, dataset, probe, min_n).head(limit).iloc[::-1]
-    fig = go.Figure(go.Bar(
-        name="accuracy change", orientation="h", x=changes["change"],
-        y=[f"{name} (n={n})" for name, n in zip(changes["class_name"], changes["n"])],
-        marker_color=change_colors(changes["change"]),
-        error_x=interval_bars(changes["change"], changes["change_low"], changes["change_high"]),
-        customdata=changes[["class_name", "n", "before", "after", "change_low", "change_high"]].to_numpy(object),
-        hovertemplate="<b>%{customdata[0]}</b> (n = %{customdata[1]} test images)<br>before: %{customdata[2]:.1f}%"
-                      "<br>after: %{customdata[3]:.1f}%<br>change: %{x:+.1f} points "
-                      "(95 % CI %{customdata[4]:+.1f} to %{customdata[5]:+.1f})<extra></extra>",
-    ))
-    title = f"Concepts of {dataset} ranked by accuracy drop ({tables.PROBES[probe]})"
-    if changes.empty:
-        title += f": no concept has at least {min_n} test images"
-    fig.update_layout(title=title, xaxis_title="change (accuracy points), bars with 95 % intervals",
-                      height=max(300, 22 * len(changes) + 120), yaxis=dict(type="category"))
-    return fig
 
 
 def loss_parts(history: Sequence[dict]) -> list[str]:
@@ -202,18 +146,6 @@ def objectives_pareto(points: pd.DataFrame, title: str = "Task accuracy vs forge
     fig.update_layout(title=title, height=520,
                       xaxis_title="mean zero-shot change on other datasets (points; right = less forgetting)",
                       yaxis_title="accuracy on the fine-tuning task (%)", legend=dict(font=dict(size=10)))
-    return fig
-
-
-def run_comparison(runs: dict[str, dict]) -> go.Figure:
-    """Accuracy change per dataset for several runs (name → metrics) side by side."""
-    table = tables.comparison(runs)
-    fig = go.Figure()
-    for name in runs:
-        fig.add_bar(name=name, x=table["dataset"], y=table[name], text=[tables.signed(c) for c in table[name]],
-                    textposition="outside", hovertemplate="%{x}: %{y:+.1f} points<extra>%{fullData.name}</extra>")
-    fig.update_layout(barmode="group", title="Accuracy change per dataset (fine-tuning task first)",
-                      yaxis_title="change (accuracy points)", legend=dict(orientation="h", y=-0.2))
     return fig
 
 

@@ -1,4 +1,4 @@
-"""Command-line front end: `python -m ldifs_core run|sweep|sequence|list|show|export|wise`.
+"""Command-line front end: `python -m ldifs_core run|sweep|sequence|list|show|export|wise|report`.
 
 Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
 before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
@@ -547,6 +547,27 @@ def cmd_wise(args) -> int:
     return 0
 
 
+# -- report: one self-contained HTML file of finished runs ---------------------------------------------------
+
+
+def cmd_report(args) -> int:
+    from ldifs_core.report import run_report  # plotly loads only for a report
+
+    check_output("-o", args.out)
+    text = run_report(RunStore(args.store), args.runs)
+    write_output("-o", args.out, text)
+    print(f"Report of {len(args.runs)} run(s) written to {args.out} ({len(text.encode()) / 1e6:.1f} MB); it opens "
+          f"offline in any current browser.")
+    return 0
+
+
+def add_report_parser(sub) -> argparse.ArgumentParser:
+    report = sub.add_parser("report", help="finished runs (one, or several compared) as one self-contained HTML file")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run ids of finished runs")
+    report.add_argument("-o", "--out", type=Path, required=True, help="the HTML file to write")
+    return report
+
+
 # -- sequences (continual fine-tuning) -----------------------------------------------------------------------
 
 
@@ -630,13 +651,14 @@ def build_parser() -> argparse.ArgumentParser:
     wise = sub.add_parser("wise", help="WiSE-FT: evaluate (1-α)·θ₀ + α·θ of a finished run")
     wise.add_argument("run")
     wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma list of α in 0..1")
-    for p in (listing, show, export, wise):
+    report = add_report_parser(sub)
+    for p in (listing, show, export, wise, report):
         p.add_argument("--store", type=Path, help=STORE_HELP)
     return parser
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
-            "wise": cmd_wise, "sequence": cmd_sequence}
+            "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -101,7 +101,8 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
         umap_pre, umap_post = drift.joint_umap(pre[ids].numpy(), post[ids].numpy(), cfg.seed)
         arrays = {f"umap_pre/{test.name}": umap_pre, f"umap_post/{test.name}": umap_post,
                   f"umap_labels/{test.name}": test.labels[ids].numpy(), f"umap_ids/{test.name}": ids.numpy()}
-    arrays.update(image_records(test.name, test.images, test.labels, predictions, also_thumbnail=ids))
+    arrays.update(image_records(test.name, test.images, test.labels, predictions, also_thumbnail=ids,
+                                class_names=test.class_names))
     return report, arrays, correct
 
 
@@ -127,7 +128,7 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
         "change": gain["change"], "change_ci": gain["change_ci"],
         "zero_shot_after": after_zs["after"], "zero_shot_after_ci": after_zs["after_ci"],
         "per_class": stats.class_rows(zs_before, tuned_correct, test.labels, test.class_names),
-    }, image_records(test.name, test.images, test.labels, predictions)
+    }, image_records(test.name, test.images, test.labels, predictions, class_names=test.class_names)
 
 
 def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,

@@ -68,6 +68,8 @@ def test_thumbnails_are_rgb_and_at_most_thumb_side():
 def test_a_flip_in_either_direction_keeps_a_thumbnail():
     labels = torch.tensor([0, 1, 2, 3])
     before, after = torch.tensor([0, 1, 0, 0]), torch.tensor([1, 1, 2, 0])  # lost 0, kept 1, gained 2, wrong 3
-    records = image_records("d", torch.zeros(4, 1, 8, 8, dtype=torch.uint8), labels, {"zs": (before, after)})
+    records = image_records("d", torch.zeros(4, 1, 8, 8, dtype=torch.uint8), labels, {"zs": (before, after)},
+                            class_names=["a", "b", "c", "d"])
     assert records["thumb_ids/d"].tolist() == [0, 2]
     assert records["pred_zs_after/d"].tolist() == [1, 1, 2, 0]
+    assert records["class_names/d"].tolist() == ["a", "b", "c", "d"]

@@ -1,8 +1,55 @@
 """Forgetting: what a finished run gained on its task and lost on the other datasets, per dataset and per concept,
-every number with its n and 95 % interval."""
+every number with its n and 95 % interval, and the test images of a concept whose verdict flipped."""
 import streamlit as st
 
 from app import plots, tables, widgets
+from ldifs_core import gallery
+
+GALLERY_IMAGES = 32
+
+
+@st.fragment  # choosing a concept or a direction reruns only the gallery, not the charts above it
+def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None:
+    """The test images of one concept whose verdict flipped (ldifs_core.gallery), with the concept's numbers."""
+    st.subheader("See what was forgotten")
+    arrays = widgets.run_arrays(metrics["run_id"])
+    if arrays is None:
+        return
+    if not gallery.has_image_records(arrays, dataset):
+        st.info(gallery.NO_RECORDS, icon=":material/hide_image:")
+        return
+    task = dataset == metrics["downstream"]["dataset"]
+    concept_col, direction_col = st.columns([2, 1])
+    direction = direction_col.segmented_control(
+        "Show the images that", gallery.DIRECTIONS, default=gallery.BECAME_RIGHT if task else gallery.BECAME_WRONG,
+        required=True, key=f"gallery-direction-{dataset}",
+        help="Became wrong: right before fine-tuning, wrong after. Became right: the reverse.")
+    ranked = (tables.class_changes if direction == gallery.BECAME_WRONG else tables.class_gains)(metrics, dataset,
+                                                                                                probe, min_n)
+    if ranked.empty:
+        st.caption(f"No concept of {dataset} has at least {min_n} test images.")
+        return
+    options = {row.class_name: f"{row.class_name} ({tables.signed(row.change)} points, n = {row.n})"
+               for row in ranked.itertuples()}
+    concept = concept_col.selectbox("Concept", list(options), format_func=options.__getitem__,
+                                    key=f"gallery-concept-{dataset}-{probe}-{direction}",
+                                    help="Most surely forgotten first (most surely gained first for 'became right').")
+    flips = gallery.flipped_examples(arrays, metrics, dataset, concept, probe, direction, GALLERY_IMAGES)
+    row = flips.row
+    st.metric(f"Accuracy on “{concept}” ({tables.measured_with(metrics, dataset, probe)})", f"{row['after']:.1f}%",
+              f"{tables.signed(row['change'])} points from {row['before']:.1f}%")
+    st.caption(f"{row['before']:.1f}% → {row['after']:.1f}%, change {tables.with_interval(row['change'], row['change_ci'])}"
+               f"; n = {row['n']} test images, of which {flips.total} {direction}.")
+    if not flips.examples:
+        st.caption(f"No test image of “{concept}” {direction}.")
+        return
+    shown = "" if len(flips.examples) == flips.total else f" (the first {len(flips.examples)} of {flips.total})"
+    st.image([gallery.crisp(image.thumbnail) for image in flips.examples], output_format="PNG",  # JPEG would blur them
+             caption=[f"now: {image.predicted_after}" if direction == gallery.BECAME_WRONG
+                      else f"was: {image.predicted_before}" for image in flips.examples])
+    st.caption(f"Test images of “{concept}” that {direction}{shown}, each with what the model "
+               f"{'now predicts' if direction == gallery.BECAME_WRONG else 'predicted before'}.")
+
 
 st.title("Concept forgetting")
 st.markdown("Accuracy of the **image encoder** before and after fine-tuning. Zero-shot heads always come from the "
@@ -54,3 +101,4 @@ if metrics is not None:
             "change_low": st.column_config.NumberColumn("95 % CI low", format="%+.1f"),
             "change_high": st.column_config.NumberColumn("95 % CI high", format="%+.1f"),
         })
+    concept_gallery(metrics, dataset, probe, int(min_n))

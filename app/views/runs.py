@@ -1,10 +1,12 @@
 """Runs and sweeps: every run in the store, the accuracy/forgetting trade-off, λ sweeps, WiSE-FT, compare, download."""
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app import jobs, model_picker, plots, results, tables, widgets
-from ldifs_core import export
+from ldifs_core import export, report
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import available_bank
 from ldifs_core.errors import BadConfig, LabError
@@ -159,6 +161,18 @@ def compare_tab(finished: list[RunRecord]) -> None:
     others = [record for record in finished if record.run_id != first]
     second = widgets.pick_run(others, "Run B", key="compare-b", container=right, start=others[0].run_id)
     widgets.compare_runs([first, second])
+    report_button([first, second], st, key="report-compare")
+
+
+def report_button(run_ids: list[str], container: DeltaGenerator, key: str) -> None:
+    """The runs' HTML report (ldifs_core.report), made only when clicked, on a thread of its own, not the page's."""
+    container.download_button(
+        "Report (HTML)", partial(report.run_report, results.run_store(), run_ids), key=key,
+        file_name=f"ldifs-report-{'-vs-'.join(run_ids)}.html", mime="text/html", on_click="ignore",
+        icon=":material/description:",
+        help="One self-contained HTML file that opens offline: configuration, timings, the accuracy change per "
+             "dataset and the most forgotten concepts with n and 95 % intervals, charts and the flipped images. "
+             f"The same as `python -m ldifs_core report {' '.join(run_ids)} -o report.html`.")
 
 
 def download_tab(finished: list[RunRecord]) -> None:
@@ -169,14 +183,17 @@ def download_tab(finished: list[RunRecord]) -> None:
     metrics = widgets.run_metrics(run_id)
     if metrics is None:
         return
-    csv_col, json_col = st.columns(2)
+    csv_col, json_col, report_col = st.columns(3)
     csv_col.download_button("Metrics as CSV", export.metrics_csv(metrics), file_name=f"{run_id}-metrics.csv",
                             mime="text/csv", on_click="ignore", icon=":material/table:")
     json_col.download_button("Metrics as JSON", tables.metrics_json(metrics), file_name=f"{run_id}-metrics.json",
                              mime="application/json", on_click="ignore", icon=":material/data_object:")
+    report_button([run_id], report_col, key="report-run")
     st.caption("CSV (the same as `python -m ldifs_core export RUN --format csv`): one row per dataset and probe and "
                "one per concept, each with n and its 95 % intervals. JSON: the complete metrics.json, including "
-               "per-layer distances.")
+               "per-layer distances. Report: one HTML file to share, with charts and the images of forgotten "
+               "concepts (`python -m ldifs_core report RUN -o report.html`; two runs side by side from the Compare "
+               "tab).")
 
 
 st.title("Runs and sweeps")

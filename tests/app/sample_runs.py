@@ -75,7 +75,8 @@ def forgetting_report(dataset: str, rng: np.random.Generator, drop: float) -> tu
     return report, {"zs": (zs_before, zs_after), "lp": (lp_before, lp_after)}
 
 
-def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> dict:
+def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> tuple[dict, tuple]:
+    """The task's report, and its per-image outcomes (zero-shot before, tuned classifier after)."""
     sizes = rng.integers(20, 40, len(class_names(dataset)))
     rows, before, after = [], [], []
     for label, (name, n) in enumerate(zip(class_names(dataset), sizes)):
@@ -90,7 +91,7 @@ def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> di
             "zero_shot_before_ci": tuned["before_ci"], "accuracy_after": tuned["after"],
             "accuracy_after_ci": tuned["after_ci"], "change": tuned["change"], "change_ci": tuned["change_ci"],
             "zero_shot_after": zero_shot_after["after"], "zero_shot_after_ci": zero_shot_after["after_ci"],
-            "per_class": rows}
+            "per_class": rows}, (np.concatenate(before), np.concatenate(after))
 
 
 def mean_delta(reports: list[dict], outcomes_by_probe: list[dict], probe: str) -> tuple[float, list[float]]:
@@ -101,22 +102,31 @@ def mean_delta(reports: list[dict], outcomes_by_probe: list[dict], probe: str) -
 
 def sample_metrics(cfg: RunConfig, run_id: str) -> dict:
     """CE forgets more than LDIFS, and more with smaller λ, as in the paper."""
+    return sample_results(cfg, run_id)[0]
+
+
+def sample_results(cfg: RunConfig, run_id: str) -> tuple[dict, dict[str, dict[str, tuple]]]:
+    """sample_metrics, and the per-image outcomes behind it: dataset → probe → (right before, right after), the
+    images in the order of the dataset's concept rows (the task's probe is "tuned")."""
     rng = np.random.default_rng(cfg.seed)
     drop = 30.0 if cfg.objective == "ce" else 30.0 / (1 + cfg.effective_lam)
     reports = [forgetting_report(d, rng, drop) for d in cfg.eval_datasets or CHECKED]
     forgetting, outcomes_by_probe = [r for r, _ in reports], [o for _, o in reports]
     mean_zs, mean_zs_ci = mean_delta(forgetting, outcomes_by_probe, "zs")
     mean_lp, mean_lp_ci = mean_delta(forgetting, outcomes_by_probe, "lp")
+    downstream, task_outcomes = downstream_report(cfg.dataset, rng, drop)
+    per_image = {cfg.dataset: {"tuned": task_outcomes},
+                 **{report["dataset"]: flags for report, flags in zip(forgetting, outcomes_by_probe)}}
     return {
         "run_id": run_id, "status": "done", "config": cfg.to_dict(), "model": "LabCLIP-ViT-28-p7 (test)",
         "device": "CPU (test)", "schema_version": SCHEMA_VERSION,
-        "downstream": downstream_report(cfg.dataset, rng, drop), "forgetting": forgetting,
+        "downstream": downstream, "forgetting": forgetting,
         "mean_zs_delta": mean_zs, "mean_zs_delta_ci": mean_zs_ci,
         "mean_lp_delta": mean_lp, "mean_lp_delta_ci": mean_lp_ci,
         "timings": {"train_s": 1.0, "eval_s": 0.5, "total_s": 1.6, "step_ms": 50.0},
         # a sequence's stage also reports its own task like a checked dataset (the forgetting matrix's diagonal)
         **({"stage_task": forgetting_report(cfg.dataset, rng, 0.0)[0]} if cfg.sequence_id else {}),
-    }
+    }, per_image
 
 
 def sample_arrays(cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -140,16 +150,50 @@ def sample_history(cfg: RunConfig) -> list[dict]:
     return history
 
 
-def finish_run(store: RunStore, run_id: str, cfg: RunConfig) -> None:
+def finish_run(store: RunStore, run_id: str, cfg: RunConfig, records: bool = False) -> None:
+    """Finish with sample results; `records` adds per-image records (as every real run of this version keeps),
+    without them the run looks like one made before they existed."""
     cfg.eval_datasets = cfg.eval_datasets or list(CHECKED)
-    store.finish(run_id, sample_metrics(cfg, run_id), sample_arrays(cfg), sample_history(cfg))
+    metrics, per_image = sample_results(cfg, run_id)
+    arrays = sample_arrays(cfg)
+    if records:
+        arrays.update(sample_records(metrics, per_image))
+    store.finish(run_id, metrics, arrays, sample_history(cfg))
 
 
-def add_finished_run(store: RunStore, **settings) -> str:
+def add_finished_run(store: RunStore, records: bool = False, **settings) -> str:
     cfg = RunConfig(**{"steps": 20, "eval_datasets": list(CHECKED), **settings})
     run_id = store.create(cfg, status="running")
-    finish_run(store, run_id, cfg)
+    finish_run(store, run_id, cfg, records)
     return run_id
+
+
+def sample_records(metrics: dict, per_image: dict[str, dict[str, tuple]]) -> dict[str, np.ndarray]:
+    """Per-image records (image_records.py) behind the sample metrics (`sample_results`): each concept's images are
+    real test images of that class, predicted right exactly where its simulated outcomes say, a wrong one as some
+    other class. Checked datasets get probes zs and lp, the task its tuned classifier ("tuned")."""
+    import torch
+
+    from ldifs_core.image_records import image_records
+
+    rng = np.random.default_rng(0)
+    records = {}
+    for dataset, outcomes_by_probe in per_image.items():
+        bank = load_bank(dataset, "test")
+        rows = (metrics["downstream"]["per_class"] if "tuned" in outcomes_by_probe else
+                next(r for r in metrics["forgetting"] if r["dataset"] == dataset)["per_class"])
+        labels = np.concatenate([np.full(row["n"], row["label"]) for row in rows])
+        bank_labels = bank.labels.numpy()
+        members = [np.flatnonzero(bank_labels == row["label"]) for row in rows]
+        picked = np.concatenate([images[np.arange(row["n"]) % len(images)] for images, row in zip(members, rows)])
+        predictions = {}
+        for probe, sides in outcomes_by_probe.items():
+            wrong = (labels + rng.integers(1, bank.num_classes, size=(2, len(labels)))) % bank.num_classes
+            predictions[probe] = tuple(torch.from_numpy(np.where(right, labels, other))
+                                       for right, other in zip(sides, wrong))
+        records.update(image_records(dataset, torch.from_numpy(bank.images.numpy()[picked]), torch.from_numpy(labels),
+                                     predictions, class_names=bank.class_names))
+    return records
 
 
 def add_ended_run(store: RunStore, status: str, message: str, **settings) -> str:

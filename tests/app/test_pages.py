@@ -160,7 +160,7 @@ def test_runs_page_plots_the_tradeoff_and_offers_the_one_csv_export_and_the_json
     assert "Trade-off: downstream accuracy vs forgetting elsewhere" in chart_titles(app)
     assert not app.get("download_button")  # only the open tab (λ sweep) runs
     open_tab(app, "Download")
-    assert {b.label for b in app.get("download_button")} == {"Metrics as CSV", "Metrics as JSON"}
+    assert {b.label for b in app.get("download_button")} == {"Metrics as CSV", "Metrics as JSON", "Report (HTML)"}
     assert exported == [app.selectbox(key="download-run").value]
 
 
