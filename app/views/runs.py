@@ -16,6 +16,7 @@ ALL = "all"
 TABS = ("λ sweep", "WiSE-FT", "Compare two runs", "Download")
 RAY_FIELD = "Ray cluster"
 RUN_AGAIN = "Run again anyway"
+SWEEP_REUSED = "sweep-reused"  # session_state: which λ the last sweep took from finished runs (None: none)
 
 
 def filtered(table: pd.DataFrame, column: str, container: DeltaGenerator) -> pd.DataFrame:
@@ -75,6 +76,8 @@ def sweep_tab() -> None:
         submitted = st.form_submit_button("Queue sweep", type="primary", icon=":material/playlist_add:")
     if submitted:
         queue_sweep(folder or dataset, lams, steps, seed, ray_address, again, dataset_slot)
+    if st.session_state.get(SWEEP_REUSED):
+        st.info(st.session_state[SWEEP_REUSED], icon=":material/recycling:")
 
 
 def queue_sweep(dataset: str, lams: list[float], steps: int | None, seed: int | None, ray_address: str,
@@ -94,10 +97,10 @@ def queue_sweep(dataset: str, lams: list[float], steps: int | None, seed: int | 
     store = results.run_store()
     reused = {} if again else {cfg.lam: run_id for cfg in configs if (run_id := reuse.finished_run(store, cfg))}
     configs = [cfg for cfg in configs if cfg.lam not in reused]
-    if reused:
-        st.info(f"Reused the finished runs of λ = {', '.join(f'{lam:g}' for lam in reused)} (same settings, this "
-                f"version of the lab): {', '.join(reused.values())}. Tick “{RUN_AGAIN}” to train them again.",
-                icon=":material/recycling:")
+    # Kept in the session: the sidebar redraws the page when a queued run starts or ends, and this must stay.
+    st.session_state[SWEEP_REUSED] = (
+        f"Reused the finished runs of λ = {', '.join(f'{lam:g}' for lam in reused)} (same settings, this version of "
+        f"the lab): {', '.join(reused.values())}. Tick “{RUN_AGAIN}” to train them again." if reused else None)
     if not configs:
         return
     if ray_address:
