@@ -30,9 +30,10 @@ def checked_number(container: DeltaGenerator, label: str, default: int | float, 
     value = container.number_input(label, value=default, **kwargs)
     too_small = value is not None and (value <= least if above else value < least)
     if value is None or too_small or (most is not None and value > most):
-        low = f"above {least:g}" if above else f"at least {least:,}"
-        bound = f"between {least:,} and {most:,}" if most is not None and not above else low + (
-            f" and at most {most:,}" if most is not None else "")
+        if most is None:
+            bound = f"above {least:g}" if above else f"at least {least:,}"
+        else:
+            bound = f"above {least:g} and at most {most:,}" if above else f"between {least:,} and {most:,}"
         shown = "empty" if value is None else f"{value:,}" if whole else f"{value:g}"
         container.error(f"{label} must be {'a whole number' if whole else 'a number'} {bound}; it is {shown}.",
                         icon=":material/error:")

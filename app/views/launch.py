@@ -181,11 +181,12 @@ with st.expander("Advanced"):
     optimiser_kwargs = objective_options.optimiser_settings(right)
     label = st.text_input("Label (optional)", placeholder="e.g. baseline")
 
+settings = {**numbers, **objective_kwargs, **optimiser_kwargs}
 # The settings as typed; None while a number field holds a value it refuses (the field says why).
-cfg = None if None in numbers.values() else RunConfig(dataset=dataset, objective=objective, lam=lam if objective in REGULARISED else None, init=init,
-                   model=model.name, pretrained=model.pretrained, eval_datasets=eval_datasets, lr=lr, augment=augment,
-                   bn=bn, data_root=root, download=download, label=label.strip(), **numbers, **objective_kwargs,
-                   **optimiser_kwargs)
+cfg = None if None in settings.values() else RunConfig(
+    dataset=dataset, objective=objective, lam=lam if objective in REGULARISED else None, init=init, model=model.name,
+    pretrained=model.pretrained, eval_datasets=eval_datasets, lr=lr, augment=augment, bn=bn, data_root=root,
+    download=download, label=label.strip(), **settings)
 
 st.caption(f"Runs on: **{device_line()}**")
 

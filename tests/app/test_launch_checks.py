@@ -214,3 +214,13 @@ def test_the_sidebar_lists_a_run_in_the_same_script_run_that_started_it(store, h
     (record,) = store.list()
     assert f"sidebar-cancel-{record.run_id}" in {b.key for b in app.sidebar.button}
     assert "No jobs active" not in texts(app.sidebar.caption)
+
+
+def test_an_objectives_own_number_is_refused_not_replaced(app, store):
+    open_page(app, "launch")
+    next(s for s in app.selectbox if s.label == "Objective").set_value("lora").run()
+    number(app, "LoRA α (scale α / r)").set_value(0.0).run()
+    button(app, "Start run").click().run()
+    assert number(app, "LoRA α (scale α / r)").value == 0.0
+    assert "LoRA α (scale α / r) must be a number above 0; it is 0." in texts(app.error)
+    assert store.list() == []
