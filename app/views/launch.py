@@ -200,7 +200,7 @@ if st.button("Start sequence" if as_sequence else "Start run", type="primary", i
     if not dataset:
         task_slot.error("Give the path of an image folder, one sub-folder per class.", icon=":material/error:")
         ready = False
-    elif not passes(task_slot, lambda: [launch_checks.check_dataset(name, root, download) for name in tasks or [dataset]]):
+    elif not launch_checks.all_pass(task_slot, tasks or [dataset], root, download):
         ready = False
     if not eval_datasets:
         checks_slot.error("Pick at least one dataset under “Check forgetting on”: without one the run has nothing to "
