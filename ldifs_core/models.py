@@ -183,6 +183,28 @@ def load_model(name: str | None = None, pretrained: str | None = None) -> Founda
                            size if isinstance(size, int) else size[0], tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
+def load_error(err: Exception, name: str, pretrained: str, is_file: bool) -> Exception:
+    text = str(err)
+    first_line = (text.splitlines() or [type(err).__name__])[0][:200]
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return BadCheckpoint(f"'{pretrained}' holds pickled objects, not plain tensors, so it was not loaded "
+                             f"(loading it could run code). Re-save it as a state_dict: "
+                             f"torch.save(model.state_dict(), path).")
+    if is_file and ("size mismatch" in text or "Missing key" in text or "Unexpected key" in text):
+        return BadCheckpoint(f"'{pretrained}' does not hold weights for {name}: its tensors do not match that "
+                             f"architecture. Pick the model name the checkpoint was trained with.")
+    if is_file:
+        return BadCheckpoint(f"'{pretrained}' could not be read as a checkpoint (the file looks corrupt or is not "
+                             f"a PyTorch/safetensors file): {first_line}")
+    return ModelUnavailable(offline_message(name, pretrained) + f" Detail: {first_line}")
+
+
+def offline_message(name: str, tag: str) -> str:
+    return (f"The weights of {name} ({tag}) are not on this machine and could not be downloaded. "
+            f"Connect to the network once so open_clip can cache them, or use a local checkpoint file. "
+            f"{EMBEDDED_HINT}")
+
+
 FILE_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
                    (b"BM", "a BMP image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"))
 
@@ -206,28 +228,6 @@ def not_a_checkpoint(path: Path) -> str | None:
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"):
         return f"a {path.suffix.lower()[1:].upper()} image"
     return "a text file" if head.isascii() else f"a file of another kind ({path.suffix or 'no extension'})"
-
-
-def load_error(err: Exception, name: str, pretrained: str, is_file: bool) -> Exception:
-    text = str(err)
-    first_line = (text.splitlines() or [type(err).__name__])[0][:200]
-    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
-        return BadCheckpoint(f"'{pretrained}' holds pickled objects, not plain tensors, so it was not loaded "
-                             f"(loading it could run code). Re-save it as a state_dict: "
-                             f"torch.save(model.state_dict(), path).")
-    if is_file and ("size mismatch" in text or "Missing key" in text or "Unexpected key" in text):
-        return BadCheckpoint(f"'{pretrained}' does not hold weights for {name}: its tensors do not match that "
-                             f"architecture. Pick the model name the checkpoint was trained with.")
-    if is_file:
-        return BadCheckpoint(f"'{pretrained}' could not be read as a checkpoint (the file looks corrupt or is not "
-                             f"a PyTorch/safetensors file): {first_line}")
-    return ModelUnavailable(offline_message(name, pretrained) + f" Detail: {first_line}")
-
-
-def offline_message(name: str, tag: str) -> str:
-    return (f"The weights of {name} ({tag}) are not on this machine and could not be downloaded. "
-            f"Connect to the network once so open_clip can cache them, or pass a local checkpoint file. "
-            f"{EMBEDDED_HINT}")
 
 
 def pick_device(requested: str = "auto") -> torch.device:
