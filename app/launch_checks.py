@@ -16,6 +16,7 @@ from app import results
 from ldifs_core import availability
 from ldifs_core.datasets import BANK_NAMES
 from ldifs_core.errors import DatasetUnavailable, LabError
+from ldifs_core.store import RunRecord
 
 DOWNLOAD_HINT = ("To fetch it, tick “Download missing torchvision datasets” under Advanced on the Launch page; if "
                  "its files are elsewhere, give that folder there as “Data folder for torchvision datasets”.")
@@ -81,10 +82,11 @@ def all_pass(slot: DeltaGenerator, names: Sequence[str], root: str | None, downl
         return all([passes(st, check_dataset, name, root, download) for name in names])
 
 
-def stored_folders() -> list[str]:
-    """Image folders earlier runs of this store used (that still exist here): own data is offered again."""
+def stored_folders(records: Sequence[RunRecord] | None = None) -> list[str]:
+    """Image folders the runs (default: every run of the store) used that still exist here: own data is offered
+    again."""
     seen: dict[str, None] = {}
-    for record in results.run_store().list():
+    for record in results.run_store().list() if records is None else records:
         for name in [record.config.dataset, *(record.config.eval_datasets or [])]:
             if name not in BANK_NAMES and not availability.is_torchvision(name) and Path(name).expanduser().is_dir():
                 seen.setdefault(name)

@@ -61,11 +61,12 @@ def submit(cfg: RunConfig) -> None:
     st.toast(f"Queued {cfg.describe()}", icon=":material/schedule:")
 
 
-def offer_finished(cfg: RunConfig | None) -> None:
-    """The finished run offered instead of retraining, while the settings still equal it, with "Run again anyway"."""
+def offer_finished(cfg: RunConfig | None) -> bool:
+    """The finished run offered instead of retraining, while the settings still equal it, with "Run again anyway";
+    True when that was pressed (and the run queued)."""
     offer = st.session_state.get(OFFER)
     if offer is None:
-        return
+        return False
     offered = RunConfig.from_dict(offer["cfg"])
     try:
         record = results.run_store().get(offer["run_id"])
@@ -73,7 +74,7 @@ def offer_finished(cfg: RunConfig | None) -> None:
         record = None
     if cfg is None or record is None or reuse.run_identity(offered) != reuse.run_identity(cfg):
         st.session_state.pop(OFFER)  # the settings changed (or the run was deleted): the offer no longer applies
-        return
+        return False
     with st.container(border=True):
         when = dt.datetime.fromtimestamp(record.updated_at).strftime("%d %b %Y, %H:%M")
         st.info(f"An identical run finished on {when} with this version of the lab, so nothing was queued: the "
@@ -84,6 +85,8 @@ def offer_finished(cfg: RunConfig | None) -> None:
                                                                 "editing the images of a folder)."):
             st.session_state.pop(OFFER)
             submit(cfg)
+            return True
+    return False
 
 
 jobs.job_runner().request_warm_up()  # runs start here: the idle worker pays its heavy imports now, once
@@ -118,8 +121,9 @@ else:
     if dataset == IMAGE_FOLDER:
         dataset = task.text_input("ImageFolder path", placeholder="/path/to/images (one sub-folder per class)").strip()
 task_slot = task.empty()
+stored = results.run_store().list()  # newest first
 added = st.session_state.get(FOLDERS, [])
-folders = list(dict.fromkeys(launch_checks.stored_folders() + added))
+folders = list(dict.fromkeys(launch_checks.stored_folders(stored) + added))
 others = [d for d in datasets + folders if d != dataset and d not in tasks]
 eval_datasets = checks.multiselect("Also check (never trained on)" if as_sequence else "Check forgetting on", others,
                                    default=[d for d in available_bank() + added if d in others],
@@ -190,7 +194,8 @@ cfg = None if None in settings.values() else RunConfig(
 
 st.caption(f"Runs on: **{device_line()}**")
 
-if st.button("Start sequence" if as_sequence else "Start run", type="primary", icon=":material/play_arrow:"):
+started = st.button("Start sequence" if as_sequence else "Start run", type="primary", icon=":material/play_arrow:")
+if started:
     st.session_state.pop(OFFER, None)
     start_slot = st.empty()
     # Every check runs, so that every problem shows at once, each next to its field.
@@ -228,9 +233,10 @@ if st.button("Start sequence" if as_sequence else "Start run", type="primary", i
                 st.session_state[OFFER] = {"cfg": cfg.to_dict(), "run_id": finished}
             else:
                 submit(cfg)
-offer_finished(None if as_sequence else cfg)
+ran_again = offer_finished(None if as_sequence else cfg)
 
-stored = results.run_store().list()  # newest first
+if started or ran_again:
+    stored = results.run_store().list()  # with the run just queued
 recent = stored[:RECENT_RUNS]
 if recent:
     st.subheader("Recent runs")
