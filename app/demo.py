@@ -8,8 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import jobs, model_picker, results, widgets
-from ldifs_core import reuse
+from ldifs_core import availability, reuse
 from ldifs_core.config import DEFAULT_LAMBDA, RunConfig
+from ldifs_core.datasets import BANK_NAMES
 from ldifs_core.errors import LabError
 
 DEMO_OBJECTIVES = ("ce", "ldifs")
@@ -45,6 +46,8 @@ def guided_demo() -> None:
     if st.button("Run the demo", type="primary", icon=":material/science:"):
         st.session_state.pop(OFFER, None)
         try:
+            for name in dict.fromkeys([DEMO_TASK, *BANK_NAMES]):  # the task and the datasets it checks
+                availability.check_dataset(name)
             model_picker.check_loads(model_picker.ModelChoice())
         except LabError as err:
             widgets.show_error(err)

@@ -224,3 +224,13 @@ def test_an_objectives_own_number_is_refused_not_replaced(app, store):
     assert number(app, "LoRA α (scale α / r)").value == 0.0
     assert "LoRA α (scale α / r) must be a number above 0; it is 0." in texts(app.error)
     assert store.list() == []
+
+
+def test_the_demo_refuses_to_start_when_a_concept_bank_file_is_missing(app, store, monkeypatch):
+    from ldifs_core import availability
+
+    monkeypatch.setattr(availability, "available_bank", lambda: ["mnist", "fashion_mnist", "animals"])
+    open_page(app, "learn")
+    button(app, "Run the demo").click().run()
+    assert "The concept-bank file of quickdraw is missing" in texts(app.error)
+    assert store.list() == []
