@@ -103,7 +103,7 @@ def test_the_sweep_queues_only_the_missing_lambdas_and_says_which_it_reused(app,
     next(m for m in app.multiselect if m.label == "λ values").set_value([1.0, 10.0])
     button(app, "Queue sweep").click().run()
     assert sorted(r.config.lam for r in store.list() if r.run_id != reused) == [1.0]
-    assert f"Reused the finished runs of λ = 10" in texts(app.info) and reused in texts(app.info)
+    assert "Reused the finished runs of λ = 10" in texts(app.info) and reused in texts(app.info)
     next(c for c in app.checkbox if c.label == "Run again anyway").check()
     button(app, "Queue sweep").click().run()
     assert sorted(r.config.lam for r in store.list() if r.run_id != reused) == [1.0, 1.0, 10.0]
