@@ -6,10 +6,13 @@ the app's Launch page, its demo and its λ sweep offer it instead of training ag
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from ldifs_core.config import CODE_VERSION, RunConfig
-from ldifs_core.datasets import available_bank
+from ldifs_core.availability import is_torchvision
+from ldifs_core.datasets import BANK_NAMES, available_bank
 from ldifs_core.errors import LabError
 from ldifs_core.store import RunRecord, RunStore
 
@@ -53,6 +56,21 @@ def same_runs(store: RunStore, cfg: RunConfig, statuses: Sequence[str] = (*ACTIV
 
 
 def finished_run(store: RunStore, cfg: RunConfig) -> str | None:
-    """The newest finished run that answers `cfg` (same settings, this code version), or None."""
-    done = same_runs(store, cfg, ("done",))
+    """The newest finished run that answers `cfg` (same settings, this code version, and no image folder it reads
+    edited since it was made), or None."""
+    done = [record for record in same_runs(store, cfg, ("done",)) if not folders_changed_since(cfg, record.created_at)]
     return done[0].run_id if done else None
+
+
+def folders_changed_since(cfg: RunConfig, when: float) -> bool:
+    """Whether an image folder the run reads has a file or sub-folder modified, added or removed after `when` (unix
+    time): settings name a folder, not its content. Registered datasets never change."""
+    names = [cfg.dataset, *cfg.forgetting_datasets(available_bank())]
+    for name in names:
+        if name in BANK_NAMES or is_torchvision(name) or not Path(name).expanduser().is_dir():
+            continue
+        for folder, _, files in os.walk(Path(name).expanduser()):
+            # a folder's own time changes when an entry is added, removed or renamed
+            if any(os.stat(os.path.join(folder, entry)).st_mtime > when for entry in [".", *files]):
+                return True
+    return False

@@ -14,7 +14,7 @@ from ldifs_core.datasets.torchvision_sets import TORCHVISION_SETS
 from ldifs_core.errors import BadCheckpoint, DatasetUnavailable
 from ldifs_core.models import EMBEDDED_CHECKPOINT, EMBEDDED_MODEL, load_model, not_a_checkpoint
 from ldifs_core.store import RunStore
-from tests.app.sample_runs import add_ended_run, add_finished_run
+from tests.app.sample_runs import add_ended_run, add_finished_run, sample_metrics
 
 
 def write_images(folder, count: int, size=(40, 30)) -> None:
@@ -170,4 +170,20 @@ def test_a_run_stored_before_runs_carried_a_code_version_counts_as_the_first(sto
     monkeypatch.setattr(reuse, "CODE_VERSION", reuse.FIRST_CODE_VERSION)
     assert reuse.finished_run(store, cfg) == run_id
     monkeypatch.setattr(reuse, "CODE_VERSION", reuse.FIRST_CODE_VERSION + 1)
+    assert reuse.finished_run(store, cfg) is None
+
+
+def test_a_run_on_an_image_folder_edited_since_is_not_reused(store, tmp_path):
+    import os
+    import time
+
+    write_images(tmp_path / "pets" / "cat", 3)
+    write_images(tmp_path / "pets" / "dog", 3)
+    cfg = RunConfig(dataset=str(tmp_path / "pets"), steps=20, eval_datasets=["animals"])
+    run_id = store.create(cfg, status="running")
+    store.finish(run_id, sample_metrics(RunConfig(steps=20, eval_datasets=["animals"]), run_id))  # numbers of no interest
+    assert reuse.finished_run(store, cfg) == run_id
+    later = time.time() + 5  # as if edited after the run was made
+    (tmp_path / "pets" / "dog" / "0.png").unlink()
+    os.utime(tmp_path / "pets" / "dog", (later, later))
     assert reuse.finished_run(store, cfg) is None

@@ -81,8 +81,8 @@ def offer_finished(cfg: RunConfig | None) -> bool:
                 f"same settings give the same numbers. Its results are below.", icon=":material/recycling:")
         widgets.run_card(record)
         st.session_state[widgets.FOCUS] = record.run_id
-        if st.button(RUN_AGAIN, icon=":material/replay:", help="Train it again all the same (for example after "
-                                                                "editing the images of a folder)."):
+        if st.button(RUN_AGAIN, icon=":material/replay:", help="Train it again all the same (a new run beside the "
+                                                                "finished one)."):
             st.session_state.pop(OFFER)
             submit(cfg)
             return True
