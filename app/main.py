@@ -34,7 +34,12 @@ def _memory_settled() -> bool:
     return True
 
 
-with st.sidebar:
-    widgets.jobs_sidebar()  # also starts this process's worker (jobs.job_runner) on the first visit
-page.run()
+# The job list is drawn after the page ran, into a place held at the top of the sidebar: a run the page queued in
+# this script run is listed at once, not after the next click. `finally`: a page that stops early still gets it.
+jobs_panel = st.sidebar.container()
+try:
+    page.run()
+finally:
+    with jobs_panel:
+        widgets.jobs_sidebar()  # also starts this process's worker (jobs.job_runner) on the first visit
 _memory_settled()

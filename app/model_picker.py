@@ -16,7 +16,7 @@ DEFAULT_ARCHITECTURE = "ViT-B-32"
 @dataclass(frozen=True)
 class ModelChoice:
     name: str | None = None  # None: the embedded default
-    pretrained: str | None = None  # an open_clip tag or a checkpoint path
+    pretrained: str | None = None  # an open_clip tag or a checkpoint path ('': a checkpoint path not given yet)
 
 
 @st.cache_data(show_spinner="Looking for cached weights…", ttl=600)
@@ -77,5 +77,20 @@ def check_loads(choice: ModelChoice) -> None:
     returned, kept or touched (runs work on private copies in the worker).
     """
     from ldifs_core import runner
+    from ldifs_core.errors import ModelUnavailable
 
+    if choice.name and choice.pretrained == "":
+        raise ModelUnavailable("Give the path of a checkpoint file: the weights of the chosen architecture, saved "
+                               "with torch.save (.pt, .pth, .bin) or safetensors (.safetensors).")
     runner.cached_model(choice.name, choice.pretrained)
+
+
+def image_size(choice: ModelChoice) -> int | None:
+    """The side in pixels of the images the chosen model takes (None for an architecture open_clip lacks)."""
+    from ldifs_core.errors import LabError
+    from ldifs_core.models import input_resolution
+
+    try:
+        return input_resolution(choice.name)
+    except LabError:
+        return None

@@ -1,9 +1,11 @@
 """Launch-page widgets for the settings one objective reads (LDIFS taps and variant, ls, lora, lipsum, zscl) and
-for the optimiser; each returns RunConfig keyword arguments, checked by RunConfig.validate like every other input."""
+for the optimiser; each returns RunConfig keyword arguments, checked by RunConfig.validate like every other input.
+A number out of range is None, its field saying why (launch_checks.checked_number)."""
 from __future__ import annotations
 
 import streamlit as st
 
+from app.launch_checks import checked_number
 from ldifs_core.config import LDIFS_TAP_GROUPS, LDIFS_VARIANTS, ZSCL_BANK, RunConfig
 
 DEFAULT = RunConfig()
@@ -26,20 +28,17 @@ def objective_settings(objective: str) -> dict:
         variant = right.radio("LDIFS variant", LDIFS_VARIANTS, format_func=VARIANT_LABELS.get, horizontal=False)
         return {"ldifs_taps": int(taps) if taps.isdigit() else taps, "ldifs_variant": variant}
     if objective == "ls":
-        return {"ls_factor": st.number_input("Label smoothing ε", min_value=0.0, max_value=0.99, step=0.05,
-                                             value=DEFAULT.ls_factor, help="0 is plain cross-entropy.")}
+        return {"ls_factor": checked_number(st, "Label smoothing ε", DEFAULT.ls_factor, 0.0, 0.99, step=0.05,
+                                            help="0 is plain cross-entropy.")}
     if objective == "lora":
         rank, alpha, dropout = st.columns(3)
-        return {"lora_rank": int(rank.number_input("LoRA rank r", min_value=1, max_value=1024, value=DEFAULT.lora_rank)),
-                "lora_alpha": alpha.number_input("LoRA α (scale α / r)", min_value=0.01, value=DEFAULT.lora_alpha),
-                "lora_dropout": dropout.number_input("Rank dropout", min_value=0.0, max_value=0.95, step=0.05,
-                                                     value=DEFAULT.lora_dropout)}
+        return {"lora_rank": checked_number(rank, "LoRA rank r", DEFAULT.lora_rank, 1, 1024),
+                "lora_alpha": checked_number(alpha, "LoRA α (scale α / r)", DEFAULT.lora_alpha, 0.0, above=True),
+                "lora_dropout": checked_number(dropout, "Rank dropout", DEFAULT.lora_dropout, 0.0, 0.95, step=0.05)}
     if objective == "lipsum":
         texts, length = st.columns(2)
-        return {"lipsum_texts": int(texts.number_input("Random texts per step (M)", min_value=1, max_value=4096,
-                                                       value=DEFAULT.lipsum_texts)),
-                "lipsum_length": int(length.number_input("Tokens per random text", min_value=1, max_value=75,
-                                                         value=DEFAULT.lipsum_length))}
+        return {"lipsum_texts": checked_number(texts, "Random texts per step (M)", DEFAULT.lipsum_texts, 1, 4096),
+                "lipsum_length": checked_number(length, "Tokens per random text", DEFAULT.lipsum_length, 1, 75)}
     if objective == "zscl":
         folder = st.text_input("Reference images (empty: the other concept-bank domains)",
                                placeholder="/path/to/images (one sub-folder per class)",
@@ -51,8 +50,8 @@ def objective_settings(objective: str) -> dict:
 
 def optimiser_settings(column) -> dict:
     """AdamW weight decay, linear warmup and gradient-norm clipping (Advanced)."""
-    return {"weight_decay": column.number_input("Weight decay (AdamW)", min_value=0.0, value=DEFAULT.weight_decay,
-                                                step=0.05, format="%g"),
-            "warmup_steps": int(column.number_input("Warmup steps", min_value=0, value=DEFAULT.warmup_steps, step=10)),
-            "grad_clip": column.number_input("Gradient-norm clip", min_value=0.001, value=DEFAULT.grad_clip, step=0.5,
-                                             format="%g")}
+    return {"weight_decay": checked_number(column, "Weight decay (AdamW)", DEFAULT.weight_decay, 0.0, step=0.05,
+                                           format="%g"),
+            "warmup_steps": checked_number(column, "Warmup steps", DEFAULT.warmup_steps, 0, step=10),
+            "grad_clip": checked_number(column, "Gradient-norm clip", DEFAULT.grad_clip, 0.0, above=True, step=0.5,
+                                        format="%g")}

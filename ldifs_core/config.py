@@ -40,6 +40,10 @@ ZSCL_BANK = "bank"  # zscl_reference: the other concept-bank domains (train spli
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 SCHEMA_VERSION = 2  # of metrics.json; see the README's "The metrics JSON"
+# Of the code that turns a RunConfig into numbers (training, evaluation). Raise it with any change that moves a
+# run's metrics: a finished run is reused for an identical config only when it was made by this version
+# (ldifs_core/reuse.py). Runs stored before the number existed count as version 1.
+CODE_VERSION = 1
 
 
 @dataclass

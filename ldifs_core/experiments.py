@@ -13,24 +13,13 @@ import sys
 from pathlib import Path
 
 from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVES, REGULARISED, RunConfig
+from ldifs_core.reuse import finished_run
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.wise import wise_ft_metrics
 
 WISE_ALPHA = 0.5
 METHOD_ORDER = (*OBJECTIVES, f"wise-ft (α={WISE_ALPHA}, of ce)")
-
-
-def same_run(cfg: RunConfig) -> dict:
-    """What makes two runs the same: the settings, with λ resolved (an explicit default λ is the default)."""
-    return {**cfg.to_dict(), "lam": cfg.effective_lam}
-
-
-def finished_run(store: RunStore, cfg: RunConfig) -> str | None:
-    for record in store.list(dataset=cfg.dataset, objective=cfg.objective, status="done"):
-        if same_run(record.config) == same_run(cfg):
-            return record.run_id
-    return None
 
 
 def run_grid(store: RunStore, datasets: list[str], seeds: list[int], objectives: tuple[str, ...] = OBJECTIVES,

@@ -23,7 +23,7 @@ from ldifs_core.paths import ASSETS_DIR
 
 EMBEDDED_MODEL = "LabCLIP-ViT-28-p7"
 EMBEDDED_CHECKPOINT = ASSETS_DIR / "model" / f"{EMBEDDED_MODEL}.safetensors"
-EMBEDDED_HINT = f"Leave the model empty to use the embedded default ({EMBEDDED_MODEL}), which needs no network."
+EMBEDDED_HINT = f"The embedded default model ({EMBEDDED_MODEL}) needs no network."
 READ_ONLY = "_ldifs_read_only"  # marks every module of a loaded (shared) model; private copies drop it
 
 
@@ -96,6 +96,17 @@ def resolve(name: str | None, pretrained: str | None) -> tuple[str, str]:
     return name, pretrained
 
 
+def input_resolution(name: str | None) -> int:
+    """The image side the model's encoder takes, from its open_clip config alone (no weights are loaded)."""
+    register_embedded_config()
+    cfg = open_clip.get_model_config(name or EMBEDDED_MODEL)
+    if cfg is None:
+        raise ModelUnavailable(f"Unknown open_clip model '{name}'. Pick one of open_clip.list_models() (for example "
+                               f"ViT-B-32). {EMBEDDED_HINT}")
+    size = cfg["vision_cfg"]["image_size"]
+    return size if isinstance(size, int) else size[0]
+
+
 def cached_weights_path(name: str, tag: str) -> Path | None:
     """Where the weights of an open_clip (name, tag) lie on this machine, or None if they would need a download."""
     cfg = open_clip.get_pretrained_cfg(name, tag)
@@ -160,6 +171,9 @@ def load_model(name: str | None = None, pretrained: str | None = None) -> Founda
             raise ModelUnavailable(f"Checkpoint file '{pretrained}' does not exist. Check the path. {EMBEDDED_HINT}")
         raise ModelUnavailable(f"'{pretrained}' is neither a checkpoint file nor a known tag of {name}. Known tags: "
                                f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}.")
+    if is_file and (kind := not_a_checkpoint(Path(pretrained))):
+        raise BadCheckpoint(f"'{pretrained}' is not a checkpoint: it is {kind}. Give a file of model weights saved "
+                            f"with torch.save (.pt, .pth, .bin) or safetensors (.safetensors).")
     if not is_file and cached_weights_path(name, pretrained) is None and not weights_host_reachable(name, pretrained):
         raise ModelUnavailable(offline_message(name, pretrained))
     try:
@@ -202,8 +216,33 @@ def load_error(err: Exception, name: str, pretrained: str, is_file: bool) -> Exc
 
 def offline_message(name: str, tag: str) -> str:
     return (f"The weights of {name} ({tag}) are not on this machine and could not be downloaded. "
-            f"Connect to the network once so open_clip can cache them, or pass a local checkpoint file. "
+            f"Connect to the network once so open_clip can cache them, or use a local checkpoint file. "
             f"{EMBEDDED_HINT}")
+
+
+FILE_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+                   (b"BM", "a BMP image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"))
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What a file is when its first bytes show it cannot hold weights ('a PNG image', 'a text file', ...), or None
+    when it may: torch.save writes a zip archive (or, before PyTorch 1.6, a pickle), safetensors an 8-byte header
+    length followed by its JSON header."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    size = path.stat().st_size
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") or head[0] == 0x80:  # zip (torch.save, .npz) or pickle protocol >= 2
+        return None
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size:  # safetensors
+        return None
+    for signature, kind in FILE_SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"):
+        return f"a {path.suffix.lower()[1:].upper()} image"
+    return "a text file" if head.isascii() else f"a file of another kind ({path.suffix or 'no extension'})"
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -368,7 +368,7 @@ class ZSCL(ToFrozenModel):
                  else [cfg.zscl_reference])
         if not names:
             raise DatasetUnavailable("ZSCL needs reference images from a dataset other than the task, and none is "
-                                     "available: give --zscl-reference a folder of images.")
+                                     "available: give a folder of reference images (zscl_reference).")
         sets = [load_split(name, "train", image_size=self.setup.base.image_size).subset(self.per_reference_dataset,
                                                                                         cfg.seed)
                 for name in names]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES, RunConfig
+from ldifs_core.config import CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES, RunConfig
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.paths import default_store_dir
 
@@ -169,13 +169,15 @@ class RunStore:
                history: list[dict] | None = None, weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write the result files first, then flip the row to "done": "done" always means complete.
 
-        metrics.json gets this version's `schema_version`, `status` and `run_id`. When a file cannot be written
+        metrics.json gets this version's `schema_version`, `status` and `run_id`, and the `code_version` that
+        made it (kept when `metrics` names one: a run imported from a Ray worker keeps the worker's). When a file cannot be written
         (a full disk, a folder turned read-only), the files written so far are removed (the history stays, for
         the curves), the run is recorded as failed with the reason, and StoreUnavailable says the same.
         """
         self._check_writable()
         run_dir = self._existing_run_dir(run_id)
-        metrics = {**metrics, "schema_version": SCHEMA_VERSION, "status": "done", "run_id": run_id}
+        metrics = {"code_version": CODE_VERSION, **metrics, "schema_version": SCHEMA_VERSION, "status": "done",
+                   "run_id": run_id}
         written: list[Path] = []
 
         def save(name: str, write: Callable[[Path], object]) -> None:

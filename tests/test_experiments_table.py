@@ -2,14 +2,6 @@
 import json
 
 from ldifs_core import experiments
-from ldifs_core.config import RunConfig
-
-
-def test_an_explicit_default_lambda_is_the_same_run_as_the_default():
-    assert experiments.same_run(RunConfig(objective="lipsum", lam=0.1)) == experiments.same_run(
-        RunConfig(objective="lipsum"))
-    assert experiments.same_run(RunConfig(objective="lipsum", lam=1.0)) != experiments.same_run(
-        RunConfig(objective="lipsum"))
 
 
 def test_table_of_saved_rows_shows_spread_over_seeds_and_a_single_seed_alone(tmp_path, capsys):

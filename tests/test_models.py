@@ -82,7 +82,7 @@ def test_missing_checkpoint_path_is_reported_as_missing(tmp_path):
 def test_corrupt_checkpoint_is_refused(tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"this is not a checkpoint" * 100)
-    with pytest.raises(BadCheckpoint, match="could not be read"):
+    with pytest.raises(BadCheckpoint, match="is not a checkpoint: it is a text file"):
         load_model(EMBEDDED_MODEL, str(path))
 
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from ldifs_core import store as store_module
-from ldifs_core.config import SCHEMA_VERSION, RunConfig
+from ldifs_core.config import CODE_VERSION, SCHEMA_VERSION, RunConfig
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
 
@@ -57,7 +57,8 @@ def test_finished_run_round_trips_through_a_fresh_store(tmp_path):
     record = reader.get(run_id)
     assert record.config == config
     assert record.status == "done" and record.message == ""
-    assert reader.metrics(run_id) == {**METRICS, "schema_version": SCHEMA_VERSION, "status": "done", "run_id": run_id}
+    assert reader.metrics(run_id) == {**METRICS, "schema_version": SCHEMA_VERSION, "status": "done", "run_id": run_id,
+                                      "code_version": CODE_VERSION}
     loaded = reader.arrays(run_id)
     assert loaded.keys() == arrays.keys()
     for name, array in arrays.items():

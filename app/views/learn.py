@@ -1,12 +1,8 @@
 """Learn: what concept forgetting and LDIFS are, and a one-click demo that shows both side by side."""
 import streamlit as st
 
-from app import jobs, model_picker, results, widgets
-from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVE_SUMMARY, RunConfig
-from ldifs_core.errors import LabError
-
-DEMO_RUNS = "demo_runs"  # session_state: the (ce, ldifs) run ids of this session's guided demo
-DEMO_TASK = RunConfig().dataset
+from app import demo
+from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVE_SUMMARY
 
 st.title("Concept forgetting and LDIFS")
 st.markdown("""
@@ -42,28 +38,4 @@ weights with WiSE-FT.
 """)
 st.page_link("views/launch.py", label="Launch a run of your own", icon=":material/rocket_launch:")
 
-st.subheader("Guided demo: CE vs LDIFS")
-st.markdown(f"Queues two runs that differ only in the objective — plain CE and LDIFS (λ = "
-            f"{DEFAULT_LAMBDA['ldifs']:g}) — fine-tuning the embedded model on **{DEMO_TASK}** and checking "
-            f"forgetting on the other concept-bank datasets. About one to three minutes on a CPU.")
-if st.button("Run the demo", type="primary", icon=":material/science:"):
-    try:
-        model_picker.check_loads(model_picker.ModelChoice())
-    except LabError as err:
-        widgets.show_error(err)
-    else:
-        runner = jobs.job_runner()
-        demo = [runner.submit(RunConfig(objective=objective, label=f"demo {objective}")) for objective in ("ce", "ldifs")]
-        for run_id in demo:
-            widgets.remember_run(run_id)
-        st.session_state[DEMO_RUNS] = demo
-
-demo_runs = st.session_state.get(DEMO_RUNS, [])
-if demo_runs:
-    demo_records = results.records(demo_runs)
-    if len(demo_records) == len(demo_runs) and all(record.status == "done" for record in demo_records):
-        st.markdown("Same task, same steps, same seed: LDIFS should give up little accuracy on the task and "
-                    "forget less elsewhere.")
-        widgets.compare_runs(demo_runs)
-    else:
-        widgets.live_runs(demo_runs)
+demo.guided_demo()  # read from the run store: a reload or a new tab shows it again

@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import jobs, model_picker, plots, results, tables, widgets
-from ldifs_core import export, report
-from ldifs_core.config import RunConfig
-from ldifs_core.datasets import available_bank
+from app import jobs, launch_checks, model_picker, plots, results, tables, widgets
+from ldifs_core import export, report, reuse
+from ldifs_core.config import MAX_SEED, RunConfig
+from ldifs_core.datasets import known_datasets
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.store import RunRecord
 
@@ -17,6 +17,8 @@ ALPHAS_TEXT = "0, 0.1, …, 1"
 ALL = "all"
 TABS = ("λ sweep", "WiSE-FT", "Compare two runs", "Download")
 RAY_FIELD = "Ray cluster"
+RUN_AGAIN = "Run again anyway"
+SWEEP_REUSED = "sweep-reused"  # session_state: which λ the last sweep took from finished runs (None: none)
 
 
 def filtered(table: pd.DataFrame, column: str, container: DeltaGenerator) -> pd.DataFrame:
@@ -52,42 +54,70 @@ def tradeoff_section(table: pd.DataFrame) -> None:
 
 
 def sweep_tab() -> None:
-    st.markdown("Queue one LDIFS run per λ on the same task and seed, then read the trade-off plot.")
+    st.markdown("Queue one LDIFS run per λ on the same task and seed, then read the trade-off plot. λ values whose "
+                "run already finished with the same settings are reused, not trained again.")
     with st.form("sweep"):
-        bank = available_bank()
-        dataset = st.selectbox("Fine-tune on", bank, index=bank.index("mnist") if "mnist" in bank else 0)
+        datasets = known_datasets() + launch_checks.stored_folders()
+        dataset_col, folder_col = st.columns(2)
+        dataset = dataset_col.selectbox("Fine-tune on", datasets, index=datasets.index(RunConfig().dataset),
+                                        format_func=launch_checks.dataset_label)
+        folder = folder_col.text_input("…or an image folder", placeholder="/path/to/images (one sub-folder per class)",
+                                       help="Your own images, one sub-folder per class; used instead of the list "
+                                            "when given.").strip()
+        dataset_slot = st.empty()
         lams = st.multiselect("λ values", widgets.LAMBDAS, default=[0.0, 1.0, 10.0, 100.0],
                               format_func=lambda v: f"{v:g}", help="λ = 0 is plain cross-entropy.")
         steps_col, seed_col = st.columns(2)
-        steps = steps_col.number_input("Steps", min_value=1, value=RunConfig().steps, step=50)
-        seed = seed_col.number_input("Seed", min_value=0, value=0)
+        steps = launch_checks.checked_number(steps_col, "Steps", RunConfig().steps, 1, 1_000_000, step=50)
+        seed = launch_checks.checked_number(seed_col, "Seed", 0, 0, MAX_SEED)
         ray_address = st.text_input(RAY_FIELD, value=jobs.default_ray_address(), placeholder="empty: this app's worker",
                                     help="Empty: the runs go one after another through this app's worker. "
                                          "`local` starts Ray here; `auto` joins the cluster this machine belongs to; "
                                          "`ray://HOST:10001` a remote one. Default: $LDIFS_RAY_ADDRESS.").strip()
+        again = st.checkbox(RUN_AGAIN, help="Train every λ, even those whose identical run already finished.")
         submitted = st.form_submit_button("Queue sweep", type="primary", icon=":material/playlist_add:")
     if submitted:
-        try:
-            if not lams:
-                raise BadConfig("Pick at least one λ value for the sweep.")
-            configs = [RunConfig(dataset=dataset, objective="ldifs", lam=lam, steps=int(steps), seed=int(seed),
-                                 label=f"sweep λ={lam:g}").validate() for lam in sorted(lams)]
-            model_picker.check_loads(model_picker.ModelChoice())
-        except LabError as err:
-            widgets.show_error(err)
-            return
-        if ray_address:
-            run_ids = jobs.job_runner().submit_ray_sweep(configs, ray_address)
-            for run_id in run_ids:
-                widgets.remember_run(run_id)
-            st.success(f"Sent {len(configs)} runs to Ray ({ray_address}); they run side by side as the cluster has "
-                       f"room and land in this app's run store.", icon=":material/hub:")
-            widgets.live_runs(run_ids)
-            return
-        for cfg in configs:
-            widgets.remember_run(jobs.job_runner().submit(cfg))
-        st.success(f"Queued {len(configs)} runs; they run one after another.", icon=":material/schedule:")
-        st.page_link("views/launch.py", label="Follow them on the Launch page", icon=":material/monitoring:")
+        queue_sweep(folder or dataset, lams, steps, seed, ray_address, again, dataset_slot)
+    if st.session_state.get(SWEEP_REUSED):
+        st.info(st.session_state[SWEEP_REUSED], icon=":material/recycling:")
+
+
+def queue_sweep(dataset: str, lams: list[float], steps: int | None, seed: int | None, ray_address: str,
+                again: bool, dataset_slot: DeltaGenerator) -> None:
+    """Check, then queue the λ values that have no finished identical run (all of them with `again`)."""
+    if not launch_checks.passes(dataset_slot, launch_checks.check_dataset, dataset, None, False) or None in (steps, seed):
+        return
+    try:
+        if not lams:
+            raise BadConfig("Pick at least one λ value for the sweep.")
+        configs = [RunConfig(dataset=dataset, objective="ldifs", lam=lam, steps=steps, seed=seed,
+                             label=f"sweep λ={lam:g}").validate() for lam in sorted(lams)]
+        model_picker.check_loads(model_picker.ModelChoice())
+    except LabError as err:
+        widgets.show_error(err)
+        return
+    store = results.run_store()
+    reused = {} if again else {cfg.lam: run_id for cfg in configs if (run_id := reuse.finished_run(store, cfg))}
+    configs = [cfg for cfg in configs if cfg.lam not in reused]
+    # Kept in the session: the sidebar redraws the page when a queued run starts or ends, and this must stay.
+    st.session_state[SWEEP_REUSED] = (
+        f"Reused the finished runs of λ = {', '.join(f'{lam:g}' for lam in reused)} (same settings, this version of "
+        f"the lab): {', '.join(reused.values())}. Tick “{RUN_AGAIN}” to train them again." if reused else None)
+    if not configs:
+        return
+    if ray_address:
+        run_ids = jobs.job_runner().submit_ray_sweep(configs, ray_address)
+        for run_id in run_ids:
+            widgets.remember_run(run_id)
+        st.success(f"Sent {len(configs)} runs to Ray ({ray_address}); they run side by side as the cluster has "
+                   f"room and land in this app's run store.", icon=":material/hub:")
+        widgets.live_runs(run_ids)
+        return
+    for cfg in configs:
+        widgets.remember_run(jobs.job_runner().submit(cfg))
+    st.success(f"Queued {len(configs)} runs (λ = {', '.join(f'{cfg.lam:g}' for cfg in configs)}); they run one "
+               f"after another.", icon=":material/schedule:")
+    st.page_link("views/launch.py", label="Follow them on the Launch page", icon=":material/monitoring:")
 
 
 def wise_ft_tab(finished: list[RunRecord]) -> None:

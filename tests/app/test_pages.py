@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app import jobs, results, tables
@@ -84,7 +85,9 @@ def test_result_pages_point_to_launch_when_nothing_has_finished(app, page):
 def test_every_page_renders_with_finished_failed_and_cancelled_runs(app, populated, page):
     open_page(app, page)
     assert_no_exception(app)
-    assert not app.error
+    # Launch lists the store's newest runs, the failed one with its reason; no page shows any other error
+    failed = ["The loss became nan at step 3: lower the learning rate."]
+    assert [error.value for error in app.error] == (failed if page == "launch" else [])
 
 
 def test_forgetting_page_shows_the_task_gain_beside_the_losses_and_ranks_concepts(app, populated):
@@ -242,7 +245,7 @@ def test_a_second_start_while_one_runs_is_shown_queued_and_cancel_stops_the_firs
 def test_two_sessions_keep_their_own_runs(store, runner):
     alice, bob = (open_page(AppTest.from_file(MAIN, default_timeout=60), "launch") for _ in range(2))
     start_run(alice)
-    start_run(bob)
+    start_run(bob, steps=6)  # the same settings would be offered alice's finished run instead
     assert len(alice.session_state[MY_RUNS]) == len(bob.session_state[MY_RUNS]) == 1
     assert alice.session_state[MY_RUNS] != bob.session_state[MY_RUNS]
     open_page(alice, "runs")
@@ -252,7 +255,7 @@ def test_two_sessions_keep_their_own_runs(store, runner):
 def test_the_guided_demo_queues_ce_and_ldifs_and_shows_them_side_by_side(app, store, runner):
     open_page(app, "learn")
     button(app, "Run the demo").click().run()
-    demo = app.session_state["demo_runs"]
+    demo = [record.run_id for record in reversed(store.list())]
     assert [store.get(run_id).config.objective for run_id in demo] == ["ce", "ldifs"]
     for run_id in demo:
         wait_for_status(store, run_id, ("done",), timeout_s=30)
@@ -306,16 +309,19 @@ def test_an_image_folder_path_that_is_no_folder_is_an_error_before_queuing(app, 
 def test_a_run_that_fails_in_the_worker_shows_its_reason_on_its_card(store, tmp_path, monkeypatch):
     real_runner = JobRunner(store)  # the real runner: the empty folder is only found out when the run loads data
     monkeypatch.setattr(jobs, "job_runner", lambda: real_runner)
-    (tmp_path / "empty").mkdir()
+    for name in ("cat", "dog"):  # a usable folder (checked before queuing), but fewer images than one batch
+        (tmp_path / "few" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "few" / name / f"{i}.png")
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
     app.selectbox[0].set_value("ImageFolder directory…").run()
-    next(t for t in app.text_input if t.label == "ImageFolder path").set_value(str(tmp_path / "empty")).run()
+    next(t for t in app.text_input if t.label == "ImageFolder path").set_value(str(tmp_path / "few")).run()
     start_run(app)
     (record,) = store.list()
     wait_for_status(store, record.run_id, ("failed",), timeout_s=120)
     app.run()
     assert_no_exception(app)
-    assert "has no class sub-folders with images" in texts(app.error)
+    assert "fewer than the batch size" in texts(app.error)
 
 
 def test_lambda_is_picked_on_a_log_scale_with_zero_and_only_for_regularised_objectives(app):

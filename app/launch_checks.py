@@ -1,0 +1,93 @@
+"""Checks before queuing, shown next to the field they are about, in the app's words.
+
+Numbers are typed into fields without bounds, so what the user typed stays what they see; a value out of range is
+refused with a message under its field (a bounded st.number_input silently replaced −5 steps by the default).
+Datasets and models are checked when Start is pressed (ldifs_core.availability, model_picker.check_loads).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from app import results
+from ldifs_core import availability
+from ldifs_core.datasets import BANK_NAMES
+from ldifs_core.errors import DatasetUnavailable, LabError
+from ldifs_core.store import RunRecord
+
+DOWNLOAD_HINT = ("To fetch it, tick “Download missing torchvision datasets” under Advanced on the Launch page; if "
+                 "its files are elsewhere, give that folder there as “Data folder for torchvision datasets”.")
+FILES_HERE, NEEDS_DOWNLOAD = "files here", "needs download"
+
+
+def checked_number(container: DeltaGenerator, label: str, default: int | float, least: int | float,
+                   most: int | float | None = None, *, above: bool = False, **kwargs) -> int | float | None:
+    """A number field that keeps what was typed (a whole number when `default` is one); None, with the reason
+    under the field, when the value is below `least` (or not above it, with `above`) or above `most`."""
+    whole = isinstance(default, int)
+    value = container.number_input(label, value=default, **kwargs)
+    too_small = value is not None and (value <= least if above else value < least)
+    if value is None or too_small or (most is not None and value > most):
+        if most is None:
+            bound = f"above {least:g}" if above else f"at least {least:,}"
+        else:
+            bound = f"above {least:g} and at most {most:,}" if above else f"between {least:,} and {most:,}"
+        shown = "empty" if value is None else f"{value:,}" if whole else f"{value:g}"
+        container.error(f"{label} must be {'a whole number' if whole else 'a number'} {bound}; it is {shown}.",
+                        icon=":material/error:")
+        return None
+    return int(value) if whole else float(value)
+
+
+def data_root_typed(key: str) -> str | None:
+    """The data folder typed into the field `key` (drawn further down the page, so read from the session)."""
+    return str(st.session_state.get(key, "")).strip() or None
+
+
+def dataset_label(name: str, root: str | None = None) -> str:
+    """How a dataset is listed: torchvision datasets say whether their files are here; a folder shows its name."""
+    if name in BANK_NAMES:
+        return name
+    if availability.is_torchvision(name):
+        return f"{name} — {FILES_HERE if availability.files_here(name, root) else NEEDS_DOWNLOAD}"
+    return f"{Path(name).name} — folder {name}"
+
+
+def check_dataset(name: str, root: str | None, download: bool) -> None:
+    """availability.check_dataset, with how to get a torchvision dataset in the app's words."""
+    try:
+        availability.check_dataset(name, root=root, download=download)
+    except DatasetUnavailable as err:
+        if availability.is_torchvision(name):
+            raise DatasetUnavailable(f"{err} {DOWNLOAD_HINT}") from None
+        raise
+
+
+def passes(slot: DeltaGenerator, check, *args) -> bool:
+    """Run one check; its LabError is shown in `slot`, next to the field it is about. True when it passed."""
+    try:
+        check(*args)
+    except LabError as err:
+        slot.error(str(err), icon=":material/error:")
+        return False
+    return True
+
+
+def all_pass(slot: DeltaGenerator, names: Sequence[str], root: str | None, download: bool) -> bool:
+    """Check every dataset and show each problem in `slot` (all of them, not only the first)."""
+    with slot.container():
+        return all([passes(st, check_dataset, name, root, download) for name in names])
+
+
+def stored_folders(records: Sequence[RunRecord] | None = None) -> list[str]:
+    """Image folders the runs (default: every run of the store) used that still exist here: own data is offered
+    again."""
+    seen: dict[str, None] = {}
+    for record in results.run_store().list() if records is None else records:
+        for name in [record.config.dataset, *(record.config.eval_datasets or [])]:
+            if name not in BANK_NAMES and not availability.is_torchvision(name) and Path(name).expanduser().is_dir():
+                seen.setdefault(name)
+    return list(seen)
