@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 from app import tables
 from ldifs_core.config import parse_ldifs_taps
@@ -16,7 +17,6 @@ BEFORE_COLOR = "#9aa5b1"
 AFTER_COLOR = "#2f4b7c"
 GAIN_COLOR = "#2e7d32"
 LOSS_COLOR = "#c62828"
-TRAIL_COLOR = "rgba(60, 60, 60, 0.45)"
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
 OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f",
                     "ls": "#e377c2", "flyp_ce": "#8c564b", "lora": "#17becf", "lipsum": "#bcbd22", "zscl": "#2ca02c"}
@@ -103,35 +103,94 @@ def training_curves(history: Sequence[dict]) -> go.Figure:
     return fig
 
 
-def class_colors(labels: np.ndarray) -> list[str]:
-    return [CLASS_PALETTE[int(label) % len(CLASS_PALETTE)] for label in labels]
+# -- feature drift picture (Feature drift page) -----------------------------------------------------------------
+
+SHOW_SIDE = "side"
+OTHER_CONCEPTS = "other concepts"
+OTHER_COLOR = "#d4d4d4"
+MAX_COLOURED = len(qualitative.Dark24)  # beyond that, colours stop being tellable apart
+TRAIL_OPACITY = 0.5
 
 
-def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                ids: np.ndarray, show: str = SHOW_BOTH, trail_classes: Sequence[str] = ()) -> go.Figure:
-    """The joint UMAP of pre- and post-fine-tuning features coloured by class, with pre→post trails for the
-    chosen classes (point i of `pre` and of `post` is the same test image)."""
+def concept_colors(ranked: Sequence[str], k: int) -> dict[str, str]:
+    """Colours of the first `k` concepts of `ranked` (most moved first), given in rank order, so a concept keeps
+    its colour when k changes; every concept not in the result is drawn in grey."""
+    return {name: CLASS_PALETTE[rank] for rank, name in enumerate(ranked[:min(k, MAX_COLOURED)])}
+
+
+def padded_range(values: np.ndarray, pad: float = 0.05) -> list[float]:
+    low, high = float(np.min(values)), float(np.max(values))
+    margin = pad * (high - low or 1.0)
+    return [low - margin, high + margin]
+
+
+def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_names: Sequence[str], ids: np.ndarray,
+                show: str = SHOW_BOTH, colors: dict[str, str] | None = None,
+                trail_classes: Sequence[str] = ()) -> go.Figure:
+    """The joint UMAP of pre- and post-fine-tuning features (point i of `pre` and of `post` is test image
+    `ids[i]`), concepts in `colors` in their colour with a legend entry each, the rest in grey.
+
+    `show` picks the before points, the after points, both overlaid with pre → post trails (in their concept's
+    colour) for `trail_classes`, or before | after side by side. Every view has the same axis ranges, so views
+    compare; a concept's points and trail share a legend group, so hiding it hides its trails too. Each point's
+    customdata is (concept, position) for clicked_position.
+    """
+    colors = colors or {}
     names = np.array([class_names[int(label)] for label in labels])
-    colors = class_colors(labels)
-    hover = np.stack([names, ids], axis=1)
-    template = "<b>%{customdata[0]}</b><br>test image #%{customdata[1]}<extra>%{fullData.name}</extra>"
-    fig = go.Figure()
-    trailed = np.isin(names, list(trail_classes))
-    if trailed.any():
-        xs = np.stack([pre[trailed, 0], post[trailed, 0], np.full(trailed.sum(), np.nan)], axis=1).ravel()
-        ys = np.stack([pre[trailed, 1], post[trailed, 1], np.full(trailed.sum(), np.nan)], axis=1).ravel()
-        fig.add_scatter(name="pre → post trails", x=xs, y=ys, mode="lines", hoverinfo="skip",
-                        line=dict(color=TRAIL_COLOR, width=1))
-    if show in (SHOW_BEFORE, SHOW_BOTH):
-        fig.add_scatter(name="before fine-tuning", x=pre[:, 0], y=pre[:, 1], mode="markers", customdata=hover,
-                        hovertemplate=template, marker=dict(color=colors, symbol="circle-open", size=7))
-    if show in (SHOW_AFTER, SHOW_BOTH):
-        fig.add_scatter(name="after fine-tuning", x=post[:, 0], y=post[:, 1], mode="markers", customdata=hover,
-                        hovertemplate=template, marker=dict(color=colors, size=6, opacity=0.85))
+    panels = {SHOW_BEFORE: [("before", pre, 1)], SHOW_AFTER: [("after", post, 1)],
+              SHOW_BOTH: [("before", pre, 1), ("after", post, 1)],
+              SHOW_SIDE: [("before", pre, 1), ("after", post, 2)]}[show]
+    side_by_side = show == SHOW_SIDE
+    fig = make_subplots(rows=1, cols=2 if side_by_side else 1, shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=("before fine-tuning", "after fine-tuning") if side_by_side else None)
+    customdata = np.array(list(zip(names.tolist(), np.asarray(ids).tolist())), dtype=object).reshape(-1, 2)
+
+    def add_points(name: str, members: np.ndarray, color: str) -> None:
+        for when, coords, col in panels:
+            fig.add_scatter(
+                name=name, legendgroup=name, showlegend=when == panels[0][0], x=coords[members, 0],
+                y=coords[members, 1], mode="markers", customdata=customdata[members], row=1, col=col,
+                marker=dict(color=color, size=7 if when == "before" else 6,
+                            symbol="circle-open" if when == "before" else "circle"),
+                hovertemplate=f"<b>%{{customdata[0]}}</b><br>test image #%{{customdata[1]}}, {when} fine-tuning"
+                              "<br>click to see the image<extra></extra>")
+
+    grey = ~np.isin(names, list(colors))
+    if grey.any():
+        add_points(OTHER_CONCEPTS, grey, OTHER_COLOR)
+    for concept, color in colors.items():
+        members = names == concept
+        if not members.any():
+            continue
+        if show == SHOW_BOTH and concept in trail_classes:
+            gaps = np.full(members.sum(), np.nan)
+            fig.add_scatter(name=f"{concept} trails", legendgroup=concept, showlegend=False, mode="lines",
+                            x=np.stack([pre[members, 0], post[members, 0], gaps], axis=1).ravel(),
+                            y=np.stack([pre[members, 1], post[members, 1], gaps], axis=1).ravel(),
+                            line=dict(color=color, width=1), opacity=TRAIL_OPACITY, hoverinfo="skip")
+        add_points(concept, members, color)
+    both = np.concatenate([pre, post])
+    fig.update_xaxes(range=padded_range(both[:, 0]), showticklabels=False, title="")
+    fig.update_yaxes(range=padded_range(both[:, 1]), showticklabels=False, title="")
     fig.update_layout(title="Joint UMAP of image features (open = before, filled = after)", height=560,
-                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""),
-                      legend=dict(orientation="h", y=-0.08))
+                      showlegend=True, legend=dict(title="concept (click to hide)", itemsizing="constant"))
+    if side_by_side:
+        fig.update_layout(xaxis2_matches="x")  # zooming one panel zooms the other
     return fig
+
+
+def clicked_position(event) -> int | None:
+    """The test-image position of the first point picked in a feature_map chart's selection event (Streamlit's
+    on_select state: {"selection": {"points": [{"customdata": [concept, position], ...}]}}), or None."""
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    for point in points:
+        custom = point.get("customdata")
+        if custom is not None and len(custom) == 2:
+            return int(custom[1])
+    return None
+
+
+# -- end of the feature drift picture ------------------------------------------------------------------------
 
 
 def tap_names(count: int, taps: int | str = 4) -> list[str]:

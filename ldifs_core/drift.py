@@ -59,6 +59,19 @@ def knn_overlap(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> float:
     return float(same.mean())
 
 
+def relative_displacement(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """How far each image's feature moved, in units of its own neighbourhood [N]: ||post_i - pre_i|| divided by
+    the mean distance from pre_i to its k nearest other pre-trained features (unit vectors). Above 1, an image
+    moved further than its neighbours were from it: it left the neighbourhood it had before fine-tuning."""
+    moved = (post - pre).norm(dim=1)
+    k = min(k, len(pre) - 1)
+    if k < 1:
+        return torch.full_like(moved, float("nan"))
+    neighbour_sims = nearest_neighbours(pre, k).values
+    neighbourhood = (2 - 2 * neighbour_sims).clamp(min=0).sqrt().mean(dim=1)  # |a - b|² = 2 - 2 cos for unit vectors
+    return moved / neighbourhood.clamp(min=1e-6)
+
+
 @lru_cache(maxsize=1)
 def cache_umap_kernels() -> None:
     """umap-learn leaves several numba kernels uncached, so every new process spent ~10 s recompiling them.
