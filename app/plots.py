@@ -148,10 +148,11 @@ def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_nam
     def add_points(name: str, members: np.ndarray, color: str) -> None:
         for when, coords, col in panels:
             fig.add_scatter(
-                name=name, legendgroup=name, showlegend=when == panels[0][0], x=coords[members, 0],
+                name=name, legendgroup=name, showlegend=when == panels[-1][0], x=coords[members, 0],
                 y=coords[members, 1], mode="markers", customdata=customdata[members], row=1, col=col,
                 marker=dict(color=color, size=7 if when == "before" else 6,
                             symbol="circle-open" if when == "before" else "circle"),
+                selected=dict(marker=dict(size=14)), unselected=dict(marker=dict(opacity=0.6)),
                 hovertemplate=f"<b>%{{customdata[0]}}</b><br>test image #%{{customdata[1]}}, {when} fine-tuning"
                               "<br>click to see the image<extra></extra>")
 

@@ -79,7 +79,8 @@ def test_trails_wear_their_concepts_colour_and_hide_with_it(arrays):
     members = np.flatnonzero([NAMES[int(label)] == chosen for label in arrays[f"umap_labels/{DATASET}"]])
     assert len(trail.x) == 3 * len(members)  # start, end, gap per image
     first = members[0]
-    assert (trail.x[0], trail.x[1]) == (arrays[f"umap_pre/{DATASET}"][first, 0], arrays[f"umap_post/{DATASET}"][first, 0])
+    pre, post = arrays[f"umap_pre/{DATASET}"], arrays[f"umap_post/{DATASET}"]
+    assert (trail.x[0], trail.x[1]) == (pre[first, 0], post[first, 0])
     assert math.isnan(trail.x[2])
 
 

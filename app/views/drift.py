@@ -67,7 +67,7 @@ if metrics is not None:
         st.info("This run stored no UMAP points (it ran with 0 UMAP points); the numbers below still apply.",
                 icon=":material/info:")
     elif embedded:
-        dataset_col, show_col = st.columns([2, 1])
+        dataset_col, show_col = st.columns([1, 1])
         dataset = dataset_col.selectbox("Dataset", embedded)
         show = show_col.segmented_control("Show", list(SHOW_LABELS), default=plots.SHOW_BOTH, required=True,
                                           format_func=SHOW_LABELS.__getitem__)

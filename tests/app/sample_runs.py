@@ -131,7 +131,8 @@ def sample_arrays(cfg: RunConfig) -> dict[str, np.ndarray]:
         arrays[f"umap_post/{dataset}"] = pre + rng.normal(scale=0.5, size=pre.shape).astype(np.float32)
         arrays[f"umap_labels/{dataset}"] = rng.integers(0, len(class_names(dataset)), UMAP_POINTS)
         arrays[f"umap_ids/{dataset}"] = np.sort(rng.choice(200, UMAP_POINTS, replace=False))
-        arrays.update(sample_drift_records(dataset, arrays[f"umap_labels/{dataset}"], arrays[f"umap_ids/{dataset}"], rng))
+        arrays.update(sample_drift_records(dataset, arrays[f"umap_labels/{dataset}"], arrays[f"umap_ids/{dataset}"],
+                                           rng))
     return arrays
 
 
