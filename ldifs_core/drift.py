@@ -1,8 +1,8 @@
 """Feature drift between the pre-trained and the fine-tuned image tower.
 
 Numbers that do not depend on any projection (class-centroid shift, k-NN overlap, each image's displacement
-relative to its neighbourhood) plus a joint 2-D UMAP
-of both feature sets, fitted together so pre and post positions are comparable.
+relative to its neighbourhood) plus a joint 2-D UMAP of both feature sets, fitted together so pre and post
+positions are comparable.
 """
 from __future__ import annotations
 
