@@ -30,7 +30,7 @@ def displacement_key(dataset: str) -> str:
 @dataclass(frozen=True)
 class MovedConcept:
     """One concept's mean relative displacement over its n test images, with a 95 % interval of that mean
-    (normal approximation; NaN bounds when n = 1)."""
+    (Student t, its low end clipped at 0; NaN bounds when n = 1)."""
 
     label: int
     class_name: str
@@ -40,18 +40,29 @@ class MovedConcept:
     high: float
 
 
+# two-sided 95 % quantiles of Student's t for 1 … 30 degrees of freedom
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """Two-sided 95 % quantile of Student's t: the table up to 30, then z + (z³ + z) / 4df (within 0.005)."""
+    return T975[df - 1] if df <= len(T975) else Z95 + (Z95 ** 3 + Z95) / (4 * df)
+
+
 def mean_interval(values: np.ndarray) -> tuple[float, float]:
-    """95 % interval of a mean (normal approximation), NaN for a single value."""
+    """95 % t-interval of the mean of a non-negative quantity (low end clipped at 0), NaN for a single value."""
     if len(values) < 2:
         return math.nan, math.nan
-    half = Z95 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    half = t975(len(values) - 1) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
     mean = float(np.mean(values))
-    return mean - half, mean + half
+    return max(0.0, mean - half), mean + half
 
 
 def most_moved(arrays: dict[str, np.ndarray], dataset: str, class_names: Sequence[str]) -> list[MovedConcept] | None:
-    """Every concept of `dataset` with test images, most moved first (by mean relative displacement, ties by
-    name), or None when the run stored no displacements."""
+    """Every concept of `dataset` with test images, most surely moved first, or None when the run stored no
+    displacements. Ranked by the low end of the mean's interval (then the mean, then the name), so a concept
+    resting on one or two images does not top the list; concepts with a single image come last."""
     displacement, labels = arrays.get(displacement_key(dataset)), arrays.get(f"eval_labels/{dataset}")
     if displacement is None or labels is None:
         return None
@@ -60,7 +71,8 @@ def most_moved(arrays: dict[str, np.ndarray], dataset: str, class_names: Sequenc
         values = displacement[labels == label].astype(np.float64)
         name = class_names[label] if label < len(class_names) else f"class {label}"
         concepts.append(MovedConcept(int(label), str(name), len(values), float(values.mean()), *mean_interval(values)))
-    return sorted(concepts, key=lambda concept: (-concept.displacement, concept.class_name))
+    return sorted(concepts, key=lambda c: (math.isnan(c.low), -(0.0 if math.isnan(c.low) else c.low),
+                                           -c.displacement, c.class_name))
 
 
 @dataclass(frozen=True)

@@ -152,12 +152,23 @@ def test_the_concept_that_moved_far_is_ranked_first(tmp_path):
     assert drift_records.most_moved({}, DATASET, names) is None  # a run from before these records
 
 
+def test_a_concept_resting_on_one_or_two_images_does_not_top_the_ranking():
+    labels = np.array([0] * 30 + [1] * 2 + [2])
+    displacement = np.concatenate([np.linspace(1.8, 2.2, 30), [1.0, 5.0], [9.0]]).astype(np.float32)
+    arrays = {f"eval_labels/{DATASET}": labels, drift_records.displacement_key(DATASET): displacement}
+    ranked = drift_records.most_moved(arrays, DATASET, ["many", "two", "one"])
+    assert [c.class_name for c in ranked] == ["many", "two", "one"]
+    assert ranked[1].displacement > ranked[0].displacement and ranked[1].low == 0.0  # wide interval, clipped at 0
+    assert math.isnan(ranked[2].low) and math.isnan(ranked[2].high)
+    assert drift_records.t975(1) == 12.706 and abs(drift_records.t975(60) - 2.000) < 0.005
+
+
 def test_the_most_moved_table_sits_beside_each_concepts_accuracy_change(arrays):
     metrics = sample_metrics(RunConfig(eval_datasets=[DATASET]), "20260101-000000-aaaaaa")
     moved = drift_records.most_moved(arrays, DATASET, NAMES)
     table = tables.most_moved(metrics, DATASET, moved)
     assert list(table["class_name"]) == [c.class_name for c in moved]
-    assert list(table["displacement"]) == sorted(table["displacement"], reverse=True)
+    assert list(table["displacement_low"]) == [c.low for c in moved]
     change = {row["class_name"]: row["change"] for row in metrics["forgetting"][0]["per_class"]}
     assert table["zero-shot change"].iloc[0] == change[moved[0].class_name]
 

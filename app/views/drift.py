@@ -17,7 +17,8 @@ TAPS_EXPLAINED = (
 MOVED_HELP = ("Relative displacement of a test image: how far its feature moved (pre-trained → fine-tuned, unit-"
               "normalised features), divided by the mean distance to its 10 nearest neighbours before fine-tuning. "
               "Above 1, the image left its old neighbourhood. Averaged over the concept's test images (all of them, "
-              "not only the points drawn).")
+              "not only the points drawn), with a 95 % interval; ranked by the interval's low end, so a concept "
+              "resting on one or two images does not top the list.")
 
 
 def image_key(dataset: str) -> str:

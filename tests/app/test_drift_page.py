@@ -58,7 +58,7 @@ def test_the_page_shows_a_keyed_picture_its_controls_the_most_moved_table_and_th
     assert len(keyed(figure)) == 10 and figure["layout"]["showlegend"] is True
     moved = app.dataframe[0].value
     assert moved["class_name"].iloc[0] == "ankle boot"  # the fixture moves its last concept ~3x as far
-    assert list(moved["displacement"]) == sorted(moved["displacement"], reverse=True)
+    assert list(moved["displacement_low"]) == sorted(moved["displacement_low"], reverse=True)  # surest first
     assert "stem" in texts(app.caption) and "tap 1–4" in texts(app.caption)
     assert "2-D distances are only a picture" in texts(app.caption)
     assert "Feature distance per layer (pre-trained vs fine-tuned)" in [
