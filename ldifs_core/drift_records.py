@@ -50,12 +50,12 @@ def t975(df: int) -> float:
     return T975[df - 1] if df <= len(T975) else Z95 + (Z95 ** 3 + Z95) / (4 * df)
 
 
-def mean_interval(values: np.ndarray) -> tuple[float, float]:
-    """95 % t-interval of the mean of a non-negative quantity (low end clipped at 0), NaN for a single value."""
-    if len(values) < 2:
+def mean_interval(mean: float, std: float, n: int) -> tuple[float, float]:
+    """95 % t-interval of a mean of a non-negative quantity (low end clipped at 0) from its sample standard
+    deviation (ddof 1); NaN for a single value."""
+    if n < 2:
         return math.nan, math.nan
-    half = t975(len(values) - 1) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    mean = float(np.mean(values))
+    half = t975(n - 1) * std / math.sqrt(n)
     return max(0.0, mean - half), mean + half
 
 
@@ -66,11 +66,15 @@ def most_moved(arrays: dict[str, np.ndarray], dataset: str, class_names: Sequenc
     displacement, labels = arrays.get(displacement_key(dataset)), arrays.get(f"eval_labels/{dataset}")
     if displacement is None or labels is None:
         return None
-    concepts = []
-    for label in np.unique(labels):
-        values = displacement[labels == label].astype(np.float64)
-        name = class_names[label] if label < len(class_names) else f"class {label}"
-        concepts.append(MovedConcept(int(label), str(name), len(values), float(values.mean()), *mean_interval(values)))
+    values = displacement.astype(np.float64)
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    means = np.bincount(labels, values)[present] / counts[present]
+    squares = np.bincount(labels, (values - means[np.searchsorted(present, labels)]) ** 2)[present]
+    stds = np.sqrt(squares / np.maximum(counts[present] - 1, 1))
+    concepts = [MovedConcept(int(label), str(class_names[label]) if label < len(class_names) else f"class {label}",
+                             int(counts[label]), float(mean), *mean_interval(float(mean), float(std), int(counts[label])))
+                for label, mean, std in zip(present, means, stds)]
     return sorted(concepts, key=lambda c: (math.isnan(c.low), -(0.0 if math.isnan(c.low) else c.low),
                                            -c.displacement, c.class_name))
 

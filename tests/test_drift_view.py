@@ -158,6 +158,10 @@ def test_a_concept_resting_on_one_or_two_images_does_not_top_the_ranking():
     arrays = {f"eval_labels/{DATASET}": labels, drift_records.displacement_key(DATASET): displacement}
     ranked = drift_records.most_moved(arrays, DATASET, ["many", "two", "one"])
     assert [c.class_name for c in ranked] == ["many", "two", "one"]
+    many = displacement[:30].astype(np.float64)
+    half = drift_records.t975(29) * many.std(ddof=1) / math.sqrt(30)
+    assert (ranked[0].displacement, ranked[0].low, ranked[0].high) == pytest.approx(
+        (many.mean(), many.mean() - half, many.mean() + half))
     assert ranked[1].displacement > ranked[0].displacement and ranked[1].low == 0.0  # wide interval, clipped at 0
     assert math.isnan(ranked[2].low) and math.isnan(ranked[2].high)
     assert drift_records.t975(1) == 12.706 and abs(drift_records.t975(60) - 2.000) < 0.005
