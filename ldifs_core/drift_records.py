@@ -79,6 +79,14 @@ def most_moved(arrays: dict[str, np.ndarray], dataset: str, class_names: Sequenc
                                            -c.displacement, c.class_name))
 
 
+def recorded_labels(arrays: dict[str, np.ndarray], dataset: str) -> np.ndarray:
+    """Every label the run's arrays mention for `dataset` (UMAP points, true labels, predictions), so names
+    can be looked up for all of them, predicted concepts absent from the picture included."""
+    kinds = ("umap_labels", "eval_labels", *(f"pred_{probe}_{when}" for probe in PROBES for when in ("before", "after")))
+    present = [arrays[f"{kind}/{dataset}"] for kind in kinds if f"{kind}/{dataset}" in arrays]
+    return np.concatenate(present).astype(np.int64) if present else np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     """What a run recorded about one test image: its true label, each probe's (before, after) prediction, its

@@ -211,3 +211,10 @@ def test_a_real_run_stores_every_checked_images_relative_displacement(tmp_path):
     assert displacement.shape == arrays["eval_labels/fashion_mnist"].shape
     assert np.isfinite(displacement).all() and (displacement > 0).all()
     assert drift_records.displacement_key("mnist") not in arrays  # the fine-tuning task is not a drift dataset
+
+
+def test_recorded_labels_cover_predictions_beyond_the_pictures_concepts(arrays):
+    recorded = set(drift_records.recorded_labels(arrays, DATASET).tolist())
+    assert set(arrays[f"umap_labels/{DATASET}"].tolist()) <= recorded
+    assert set(arrays[f"pred_lp_after/{DATASET}"].tolist()) <= recorded
+    assert drift_records.recorded_labels({}, DATASET).tolist() == []

@@ -73,7 +73,7 @@ if metrics is not None:
         show = show_col.segmented_control("Show", list(SHOW_LABELS), default=plots.SHOW_BOTH, required=True,
                                           format_func=SHOW_LABELS.__getitem__)
         labels, ids = run_arrays[f"umap_labels/{dataset}"], run_arrays[f"umap_ids/{dataset}"]
-        names = results.class_names(metrics, dataset, labels)
+        names = results.class_names(metrics, dataset, drift_records.recorded_labels(run_arrays, dataset))
         moved = drift_records.most_moved(run_arrays, dataset, names)
         ranked = tables.colour_order(metrics, dataset, moved, sorted({names[int(label)] for label in labels}))
         k_col, trails_col = st.columns([1, 2])

@@ -132,3 +132,14 @@ def test_a_345_concept_dataset_colours_eight_most_moved_concepts_and_greys_the_r
     assert keyed(figure)[0] == plots.OTHER_CONCEPTS and len(keyed(figure)) == 9
     grey = next(t for t in figure["data"] if t["name"] == plots.OTHER_CONCEPTS)
     assert grey["marker"]["color"] == plots.OTHER_COLOR
+
+
+def test_a_picked_image_names_predictions_of_concepts_absent_from_the_picture(app, store):
+    run_id = add_finished_run(store, objective="ce", eval_datasets=["quickdraw"])
+    arrays = store.arrays(run_id)
+    last = int(np.argmax(arrays["umap_labels/quickdraw"]))  # its predictions name concepts with higher labels
+    open_page(app, "drift")
+    picker = control(app.selectbox, "Test image")
+    picker.set_value(next(o for o in picker.options if o.startswith(f"#{arrays['umap_ids/quickdraw'][last]} "))).run()
+    assert not app.exception
+    assert "zero-shot:" in texts(app.markdown)
