@@ -72,9 +72,11 @@ def most_moved(arrays: dict[str, np.ndarray], dataset: str, class_names: Sequenc
     means = np.bincount(labels, values)[present] / counts[present]
     squares = np.bincount(labels, (values - means[np.searchsorted(present, labels)]) ** 2)[present]
     stds = np.sqrt(squares / np.maximum(counts[present] - 1, 1))
-    concepts = [MovedConcept(int(label), str(class_names[label]) if label < len(class_names) else f"class {label}",
-                             int(counts[label]), float(mean), *mean_interval(float(mean), float(std), int(counts[label])))
-                for label, mean, std in zip(present, means, stds)]
+    concepts = []
+    for label, mean, std in zip(present, means, stds):
+        name = str(class_names[label]) if label < len(class_names) else f"class {label}"
+        n = int(counts[label])
+        concepts.append(MovedConcept(int(label), name, n, float(mean), *mean_interval(float(mean), float(std), n)))
     return sorted(concepts, key=lambda c: (math.isnan(c.low), -(0.0 if math.isnan(c.low) else c.low),
                                            -c.displacement, c.class_name))
 
@@ -82,7 +84,8 @@ def most_moved(arrays: dict[str, np.ndarray], dataset: str, class_names: Sequenc
 def recorded_labels(arrays: dict[str, np.ndarray], dataset: str) -> np.ndarray:
     """Every label the run's arrays mention for `dataset` (UMAP points, true labels, predictions), so names
     can be looked up for all of them, predicted concepts absent from the picture included."""
-    kinds = ("umap_labels", "eval_labels", *(f"pred_{probe}_{when}" for probe in PROBES for when in ("before", "after")))
+    predicted = (f"pred_{probe}_{when}" for probe in PROBES for when in ("before", "after"))
+    kinds = ("umap_labels", "eval_labels", *predicted)
     present = [arrays[f"{kind}/{dataset}"] for kind in kinds if f"{kind}/{dataset}" in arrays]
     return np.concatenate(present).astype(np.int64) if present else np.zeros(0, dtype=np.int64)
 
