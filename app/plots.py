@@ -132,26 +132,33 @@ def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_nam
     `show` picks the before points, the after points, both overlaid with pre → post trails (in their concept's
     colour) for `trail_classes`, or before | after side by side. Every view has the same axis ranges, so views
     compare; a concept's points and trail share a legend group, so hiding it hides its trails too. Each point's
-    customdata is (concept, position) for clicked_position. Traces are built as plain dicts and validated once:
-    a quickdraw picture has a few dozen of them, and one add_scatter each cost the page ~0.2 s.
+    customdata is (concept, position, before / after) for clicked_position. One trace per concept and panel, built
+    as plain dicts and validated once: one add_scatter per concept and side cost the page ~0.2 s on quickdraw.
     """
     colors = colors or {}
     names = np.array([class_names[int(label)] for label in labels])
     panels = {SHOW_BEFORE: [("before", pre, "x")], SHOW_AFTER: [("after", post, "x")],
               SHOW_BOTH: [("before", pre, "x"), ("after", post, "x")],
               SHOW_SIDE: [("before", pre, "x"), ("after", post, "x2")]}[show]
+    axes = list(dict.fromkeys(xaxis for _, _, xaxis in panels))
     customdata = np.array(list(zip(names.tolist(), np.asarray(ids).tolist())), dtype=object).reshape(-1, 2)
     traces = []
 
     def add_points(name: str, members: np.ndarray, color: str) -> None:
-        for when, coords, xaxis in panels:
+        """One trace per panel, its after points first (so the key shows a filled marker)."""
+        for xaxis in axes:
+            parts = [(when, coords) for when, coords, axis in panels if axis == xaxis][::-1]
+            count = int(members.sum())
+            whens = np.repeat([when for when, _ in parts], count)
             traces.append(dict(
-                type="scatter", name=name, legendgroup=name, showlegend=when == panels[-1][0], xaxis=xaxis,
-                yaxis="y", x=coords[members, 0], y=coords[members, 1], mode="markers", customdata=customdata[members],
-                marker=dict(color=color, size=7 if when == "before" else 6,
-                            symbol="circle-open" if when == "before" else "circle"),
+                type="scatter", name=name, legendgroup=name, showlegend=xaxis == axes[-1], xaxis=xaxis, yaxis="y",
+                x=np.concatenate([coords[members, 0] for _, coords in parts]),
+                y=np.concatenate([coords[members, 1] for _, coords in parts]), mode="markers",
+                customdata=np.column_stack([np.tile(customdata[members], (len(parts), 1)), whens]),
+                marker=dict(color=color, size=np.where(whens == "before", 7, 6),
+                            symbol=np.where(whens == "before", "circle-open", "circle")),
                 selected=dict(marker=dict(size=14)), unselected=dict(marker=dict(opacity=0.6)),
-                hovertemplate=f"<b>%{{customdata[0]}}</b><br>test image #%{{customdata[1]}}, {when} fine-tuning"
+                hovertemplate="<b>%{customdata[0]}</b><br>test image #%{customdata[1]}, %{customdata[2]} fine-tuning"
                               "<br>click to see the image<extra></extra>"))
 
     grey = ~np.isin(names, list(colors))
@@ -183,11 +190,11 @@ def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_nam
 
 def clicked_position(event) -> int | None:
     """The test-image position of the first point picked in a feature_map chart's selection event (Streamlit's
-    on_select state: {"selection": {"points": [{"customdata": [concept, position], ...}]}}), or None."""
+    on_select state: {"selection": {"points": [{"customdata": [concept, position, when], ...}]}}), or None."""
     points = ((event or {}).get("selection") or {}).get("points") or []
     for point in points:
         custom = point.get("customdata")
-        if custom is not None and len(custom) == 2:
+        if custom is not None and len(custom) == 3:
             return int(custom[1])
     return None
 

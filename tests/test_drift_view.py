@@ -94,6 +94,14 @@ def test_views_that_hide_one_end_of_a_trail_draw_no_trails(arrays, show):
         assert sorted(drawn) == sorted(arrays[f"umap_post/{DATASET}"][:, 0])
 
 
+def test_overlay_draws_each_concept_once_with_open_before_and_filled_after_markers(arrays):
+    chosen = concepts_drawn(arrays)[0]
+    (trace,) = [t for t in markers(draw(arrays, colored=[chosen])) if t.name == chosen]
+    count = sum(NAMES[int(label)] == chosen for label in arrays[f"umap_labels/{DATASET}"])
+    assert list(trace.marker.symbol) == ["circle"] * count + ["circle-open"] * count  # after first: a filled key
+    assert [when for _, _, when in trace.customdata] == ["after"] * count + ["before"] * count
+
+
 def test_every_view_has_the_same_axes_and_before_after_sit_side_by_side(arrays):
     ranges = set()
     for show in (plots.SHOW_BEFORE, plots.SHOW_AFTER, plots.SHOW_BOTH, plots.SHOW_SIDE):
@@ -105,16 +113,17 @@ def test_every_view_has_the_same_axes_and_before_after_sit_side_by_side(arrays):
     panels = {trace.xaxis for trace in side.data}
     assert panels == {"x", "x2"}
     before = [t for t in side.data if t.xaxis == "x"]
-    assert {t.marker.symbol for t in before} == {"circle-open"}
+    assert {symbol for t in before for symbol in t.marker.symbol} == {"circle-open"}
+    assert {when for t in before for _, _, when in t.customdata} == {"before"}
 
 
 def test_a_click_on_a_point_gives_its_test_image_position(arrays):
     fig = draw(arrays, plots.SHOW_AFTER, colored=concepts_drawn(arrays)[:1])
     trace = markers(fig)[0]
-    concept, position = trace.customdata[0]
+    concept, position, when = trace.customdata[0]
     assert concept == trace.name or trace.name == plots.OTHER_CONCEPTS
-    assert "test image #%{customdata[1]}" in trace.hovertemplate
-    event = {"selection": {"points": [{"curve_number": 0, "point_index": 0, "customdata": [concept, position]}],
+    assert when == "after" and "test image #%{customdata[1]}" in trace.hovertemplate
+    event = {"selection": {"points": [{"curve_number": 0, "point_index": 0, "customdata": [concept, position, when]}],
                            "point_indices": [0], "box": [], "lasso": []}}
     assert plots.clicked_position(event) == position
     assert plots.clicked_position({"selection": {"points": [], "point_indices": [], "box": [], "lasso": []}}) is None
