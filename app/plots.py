@@ -15,7 +15,6 @@ from ldifs_core.config import parse_ldifs_taps
 from ldifs_core.figures import (AFTER_COLOR, BEFORE_COLOR, GAIN_COLOR, LOSS_COLOR, accuracy_change,  # noqa: F401
                                 change_colors, class_drops, interval_bars, run_comparison)
 
-TRAIL_COLOR = "rgba(60, 60, 60, 0.45)"
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
 OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f",
                     "ls": "#e377c2", "flyp_ce": "#8c564b", "lora": "#17becf", "lipsum": "#bcbd22", "zscl": "#2ca02c"}
@@ -47,35 +46,104 @@ def training_curves(history: Sequence[dict]) -> go.Figure:
     return fig
 
 
-def class_colors(labels: np.ndarray) -> list[str]:
-    return [CLASS_PALETTE[int(label) % len(CLASS_PALETTE)] for label in labels]
+# -- feature drift picture (Feature drift page) -----------------------------------------------------------------
+
+SHOW_SIDE = "side"
+OTHER_CONCEPTS = "other concepts"
+OTHER_COLOR = "#d4d4d4"
+MAX_COLOURED = len(qualitative.Dark24)  # beyond that, colours stop being tellable apart
+TRAIL_OPACITY = 0.5
 
 
-def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                ids: np.ndarray, show: str = SHOW_BOTH, trail_classes: Sequence[str] = ()) -> go.Figure:
-    """The joint UMAP of pre- and post-fine-tuning features coloured by class, with pre→post trails for the
-    chosen classes (point i of `pre` and of `post` is the same test image)."""
+def concept_colors(ranked: Sequence[str], k: int) -> dict[str, str]:
+    """Colours of the first `k` concepts of `ranked` (most moved first), given in rank order, so a concept keeps
+    its colour when k changes; every concept not in the result is drawn in grey."""
+    return {name: CLASS_PALETTE[rank] for rank, name in enumerate(ranked[:min(k, MAX_COLOURED)])}
+
+
+def padded_range(values: np.ndarray, pad: float = 0.05) -> list[float]:
+    low, high = float(np.min(values)), float(np.max(values))
+    margin = pad * (high - low or 1.0)
+    return [low - margin, high + margin]
+
+
+def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_names: Sequence[str], ids: np.ndarray,
+                show: str = SHOW_BOTH, colors: dict[str, str] | None = None,
+                trail_classes: Sequence[str] = ()) -> go.Figure:
+    """The joint UMAP of pre- and post-fine-tuning features (point i of `pre` and of `post` is test image
+    `ids[i]`), concepts in `colors` in their colour with a legend entry each, the rest in grey.
+
+    `show` picks the before points, the after points, both overlaid with pre → post trails (in their concept's
+    colour) for `trail_classes`, or before | after side by side. Every view has the same axis ranges, so views
+    compare; a concept's points and trail share a legend group, so hiding it hides its trails too. Each point's
+    customdata is (concept, position, before / after) for clicked_position. One trace per concept and panel, built
+    as plain dicts and validated once: one add_scatter per concept and side cost the page ~0.2 s on quickdraw.
+    """
+    colors = colors or {}
     names = np.array([class_names[int(label)] for label in labels])
-    colors = class_colors(labels)
-    hover = np.stack([names, ids], axis=1)
-    template = "<b>%{customdata[0]}</b><br>test image #%{customdata[1]}<extra>%{fullData.name}</extra>"
-    fig = go.Figure()
-    trailed = np.isin(names, list(trail_classes))
-    if trailed.any():
-        xs = np.stack([pre[trailed, 0], post[trailed, 0], np.full(trailed.sum(), np.nan)], axis=1).ravel()
-        ys = np.stack([pre[trailed, 1], post[trailed, 1], np.full(trailed.sum(), np.nan)], axis=1).ravel()
-        fig.add_scatter(name="pre → post trails", x=xs, y=ys, mode="lines", hoverinfo="skip",
-                        line=dict(color=TRAIL_COLOR, width=1))
-    if show in (SHOW_BEFORE, SHOW_BOTH):
-        fig.add_scatter(name="before fine-tuning", x=pre[:, 0], y=pre[:, 1], mode="markers", customdata=hover,
-                        hovertemplate=template, marker=dict(color=colors, symbol="circle-open", size=7))
-    if show in (SHOW_AFTER, SHOW_BOTH):
-        fig.add_scatter(name="after fine-tuning", x=post[:, 0], y=post[:, 1], mode="markers", customdata=hover,
-                        hovertemplate=template, marker=dict(color=colors, size=6, opacity=0.85))
-    fig.update_layout(title="Joint UMAP of image features (open = before, filled = after)", height=560,
-                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""),
-                      legend=dict(orientation="h", y=-0.08))
-    return fig
+    panels = {SHOW_BEFORE: [("before", pre, "x")], SHOW_AFTER: [("after", post, "x")],
+              SHOW_BOTH: [("before", pre, "x"), ("after", post, "x")],
+              SHOW_SIDE: [("before", pre, "x"), ("after", post, "x2")]}[show]
+    axes = list(dict.fromkeys(xaxis for _, _, xaxis in panels))
+    customdata = np.array(list(zip(names.tolist(), np.asarray(ids).tolist())), dtype=object).reshape(-1, 2)
+    traces = []
+
+    def add_points(name: str, members: np.ndarray, color: str) -> None:
+        """One trace per panel, its after points first (so the key shows a filled marker)."""
+        for xaxis in axes:
+            parts = [(when, coords) for when, coords, axis in panels if axis == xaxis][::-1]
+            count = int(members.sum())
+            whens = np.repeat([when for when, _ in parts], count)
+            traces.append(dict(
+                type="scatter", name=name, legendgroup=name, showlegend=xaxis == axes[-1], xaxis=xaxis, yaxis="y",
+                x=np.concatenate([coords[members, 0] for _, coords in parts]),
+                y=np.concatenate([coords[members, 1] for _, coords in parts]), mode="markers",
+                customdata=np.column_stack([np.tile(customdata[members], (len(parts), 1)), whens]),
+                marker=dict(color=color, size=np.where(whens == "before", 7, 6),
+                            symbol=np.where(whens == "before", "circle-open", "circle")),
+                selected=dict(marker=dict(size=14)), unselected=dict(marker=dict(opacity=0.6)),
+                hovertemplate="<b>%{customdata[0]}</b><br>test image #%{customdata[1]}, %{customdata[2]} fine-tuning"
+                              "<br>click to see the image<extra></extra>"))
+
+    grey = ~np.isin(names, list(colors))
+    if grey.any():
+        add_points(OTHER_CONCEPTS, grey, OTHER_COLOR)
+    for concept, color in colors.items():
+        members = names == concept
+        if not members.any():
+            continue
+        if show == SHOW_BOTH and concept in trail_classes:
+            gaps = np.full(members.sum(), np.nan)
+            traces.append(dict(type="scatter", name=f"{concept} trails", legendgroup=concept, showlegend=False,
+                               mode="lines", x=np.stack([pre[members, 0], post[members, 0], gaps], axis=1).ravel(),
+                               y=np.stack([pre[members, 1], post[members, 1], gaps], axis=1).ravel(),
+                               line=dict(color=color, width=1), opacity=TRAIL_OPACITY, hoverinfo="skip"))
+        add_points(concept, members, color)
+    both = np.concatenate([pre, post])
+    axis = dict(showticklabels=False, title="", range=padded_range(both[:, 0]))
+    layout = dict(title="Joint UMAP of image features (open = before, filled = after)", height=560, showlegend=True,
+                  legend=dict(title="concept (click to hide)", itemsizing="constant"), xaxis=axis,
+                  yaxis=dict(showticklabels=False, title="", range=padded_range(both[:, 1])))
+    if show == SHOW_SIDE:  # two panels sharing the y axis; zooming one zooms the other
+        layout.update(xaxis={**axis, "domain": [0, 0.49]}, xaxis2={**axis, "domain": [0.51, 1], "matches": "x"},
+                      annotations=[dict(text=f"{when} fine-tuning", x=x, y=1, xref="paper", yref="paper",
+                                        xanchor="center", yanchor="bottom", showarrow=False)
+                                   for when, x in (("before", 0.245), ("after", 0.755))])
+    return go.Figure(data=traces, layout=layout)
+
+
+def clicked_position(event) -> int | None:
+    """The test-image position of the first point picked in a feature_map chart's selection event (Streamlit's
+    on_select state: {"selection": {"points": [{"customdata": [concept, position, when], ...}]}}), or None."""
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    for point in points:
+        custom = point.get("customdata")
+        if custom is not None and len(custom) == 3:
+            return int(custom[1])
+    return None
+
+
+# -- end of the feature drift picture ------------------------------------------------------------------------
 
 
 def tap_names(count: int, taps: int | str = 4) -> list[str]:

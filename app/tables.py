@@ -6,7 +6,7 @@ Pure functions of plain data, so the pages stay thin and the shapes are unit-tes
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import pandas as pd
@@ -15,6 +15,8 @@ import pandas as pd
 from ldifs_core.metrics_tables import (ACCURACY_COLUMNS, CHECKED, CLASS_COLUMNS, FINE_TUNED, MINUS,  # noqa: F401
                                        PER_CLASS, PROBES, accuracy_rows, class_changes, class_gains, class_rows,
                                        comparison, concept_datasets, measured_with, signed, with_interval)
+from ldifs_core.drift_records import MovedConcept
+from ldifs_core.stats import rank_forgotten
 
 RUN_COLUMNS = ["run", "status", "message", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after",
                "mean zero-shot Δ", "mean linear-probe Δ", "created"]
@@ -74,3 +76,28 @@ def objective_summary(points: pd.DataFrame) -> pd.DataFrame:
 
 def metrics_json(metrics: dict) -> str:
     return json.dumps(metrics, indent=2)
+
+
+# -- feature drift: concepts by how far they moved (Feature drift page) -------------------------------------------
+
+MOVED_COLUMNS = ["class_name", "n", "displacement", "displacement_low", "displacement_high", "zero-shot change"]
+
+
+def most_moved(metrics: dict, dataset: str, concepts: Sequence[MovedConcept]) -> pd.DataFrame:
+    """drift_records.most_moved as a table, most moved first, each concept's zero-shot accuracy change beside it
+    (did the concepts that moved also get forgotten?)."""
+    change = {row["class_name"]: row["change"] for row in class_rows(metrics, dataset)}
+    return pd.DataFrame(
+        [{"class_name": c.class_name, "n": c.n, "displacement": c.displacement, "displacement_low": c.low,
+          "displacement_high": c.high, "zero-shot change": change.get(c.class_name, float("nan"))} for c in concepts],
+        columns=MOVED_COLUMNS)
+
+
+def colour_order(metrics: dict, dataset: str, concepts: Sequence[MovedConcept] | None,
+                 present: Sequence[str]) -> list[str]:
+    """The concepts of a drift picture in the order they get colours: most moved first or, for a run that stored
+    no displacements, most surely forgotten first; concepts neither ranking knows come last, by name."""
+    ranking = ([c.class_name for c in concepts] if concepts is not None
+               else class_changes(metrics, dataset)["class_name"].tolist())
+    ranked = [name for name in dict.fromkeys(ranking) if name in set(present)]
+    return ranked + sorted(set(present) - set(ranked))

@@ -1,7 +1,8 @@
 """Feature drift between the pre-trained and the fine-tuned image tower.
 
-Numbers that do not depend on any projection (class-centroid shift, k-NN overlap) plus a joint 2-D UMAP
-of both feature sets, fitted together so pre and post positions are comparable.
+Numbers that do not depend on any projection (class-centroid shift, k-NN overlap, each image's displacement
+relative to its neighbourhood) plus a joint 2-D UMAP of both feature sets, fitted together so pre and post
+positions are comparable.
 """
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ def knn_overlap(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> float:
     a, b = nearest_neighbours(pre, k).indices, nearest_neighbours(post, k).indices
     same = (a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).float().mean(dim=1)
     return float(same.mean())
+
+
+def relative_displacement(pre: torch.Tensor, post: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """How far each image's feature moved, in units of its own neighbourhood [N]: ||post_i - pre_i|| divided by
+    the mean distance from pre_i to its k nearest other pre-trained features (unit vectors). Above 1, an image
+    moved further than its neighbours were from it: it left the neighbourhood it had before fine-tuning."""
+    moved = (post - pre).norm(dim=1)
+    k = min(k, len(pre) - 1)
+    if k < 1:
+        return torch.full_like(moved, float("nan"))
+    neighbour_sims = nearest_neighbours(pre, k).values
+    neighbourhood = (2 - 2 * neighbour_sims).clamp(min=0).sqrt().mean(dim=1)  # |a - b|² = 2 - 2 cos for unit vectors
+    return moved / neighbourhood.clamp(min=1e-6)
 
 
 @lru_cache(maxsize=1)

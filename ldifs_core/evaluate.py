@@ -18,6 +18,7 @@ from torch import nn
 from ldifs_core import drift, stats
 from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import ImageSet
+from ldifs_core.drift_records import displacement_key
 from ldifs_core.encoding import encode_images, model_inputs, module_device, zero_shot_head, zero_shot_predictions
 from ldifs_core.errors import RunCancelled
 from ldifs_core.image_records import image_records
@@ -103,6 +104,7 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
                   f"umap_labels/{test.name}": test.labels[ids].numpy(), f"umap_ids/{test.name}": ids.numpy()}
     arrays.update(image_records(test.name, test.images, test.labels, predictions, also_thumbnail=ids,
                                 class_names=test.class_names))
+    arrays[displacement_key(test.name)] = drift.relative_displacement(pre, post).numpy()
     return report, arrays, correct
 
 

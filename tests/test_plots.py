@@ -1,14 +1,11 @@
 """Every chart of the app draws the traces a reader relies on: names, counts, values and hover data."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 
 from app import plots, tables
 from ldifs_core.config import RunConfig
-from tests.app.sample_runs import CHECKED, class_names, sample_arrays, sample_history, sample_metrics
+from tests.app.sample_runs import CHECKED, sample_history, sample_metrics
 
 
 @pytest.fixture
@@ -84,49 +81,6 @@ def test_training_curves_split_the_total_loss_into_ce_and_the_weighted_regularis
     assert trace_names(fig) == ["total loss", "CE", "λ·LDIFS"]
     assert list(fig.data[0].x) == [1, 2, 3, 4, 5, 6]
     assert trace_names(plots.training_curves(sample_history(RunConfig(objective="ce", steps=3)))) == ["total loss", "CE"]
-
-
-@pytest.fixture
-def umap() -> dict:
-    arrays = sample_arrays(RunConfig(eval_datasets=[CHECKED[0]]))
-    return {key.split("/")[0]: value for key, value in arrays.items()}
-
-
-def draw_map(umap: dict, show: str = plots.SHOW_BOTH, trails=()):
-    return plots.feature_map(umap["umap_pre"], umap["umap_post"], umap["umap_labels"], class_names(CHECKED[0]),
-                             umap["umap_ids"], show, trails)
-
-
-@pytest.mark.parametrize("show, expected", [
-    (plots.SHOW_BOTH, ["before fine-tuning", "after fine-tuning"]),
-    (plots.SHOW_BEFORE, ["before fine-tuning"]),
-    (plots.SHOW_AFTER, ["after fine-tuning"]),
-])
-def test_feature_map_toggles_pre_and_post_points(umap, show, expected):
-    fig = draw_map(umap, show)
-    assert trace_names(fig) == expected
-    assert all(len(trace.x) == len(umap["umap_labels"]) for trace in fig.data)
-
-
-def test_feature_map_colours_by_class_and_hovers_the_class_name_and_image(umap):
-    after = draw_map(umap).data[1]
-    names = class_names(CHECKED[0])
-    first_label = int(umap["umap_labels"][0])
-    assert after.marker.color[0] == plots.CLASS_PALETTE[first_label]
-    assert tuple(after.customdata[0]) == (names[first_label], str(umap["umap_ids"][0]))
-
-
-def test_feature_map_draws_one_pre_to_post_trail_per_point_of_the_chosen_classes(umap):
-    names = class_names(CHECKED[0])
-    chosen = names[int(umap["umap_labels"][0])]
-    members = np.flatnonzero([names[int(label)] == chosen for label in umap["umap_labels"]])
-    trails = draw_map(umap, trails=[chosen]).data[0]
-    assert trails.name == "pre → post trails"
-    assert len(trails.x) == 3 * len(members)  # start, end, gap per point
-    first = members[0]
-    assert (trails.x[0], trails.x[1]) == (umap["umap_pre"][first, 0], umap["umap_post"][first, 0])
-    assert math.isnan(trails.x[2])
-    assert trace_names(draw_map(umap)) == ["before fine-tuning", "after fine-tuning"]
 
 
 def test_layer_distances_draws_one_line_per_dataset_from_the_stem_up(ldifs_metrics):

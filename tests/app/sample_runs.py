@@ -8,10 +8,13 @@ every number, n and interval is consistent with the others, as in a real run.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ldifs_core import stats
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import load_bank
+from ldifs_core.drift_records import displacement_key
+from ldifs_core.image_records import image_records
 from ldifs_core.store import RunStore
 
 TASK = "mnist"
@@ -138,7 +141,27 @@ def sample_arrays(cfg: RunConfig) -> dict[str, np.ndarray]:
         arrays[f"umap_post/{dataset}"] = pre + rng.normal(scale=0.5, size=pre.shape).astype(np.float32)
         arrays[f"umap_labels/{dataset}"] = rng.integers(0, len(class_names(dataset)), UMAP_POINTS)
         arrays[f"umap_ids/{dataset}"] = np.sort(rng.choice(200, UMAP_POINTS, replace=False))
+        arrays.update(sample_drift_records(dataset, arrays[f"umap_labels/{dataset}"], arrays[f"umap_ids/{dataset}"],
+                                           rng))
     return arrays
+
+
+def sample_drift_records(dataset: str, umap_labels: np.ndarray, umap_ids: np.ndarray,
+                         rng: np.random.Generator, n: int = 200) -> dict[str, np.ndarray]:
+    """The per-image records (made by the engine's own image_records) and relative displacements of `n` test
+    images, the UMAP points among them with their labels; the last concept moves ~3x as far as the others."""
+    classes = len(class_names(dataset))
+    labels = rng.integers(0, classes, n)
+    labels[umap_ids] = umap_labels
+    labels = torch.from_numpy(labels)
+    images = torch.from_numpy(rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8))
+    predictions = {probe: (torch.where(torch.from_numpy(rng.random(n) < 0.7), labels, (labels + 1) % classes),
+                           torch.where(torch.from_numpy(rng.random(n) < 0.5), labels, (labels + 2) % classes))
+                   for probe in ("zs", "lp")}
+    displacement = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    displacement[labels.numpy() == classes - 1] *= 3
+    return {**image_records(dataset, images, labels, predictions, also_thumbnail=umap_ids),
+            displacement_key(dataset): displacement}
 
 
 def sample_history(cfg: RunConfig) -> list[dict]:

@@ -134,15 +134,6 @@ def test_forgetting_page_opens_on_the_run_chosen_before(app, populated):
     assert app.selectbox[0].value == populated["ce"]
 
 
-def test_drift_page_draws_the_joint_umap_with_trails_and_the_caveat(app, populated):
-    open_page(app, "drift")
-    umap = next(f for f in figures(app) if f["layout"]["title"]["text"].startswith("Joint UMAP"))
-    assert [trace["name"] for trace in umap["data"]] == ["pre → post trails", "before fine-tuning", "after fine-tuning"]
-    assert "Feature distance per layer (pre-trained vs fine-tuned)" in chart_titles(app)
-    assert "2-D distances are only a picture" in texts(app.caption)
-    assert app.dataframe[0].value["dataset"].tolist() == list(CHECKED)
-
-
 def test_runs_table_lists_every_run_with_status_and_reason(app, populated):
     open_page(app, "runs")
     table = app.dataframe[0].value
