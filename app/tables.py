@@ -16,7 +16,6 @@ from ldifs_core.metrics_tables import (ACCURACY_COLUMNS, CHECKED, CLASS_COLUMNS,
                                        PER_CLASS, PROBES, accuracy_rows, class_changes, class_gains, class_rows,
                                        comparison, concept_datasets, measured_with, signed, with_interval)
 from ldifs_core.drift_records import MovedConcept
-from ldifs_core.stats import rank_forgotten
 
 RUN_COLUMNS = ["run", "status", "message", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after",
                "mean zero-shot Δ", "mean linear-probe Δ", "created"]
