@@ -101,8 +101,8 @@ def main() -> None:
         store_root = Path(tmp) / "runs"
         store = RunStore(store_root)
         checked = ["fashion_mnist", DATASET, "animals"]
-        ce = add_finished_run(store, records=True, objective="ce", eval_datasets=checked)
-        ldifs = add_finished_run(store, records=True, objective="ldifs", lam=10.0, eval_datasets=checked)
+        ce = add_finished_run(store, records="matching", objective="ce", eval_datasets=checked)
+        ldifs = add_finished_run(store, records="matching", objective="ldifs", lam=10.0, eval_datasets=checked)
         without_records = add_finished_run(store, objective="ce", seed=1, eval_datasets=checked)
         arrays = store.arrays(ce)
         images, thumbs = len(arrays[f"eval_labels/{DATASET}"]), len(arrays[f"thumb_ids/{DATASET}"])

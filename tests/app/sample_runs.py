@@ -132,7 +132,7 @@ def sample_results(cfg: RunConfig, run_id: str) -> tuple[dict, dict[str, dict[st
     }, per_image
 
 
-def sample_arrays(cfg: RunConfig) -> dict[str, np.ndarray]:
+def sample_arrays(cfg: RunConfig, per_image: bool = True) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(cfg.seed)
     arrays = {}
     for dataset in cfg.eval_datasets or CHECKED:
@@ -141,8 +141,9 @@ def sample_arrays(cfg: RunConfig) -> dict[str, np.ndarray]:
         arrays[f"umap_post/{dataset}"] = pre + rng.normal(scale=0.5, size=pre.shape).astype(np.float32)
         arrays[f"umap_labels/{dataset}"] = rng.integers(0, len(class_names(dataset)), UMAP_POINTS)
         arrays[f"umap_ids/{dataset}"] = np.sort(rng.choice(200, UMAP_POINTS, replace=False))
-        arrays.update(sample_drift_records(dataset, arrays[f"umap_labels/{dataset}"], arrays[f"umap_ids/{dataset}"],
-                                           rng))
+        if per_image:
+            arrays.update(sample_drift_records(dataset, arrays[f"umap_labels/{dataset}"],
+                                               arrays[f"umap_ids/{dataset}"], rng))
     return arrays
 
 
@@ -160,7 +161,8 @@ def sample_drift_records(dataset: str, umap_labels: np.ndarray, umap_ids: np.nda
                    for probe in ("zs", "lp")}
     displacement = rng.uniform(0.5, 1.5, n).astype(np.float32)
     displacement[labels.numpy() == classes - 1] *= 3
-    return {**image_records(dataset, images, labels, predictions, also_thumbnail=umap_ids),
+    return {**image_records(dataset, images, labels, predictions, also_thumbnail=umap_ids,
+                          class_names=class_names(dataset)),
             displacement_key(dataset): displacement}
 
 
@@ -173,18 +175,19 @@ def sample_history(cfg: RunConfig) -> list[dict]:
     return history
 
 
-def finish_run(store: RunStore, run_id: str, cfg: RunConfig, records: bool = False) -> None:
-    """Finish with sample results; `records` adds per-image records (as every real run of this version keeps),
-    without them the run looks like one made before they existed."""
+def finish_run(store: RunStore, run_id: str, cfg: RunConfig, records: str = "loose") -> None:
+    """Finish with sample results and per-image records as every real run of this version keeps: "loose" ones
+    (random outcomes, enough for pictures), ones "matching" the metrics (for the gallery's counts), or "none" (a
+    run made before they existed)."""
     cfg.eval_datasets = cfg.eval_datasets or list(CHECKED)
     metrics, per_image = sample_results(cfg, run_id)
-    arrays = sample_arrays(cfg)
-    if records:
+    arrays = sample_arrays(cfg, per_image=records != "none")
+    if records == "matching":
         arrays.update(sample_records(metrics, per_image))
     store.finish(run_id, metrics, arrays, sample_history(cfg))
 
 
-def add_finished_run(store: RunStore, records: bool = False, **settings) -> str:
+def add_finished_run(store: RunStore, records: str = "loose", **settings) -> str:
     cfg = RunConfig(**{"steps": 20, "eval_datasets": list(CHECKED), **settings})
     run_id = store.create(cfg, status="running")
     finish_run(store, run_id, cfg, records)

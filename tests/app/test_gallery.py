@@ -17,8 +17,8 @@ DATASET = CHECKED[0]
 @pytest.fixture
 def runs(store: RunStore) -> dict[str, str]:
     """A run from before per-image records, then a newer CE run (forgets a lot) that has them."""
-    return {"old": add_finished_run(store, objective="ce", seed=1),
-            "new": add_finished_run(store, objective="ce", records=True)}
+    return {"old": add_finished_run(store, records="none", objective="ce", seed=1),
+            "new": add_finished_run(store, objective="ce", records="matching")}
 
 
 def gallery_page(app: AppTest, run_id: str) -> AppTest:

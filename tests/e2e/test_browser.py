@@ -150,6 +150,13 @@ def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift
     open_page(page, "forgetting")
     chart(page, "Accuracy before and after fine-tuning").wait_for()
     chart(page, "ranked by accuracy drop").wait_for()
+    # The concept gallery: thumbnails of the chosen concept's flipped test images, from the run's own records.
+    page.get_by_text("See what was forgotten").wait_for()
+    gallery_image = page.locator('[data-testid="stImage"] img').first
+    if page.get_by_text("No test image of").count():  # a short run may flip no image of the top concept one way
+        page.get_by_role("button", name="became right", exact=True).click()
+    gallery_image.wait_for()
+    assert gallery_image.evaluate("img => img.complete && img.naturalWidth > 0")
     assert_no_traceback(page)
     screenshot(page, "forgetting")
 
@@ -157,6 +164,10 @@ def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift
     chart(page, "Joint UMAP").wait_for()
     chart(page, "Feature distance per layer").wait_for()
     assert page.get_by_text("2-D distances are only a picture").is_visible()
+    assert page.locator('[data-testid="stImage"]').count() == 0
+    # Clicking a point shows that test image's thumbnail (Plotly's hover cannot carry an image; a click can).
+    chart(page, "Joint UMAP").locator("g.trace.scatter path.point").first.click(force=True)
+    page.locator('[data-testid="stImage"] img').first.wait_for()
     assert_no_traceback(page)
     screenshot(page, "drift")
 
@@ -166,6 +177,16 @@ def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift
     screenshot(page, "runs")
     page.get_by_role("tab", name="Download").click()
     page.get_by_role("button", name="Metrics as CSV").wait_for()
+    # The HTML report opens on its own (offline, plotly.js inside) and draws its figures and images.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Report (HTML)").click()
+    report_path = ARTIFACTS.parent / "report.html"
+    download.value.save_as(report_path)
+    report_page = page.context.new_page()
+    report_page.goto(report_path.as_uri())
+    report_page.locator(".main-svg").first.wait_for()
+    assert report_page.locator("img[src^='data:image/png;base64,']").count() >= 1
+    report_page.close()
 
     # WiSE-FT: the path is evaluated by the worker (listed in the sidebar meanwhile), then drawn as a curve.
     page.get_by_role("tab", name="WiSE-FT").click()
@@ -179,3 +200,12 @@ def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift
     page.locator(".katex").first.wait_for()
     assert_no_traceback(page)
     screenshot(page, "learn")
+
+    # The demo's runs are found in the store, not in the session: a reload still shows them (here while they are
+    # queued or running; AppTest covers the finished comparison), and they can be cancelled from there.
+    page.get_by_role("button", name="Run the demo").click()
+    demo_cards = page.get_by_text("demo ldifs")
+    demo_cards.first.wait_for()
+    page.reload()
+    demo_cards.first.wait_for()
+    assert_no_traceback(page)
