@@ -176,10 +176,10 @@ def save_grid(grid: LambdaGrid, path: str | Path) -> None:
     Path(path).write_text(json.dumps(_rounded(grid.to_dict()), indent=1, allow_nan=False) + "\n")
 
 
-def load_grid(path: str | Path = GRID_PATH) -> LambdaGrid:
-    """The grid at `path`; LambdaGridUnreadable (saying how to regenerate it) if it is missing or not a grid of
-    this version."""
-    path = Path(path)
+def load_grid(path: str | Path | None = None) -> LambdaGrid:
+    """The grid at `path` (default: the shipped GRID_PATH); LambdaGridUnreadable (saying how to regenerate it) if
+    it is missing or not a grid of this version."""
+    path = Path(path) if path is not None else GRID_PATH
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from app import jobs, model_picker, results, widgets
+from app.lambda_intuition import lambda_intuition
 from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVE_SUMMARY, RunConfig
 from ldifs_core.errors import LabError
 
@@ -41,6 +42,8 @@ concept · *Feature drift* shows how the features moved · *Runs & sweeps* compa
 weights with WiSE-FT.
 """)
 st.page_link("views/launch.py", label="Launch a run of your own", icon=":material/rocket_launch:")
+
+lambda_intuition()
 
 st.subheader("Guided demo: CE vs LDIFS")
 st.markdown(f"Queues two runs that differ only in the objective — plain CE and LDIFS (λ = "
