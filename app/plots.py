@@ -193,6 +193,12 @@ def facet_grid(titles: Sequence[str], columns: int = 2, row_height: int = 420):
     return fig, [(k // cols + 1, k % cols + 1) for k in range(len(titles))]
 
 
+def lambda_labels(runs: pd.DataFrame) -> list[str]:
+    """"λ=…" on the most accurate run of each λ only, so seeds of one λ share one label instead of stacking it."""
+    labelled = set(runs.sort_values("accuracy after", ascending=False).drop_duplicates("λ").index)
+    return [f"λ={lam:g}" if index in labelled else "" for index, lam in runs["λ"].items()]
+
+
 def tradeoff(points: pd.DataFrame) -> go.Figure:
     """Downstream accuracy against mean forgetting, one panel per fine-tuning task (accuracies of different tasks
     do not compare), one colour and symbol per objective, regularised runs labelled with their λ. Coincident
@@ -209,7 +215,7 @@ def tradeoff(points: pd.DataFrame) -> go.Figure:
             fig.add_scatter(
                 name=objective, legendgroup=objective, showlegend=objective not in in_legend, row=row, col=col,
                 x=shown_x[group.index], y=shown_y[group.index], mode="markers+text" if regularised else "markers",
-                text=[f"λ={lam:g}" for lam in group["λ"]] if regularised else None, textposition="top center",
+                text=lambda_labels(group) if regularised else None, textposition="top center",
                 marker=dict(size=11, color=OBJECTIVE_COLORS.get(objective), symbol=OBJECTIVE_SYMBOLS.get(objective),
                             opacity=0.9, line=dict(width=1.5, color="white")),
                 customdata=np.stack([group["run"], group["λ"], group["seed"], group["model"],

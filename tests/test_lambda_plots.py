@@ -118,3 +118,10 @@ def test_the_grid_feeds_the_same_sweep_plot_and_its_concept_table():
     concepts = tables.forgotten_concepts(cells[0])
     assert concepts.iloc[0][["checked dataset", "concept", "n images", "change"]].tolist() == ["animals", "dog", 104,
                                                                                                -25.8]
+
+
+def test_seeds_of_one_lambda_share_one_label_on_their_most_accurate_run():
+    fig = plots.tradeoff(SWEEP[SWEEP["dataset"] == "mnist"])
+    ldifs = next(t for t in fig.data if t.name == "ldifs")
+    assert list(ldifs.text) == ["λ=0", "λ=1", "", "λ=10"]  # λ = 10: seed 1 (94.9 %) carries the label
+    assert next(t for t in fig.data if t.name == "ce").text is None
