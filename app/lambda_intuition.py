@@ -38,7 +38,8 @@ def points_text(spread: lambda_grid.Spread) -> str:
 
 
 def versus_ce(chosen: lambda_grid.Spread, ce: lambda_grid.Spread | None) -> str | None:
-    return None if ce is None else f"{tables.signed(chosen.mean - ce.mean)} points vs CE"
+    """The metric's delta; an ASCII sign, which is how st.metric tells a fall (red, down) from a gain."""
+    return None if ce is None else f"{chosen.mean - ce.mean:+.1f} points vs CE"
 
 
 def lambda_intuition() -> None:
