@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import plots, tables
+from app import figure_cache, tables
 from ldifs_core import lambda_grid
 from ldifs_core.errors import LambdaGridUnreadable
 
@@ -74,7 +74,7 @@ def lambda_intuition() -> None:
     st.caption(f"Mean ± standard deviation over n = {cell.accuracy.n} seed(s) ({', '.join(map(str, cell.seeds))}); "
                f"zero-shot accuracy on {task} before fine-tuning: {cell.zero_shot_before:.1f}%. "
                + ("This is plain CE." if cell.is_ce else "The small numbers compare with CE (λ = 0)."))
-    st.plotly_chart(plots.lambda_sweep(tables.grid_sweep(cells), f"LDIFS on {task}: accuracy and forgetting against λ "
+    st.plotly_chart(figure_cache.lambda_sweep(tables.grid_sweep(cells), f"LDIFS on {task}: accuracy and forgetting against λ "
                                        "(precomputed)", chosen=lam), key="learn-lambda-curve")
     missing = grid.missing_lambdas(task)
     if missing:

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import jobs, model_picker, plots, results, tables, widgets
+from app import figure_cache, jobs, model_picker, plots, results, tables, widgets
 from ldifs_core import export
 from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.datasets import available_bank
@@ -44,12 +44,12 @@ def tradeoff_section(points: pd.DataFrame) -> None:
     if points.empty:
         widgets.empty_state("No finished run matches the filters above.")
         return
-    st.plotly_chart(plots.tradeoff(points))
+    st.plotly_chart(figure_cache.tradeoff(points))
     st.caption("One panel per fine-tuning task, drawn from the runs the filters above keep. Up is better on the task, "
                "right is less forgetting elsewhere: a good regulariser moves points up and to the right of plain CE. "
                "Runs that land on the same spot are nudged apart on a small ring; the hover gives each run and its "
                "exact numbers.")
-    st.plotly_chart(plots.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
+    st.plotly_chart(figure_cache.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
                                                     "front dashed, its markers outlined)"))
     st.caption("Every finished run of an objective on one task is averaged (n in the hover), whatever its λ or "
                "steps: to read it as the science table's Pareto picture (docs/pareto.html), keep runs at each "
@@ -79,8 +79,8 @@ def lambda_sweep_section(points: pd.DataFrame) -> None:
     steps = sweep_control("Steps", sorted(int(s) for s in runs["steps"].unique()), "sweep-steps", steps_col,
                           default=int(runs["steps"].mode().iloc[0]))
     same = points[(points["dataset"] == task) & (points["model"] == model) & (points["steps"] == steps)]
-    sweep = tables.lambda_sweep(same, objective)
-    st.plotly_chart(plots.lambda_sweep(sweep, f"{objective} on {task}: accuracy and forgetting against λ "
+    sweep = figure_cache.lambda_sweep_table(same, objective)
+    st.plotly_chart(figure_cache.lambda_sweep(sweep, f"{objective} on {task}: accuracy and forgetting against λ "
                                               f"({model}, {steps} steps)"), key="sweep-plot")
     ce = "" if (sweep["λ"] == 0).any() else " No CE run matches yet: queue one (λ = 0) to see where plain " \
                                              "fine-tuning sits."
