@@ -40,13 +40,15 @@ def sweep_figure(app: AppTest) -> dict:
 
 @pytest.fixture
 def sweeps(store) -> None:
-    """CE and an LDIFS sweep on MNIST over two seeds, one LDIFS run on Fashion-MNIST, one L2-SP run."""
+    """CE and an LDIFS sweep on MNIST over two seeds, one LDIFS run on Fashion-MNIST, one L2-SP run, and one LDIFS
+    run of a zoo model on MNIST."""
     for seed in (0, 1):
         add_finished_run(store, objective="ce", seed=seed)
         for lam in (1.0, 10.0):
             add_finished_run(store, objective="ldifs", lam=lam, seed=seed)
     add_finished_run(store, objective="ldifs", lam=10.0, dataset="fashion_mnist")
     add_finished_run(store, objective="l2sp", lam=1.0, steps=30)
+    add_finished_run(store, objective="ldifs", lam=3.0, model="ViT-B-32", pretrained="openai")
 
 
 def test_runs_page_draws_one_tradeoff_panel_per_task_and_follows_the_dataset_filter(app, sweeps):
@@ -61,8 +63,8 @@ def test_runs_page_draws_one_tradeoff_panel_per_task_and_follows_the_dataset_fil
 def test_the_lambda_sweep_shows_ce_apart_and_seed_error_bars_for_the_chosen_task(app, sweeps):
     open_page(app, "runs")
     assert app.selectbox(key="sweep-objective").value == "ldifs"
-    assert app.selectbox(key="sweep-task").value == "fashion_mnist"
-    app.selectbox(key="sweep-task").select("mnist").run()
+    assert app.selectbox(key="sweep-task").value == "mnist"  # the task with the most runs
+    assert app.selectbox(key="sweep-model").value == "embedded"
     figure = sweep_figure(app)
     assert figure["layout"]["title"]["text"].startswith("ldifs on mnist")
     assert figure["layout"]["xaxis"]["ticktext"] == [plots.CE_TICK, "1", "10"]
@@ -137,3 +139,15 @@ def test_learn_without_a_readable_grid_says_how_to_regenerate_it(app, grid_file)
     open_page(app, "learn")
     assert not app.exception
     assert any("regenerate it with" in warning.value for warning in app.warning)
+
+
+def test_the_model_filter_and_the_sweep_model_choice_keep_models_apart(app, sweeps):
+    open_page(app, "runs")
+    app.selectbox(key="sweep-task").select("mnist").run()
+    assert app.selectbox(key="sweep-model").options == ["ViT-B-32 (openai)", "embedded"]
+    app.selectbox(key="sweep-model").select("ViT-B-32 (openai)").run()
+    assert sweep_figure(app)["layout"]["xaxis"]["ticktext"] == ["3"]  # the embedded model's runs are not in it
+    app.selectbox(key="filter-model").select("embedded").run()
+    tradeoff = figures(app)[TRADEOFF]
+    assert sum(len(values(trace["x"])) for trace in tradeoff["data"]) == 8  # every run but the zoo model's
+    assert app.selectbox(key="sweep-model").options == ["embedded"]
