@@ -9,10 +9,8 @@ import streamlit as st
 
 from app import figure_cache, tables
 from ldifs_core import lambda_grid
+from ldifs_core.config import DEFAULT_LAMBDA
 from ldifs_core.errors import LambdaGridUnreadable
-
-DEFAULT_LAMBDA_SHOWN = 10.0
-
 
 @st.cache_resource(show_spinner=False)
 def _grid_at(path: str, version: int) -> lambda_grid.LambdaGrid:
@@ -29,17 +27,49 @@ def lambda_label(lam: float) -> str:
     return "0 (CE)" if lam == 0 else f"{lam:g}"
 
 
+def plus_minus(spread: lambda_grid.Spread) -> str:
+    """' ± std' over the seeds; nothing for a single seed, which has no spread to show."""
+    return f" ± {spread.std:.1f}" if spread.n > 1 else ""
+
+
 def percent_text(spread: lambda_grid.Spread) -> str:
-    return f"{spread.mean:.1f}% ± {spread.std:.1f}"
+    return f"{spread.mean:.1f}%{plus_minus(spread)}"
 
 
 def points_text(spread: lambda_grid.Spread) -> str:
-    return f"{tables.signed(spread.mean)} ± {spread.std:.1f} points"
+    return f"{tables.signed(spread.mean)}{plus_minus(spread)} points"
 
 
 def versus_ce(chosen: lambda_grid.Spread, ce: lambda_grid.Spread | None) -> str | None:
     """The metric's delta; an ASCII sign, which is how st.metric tells a fall (red, down) from a gain."""
     return None if ce is None else f"{chosen.mean - ce.mean:+.1f} points vs CE"
+
+
+def headline_metrics(task: str, cell: lambda_grid.GridCell, ce: lambda_grid.GridCell | None) -> None:
+    """Task accuracy and both forgetting measures at the chosen λ, each with its difference to CE."""
+    compared = None if cell.is_ce else ce
+    accuracy, zero_shot, probe = st.columns(3)
+    accuracy.metric(f"Accuracy on {task}", percent_text(cell.accuracy),
+                    versus_ce(cell.accuracy, compared and compared.accuracy))
+    zero_shot.metric("Mean zero-shot change elsewhere", points_text(cell.zs_delta),
+                     versus_ce(cell.zs_delta, compared and compared.zs_delta))
+    probe.metric("Mean linear-probe change elsewhere", points_text(cell.lp_delta),
+                 versus_ce(cell.lp_delta, compared and compared.lp_delta))
+    over = (f"Mean ± standard deviation over n = {cell.accuracy.n} seeds ({', '.join(map(str, cell.seeds))})"
+            if cell.accuracy.n > 1 else f"A single seed ({cell.seeds[0]}) so far: no spread to show")
+    versus = "This is plain CE." if cell.is_ce else "The small numbers compare with CE (λ = 0)."
+    st.caption(f"{over}; zero-shot accuracy on {task} before fine-tuning: {cell.zero_shot_before:.1f}%. {versus}")
+
+
+def forgotten_table(cell: lambda_grid.GridCell) -> None:
+    st.markdown(f"**Most-forgotten concepts at λ = {lambda_label(cell.lam)}** (zero-shot, per checked dataset)")
+    percent = st.column_config.NumberColumn(format="%.1f%%")
+    st.dataframe(tables.forgotten_concepts(cell), hide_index=True, column_config={
+        "before": percent, "after": percent, "change": st.column_config.NumberColumn(format="%+.1f"),
+        "± std over seeds": st.column_config.NumberColumn(format="%.1f")})
+    st.caption("Averaged over the seeds, which all score the same n test images per concept. Ranked by how surely "
+               "each concept was lost (the upper end of its 95 % interval, averaged over the seeds), not by the raw "
+               "fall; still, read a concept resting on two or three images (as on quickdraw) with its n in mind.")
 
 
 def lambda_intuition() -> None:
@@ -60,31 +90,15 @@ def lambda_intuition() -> None:
     task = st.radio("Fine-tuning task", tasks, horizontal=True, key="learn-lambda-task")
     cells = grid.cells_for(task)
     by_lambda = {cell.lam: cell for cell in cells}
-    lams = list(by_lambda)
-    lam = st.select_slider("λ (LDIFS weight; 0 is plain CE)", lams, format_func=lambda_label, key=f"learn-lambda-{task}",
-                           value=DEFAULT_LAMBDA_SHOWN if DEFAULT_LAMBDA_SHOWN in by_lambda else lams[-1])
-    cell, ce = by_lambda[lam], by_lambda.get(0.0)
-    compared = None if cell.is_ce else ce
-    accuracy, zero_shot, probe = st.columns(3)
-    accuracy.metric(f"Accuracy on {task}", percent_text(cell.accuracy), versus_ce(cell.accuracy, compared and compared.accuracy))
-    zero_shot.metric("Mean zero-shot change elsewhere", points_text(cell.zs_delta),
-                     versus_ce(cell.zs_delta, compared and compared.zs_delta))
-    probe.metric("Mean linear-probe change elsewhere", points_text(cell.lp_delta),
-                 versus_ce(cell.lp_delta, compared and compared.lp_delta))
-    st.caption(f"Mean ± standard deviation over n = {cell.accuracy.n} seed(s) ({', '.join(map(str, cell.seeds))}); "
-               f"zero-shot accuracy on {task} before fine-tuning: {cell.zero_shot_before:.1f}%. "
-               + ("This is plain CE." if cell.is_ce else "The small numbers compare with CE (λ = 0)."))
-    st.plotly_chart(figure_cache.lambda_sweep(tables.grid_sweep(cells), f"LDIFS on {task}: accuracy and forgetting against λ "
-                                       "(precomputed)", chosen=lam), key="learn-lambda-curve")
+    start = DEFAULT_LAMBDA["ldifs"] if DEFAULT_LAMBDA["ldifs"] in by_lambda else cells[-1].lam
+    lam = st.select_slider("λ (LDIFS weight; 0 is plain CE)", list(by_lambda), value=start, format_func=lambda_label,
+                           key=f"learn-lambda-{task}")
+    headline_metrics(task, by_lambda[lam], by_lambda.get(0.0))
+    curve = figure_cache.lambda_sweep(tables.grid_sweep(cells), f"LDIFS on {task}: accuracy and forgetting against λ "
+                                      "(precomputed)", chosen=lam)
+    st.plotly_chart(curve, key="learn-lambda-curve")
     missing = grid.missing_lambdas(task)
     if missing:
-        st.caption(f"not in the grid yet: λ = {', '.join(f'{m:g}' for m in missing)} (regenerate with "
+        st.caption(f"Not in the grid yet: λ = {', '.join(f'{m:g}' for m in missing)} (regenerate with "
                    f"`{lambda_grid.REGENERATE}`).")
-    st.markdown(f"**Most-forgotten concepts at λ = {lambda_label(lam)}** (zero-shot, per checked dataset)")
-    st.dataframe(tables.forgotten_concepts(cell), hide_index=True, column_config={
-        "before": st.column_config.NumberColumn(format="%.1f%%"), "after": st.column_config.NumberColumn(format="%.1f%%"),
-        "change": st.column_config.NumberColumn(format="%+.1f"),
-        "± std over seeds": st.column_config.NumberColumn(format="%.1f")})
-    st.caption("Averaged over the seeds, which all score the same n test images per concept. Ranked by how surely "
-               "each concept was lost (the upper end of its 95 % interval, averaged over the seeds), not by the raw "
-               "fall; still, read a concept resting on two or three images (as on quickdraw) with its n in mind.")
+    forgotten_table(by_lambda[lam])

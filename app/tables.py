@@ -110,8 +110,8 @@ def model_name(cfg) -> str:
     return f"{cfg.model} ({cfg.pretrained})" if cfg.pretrained else cfg.model
 
 
-TRADEOFF_COLUMNS = ["run", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after", "mean zero-shot Δ",
-                    "mean linear-probe Δ"]
+TRADEOFF_COLUMNS = ["run", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after",
+                    "mean zero-shot Δ", "mean linear-probe Δ"]
 
 
 def tradeoff_points(table: pd.DataFrame) -> pd.DataFrame:
@@ -164,8 +164,8 @@ def filter_runs(table: pd.DataFrame, choices: dict[str, str | None]) -> pd.DataF
 def lambda_sweep(points: pd.DataFrame, objective: str = "ldifs") -> pd.DataFrame:
     """One row per λ of `objective` among the trade-off points (give one task, model and step count), with the
     mean and standard deviation over its runs (std 0 for one run), n and the seeds; λ = 0 is CE."""
-    runs = points[(points["objective"] == objective) | (points["objective"] == "ce")].astype(
-        {"accuracy after": float, "mean zero-shot Δ": float, "mean linear-probe Δ": float})  # None (not stored) → NaN
+    metrics = {"accuracy after": float, "mean zero-shot Δ": float, "mean linear-probe Δ": float}  # None → NaN
+    runs = points[(points["objective"] == objective) | (points["objective"] == "ce")].astype(metrics)
     lam = runs["λ"].where(runs["objective"] == objective, CE_LAMBDA).astype(float)
     grouped = runs.assign(λ=lam).groupby("λ", sort=True)
     sweep = grouped.agg(n=("run", "size"), accuracy=("accuracy after", "mean"), accuracy_std=("accuracy after", "std"),

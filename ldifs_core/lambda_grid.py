@@ -146,8 +146,7 @@ def most_forgotten(dataset: str, metrics: Sequence[dict], top: int) -> list[Forg
         for row in report["per_class"]:
             by_concept.setdefault(row["class_name"], []).append(row)
     averaged = [{"class_name": name, "n": min(r["n"] for r in rows),
-                 "before": statistics.mean(r["before"] for r in rows), "after": statistics.mean(r["after"] for r in rows),
-                 "change": statistics.mean(r["change"] for r in rows),
+                 **{key: statistics.mean(r[key] for r in rows) for key in ("before", "after", "change")},
                  "change_std": Spread.of([r["change"] for r in rows]).std,
                  "change_ci": (statistics.mean(r["change_ci"][0] for r in rows),
                                statistics.mean(r["change_ci"][1] for r in rows))}

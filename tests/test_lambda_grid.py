@@ -63,7 +63,7 @@ def test_most_forgotten_concepts_lost_accuracy_on_average_and_are_ranked_by_how_
                                                 "change": after - before, "change_ci": [after - before - 10, high]}
     run = lambda rows: {"forgetting": [{"dataset": "animals", "per_class": rows}]}
     runs = [run([row("dog", 100, 60.0, 30.0, -20.0), row("cat", 2, 100.0, 0.0, 5.0), row("cow", 90, 70.0, 75.0, 12.0)]),
-            run([row("dog", 100, 60.0, 40.0, -10.0), row("cat", 2, 100.0, 50.0, 20.0), row("cow", 90, 70.0, 72.0, 9.0)])]
+            run([row("dog", 100, 60.0, 40.0, -10.0), row("cat", 2, 100.0, 50.0, 20.0), row("cow", 90, 70.0, 72.0, 9.)])]
     dog, cat = grid.most_forgotten("animals", runs, top=5)
     assert (dog.class_name, dog.n, dog.before, dog.after, dog.change, dog.change_ci[1]) == ("dog", 100, 60.0, 35.0,
                                                                                            -25.0, -15.0)

@@ -88,19 +88,19 @@ def test_the_sweep_follows_its_regulariser_and_step_count_and_hides_without_one(
 # -- Learn: the precomputed λ grid --------------------------------------------------------------------------
 
 
-def cell(task: str, lam: float, accuracy: float, forgetting: float) -> grid.GridCell:
-    spread = lambda mean: grid.Spread(mean, 0.4, 3)
+def cell(task: str, lam: float, accuracy: float, forgetting: float, seeds=(0, 1, 2)) -> grid.GridCell:
+    spread = lambda mean: grid.Spread(mean, 0.4 if len(seeds) > 1 else 0.0, len(seeds))
     concept = grid.ForgottenConcept("animals", "dog", 104, 55.8, 55.8 + forgetting, forgetting, 2.0,
                                     (forgetting - 9, forgetting + 9))
-    return grid.GridCell(task, lam, (0, 1, 2), ("a", "b", "c"), 82.2, spread(accuracy), spread(forgetting),
-                         spread(forgetting / 5), (concept,))
+    return grid.GridCell(task, lam, tuple(seeds), tuple(f"run{s}" for s in seeds), 82.2, spread(accuracy),
+                         spread(forgetting), spread(forgetting / 5), (concept,))
 
 
 @pytest.fixture
 def grid_file(tmp_path, monkeypatch):
-    """A grid with every λ for mnist but only CE and λ = 10 for fashion_mnist (the rest still training)."""
+    """A grid with every λ for mnist but only CE and λ = 10 (one seed so far) for fashion_mnist."""
     cells = [cell("mnist", lam, 95.3 - lam / 50, -10.0 / (1 + lam)) for lam in grid.GRID_LAMBDAS]
-    cells += [cell("fashion_mnist", 0.0, 83.4, -24.7), cell("fashion_mnist", 10.0, 82.3, -6.2)]
+    cells += [cell("fashion_mnist", 0.0, 83.4, -24.7), cell("fashion_mnist", 10.0, 82.3, -6.2, seeds=(0,))]
     missing = [grid.GridGap("fashion_mnist", lam, seed) for lam in (1.0, 3.0, 30.0, 100.0) for seed in (0, 1, 2)]
     path = tmp_path / "lambda_grid.json"
     grid.save_grid(grid.LambdaGrid("LabCLIP (test)", {"steps": 300}, grid.GRID_TASKS, grid.GRID_LAMBDAS,
@@ -131,7 +131,10 @@ def test_learn_lambda_grid_with_missing_lambdas_offers_only_the_finished_ones(ap
     app.radio(key="learn-lambda-task").set_value("fashion_mnist").run()
     assert not app.exception
     assert app.select_slider(key="learn-lambda-fashion_mnist").options == ["0 (CE)", "10"]
-    assert any("not in the grid yet: λ = 1, 3, 30, 100" in caption.value for caption in app.caption)
+    assert any("Not in the grid yet: λ = 1, 3, 30, 100" in caption.value for caption in app.caption)
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Accuracy on fashion_mnist"] == "82.3%"  # one seed: no ± to show
+    assert any("A single seed (0) so far" in caption.value for caption in app.caption)
 
 
 def test_learn_without_a_readable_grid_says_how_to_regenerate_it(app, grid_file):
