@@ -1,5 +1,5 @@
 """The precomputed λ grid behind the Learn page's slider: CE and LDIFS at several λ on the embedded model, both
-science tasks, three seeds, summarised to metrics only (assets/lambda_grid.json, a few KB), so a class sees λ's
+science tasks, three seeds, summarised to metrics only (assets/lambda_grid.json, about 50 KB), so a class sees λ's
 trade-off without training anything.
 
 This module is the grid's format: summarising finished runs into cells, and the JSON round-trip with a schema
