@@ -154,3 +154,12 @@ def test_the_model_filter_and_the_sweep_model_choice_keep_models_apart(app, swee
     tradeoff = figures(app)[TRADEOFF]
     assert sum(len(values(trace["x"])) for trace in tradeoff["data"]) == 8  # every run but the zoo model's
     assert app.selectbox(key="sweep-model").options == ["embedded"]
+
+
+def test_learn_with_a_grid_of_no_finished_runs_says_how_to_fill_it(app, grid_file):
+    empty = grid.LambdaGrid("LabCLIP (test)", {"steps": 300}, grid.GRID_TASKS, grid.GRID_LAMBDAS, grid.GRID_SEEDS,
+                            (), (grid.GridGap("mnist", 0.0, 0),))
+    grid.save_grid(empty, grid_file)
+    open_page(app, "learn")
+    assert not app.exception and not app.get("select_slider")
+    assert any("holds no finished runs yet" in warning.value for warning in app.warning)
