@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 from app import tables
-from ldifs_core.config import parse_ldifs_taps
+from ldifs_core.config import REGULARISED, parse_ldifs_taps
 # The figures the HTML report also draws live in ldifs_core.figures; pages reach them through this module.
 from ldifs_core.figures import (AFTER_COLOR, BEFORE_COLOR, GAIN_COLOR, LOSS_COLOR, accuracy_change,  # noqa: F401
                                 change_colors, class_drops, interval_bars, run_comparison)
@@ -20,6 +21,8 @@ OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "fly
                     "ls": "#e377c2", "flyp_ce": "#8c564b", "lora": "#17becf", "lipsum": "#bcbd22", "zscl": "#2ca02c"}
 PART_NAMES = {"ce": "CE", "ldifs": "λ·LDIFS", "l2sp": "λ·L2-SP", "contrastive": "contrastive (FLYP)",
               "lipsum": "λ·Lipsum", "zscl": "λ·ZSCL KL"}
+OBJECTIVE_SYMBOLS = {"ce": "circle", "ldifs": "diamond", "l2sp": "square", "flyp": "triangle-up", "lp": "x",
+                     "ls": "cross", "flyp_ce": "triangle-down", "lora": "star", "lipsum": "pentagon", "zscl": "hexagon"}
 DATASET_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
 NOT_LOSS_PARTS = {"step", "loss", "lr", "images_per_s"}
 SHOW_BEFORE, SHOW_AFTER, SHOW_BOTH = "before", "after", "both"
@@ -170,21 +173,72 @@ def layer_distances(metrics: dict) -> go.Figure:
     return fig
 
 
+def spread_coincident(x: Sequence[float], y: Sequence[float], x_span: float, y_span: float,
+                      radius: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Positions at which no marker hides another: points closer than `radius` of the axis spans (on both axes)
+    are grouped, and each group of k > 1 is laid on a small ring of that radius around its centre, starting at
+    the top and in the given order; lone points stay where they are. Deterministic, so a rerun looks the same."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    dx, dy = radius * max(x_span, 1e-9), radius * max(y_span, 1e-9)
+    groups: list[list[int]] = []
+    for i in range(len(x)):
+        near = next((g for g in groups if abs(x[g[0]] - x[i]) < dx and abs(y[g[0]] - y[i]) < dy), None)
+        if near is None:
+            groups.append([i])
+        else:
+            near.append(i)
+    shown_x, shown_y = x.copy(), y.copy()
+    for group in (g for g in groups if len(g) > 1):
+        angles = np.pi / 2 + 2 * np.pi * np.arange(len(group)) / len(group)
+        shown_x[group] = x[group].mean() + dx * np.cos(angles)
+        shown_y[group] = y[group].mean() + dy * np.sin(angles)
+    return shown_x, shown_y
+
+
+def facet_grid(titles: Sequence[str], columns: int = 2, row_height: int = 420):
+    """An empty figure of one panel per title, `columns` wide, each panel with axes of its own."""
+    cols = max(1, min(columns, len(titles)))
+    rows = max(1, -(-len(titles) // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.09,
+                        vertical_spacing=0.22 / rows)
+    fig.update_layout(height=row_height * rows)
+    return fig, [(k // cols + 1, k % cols + 1) for k in range(len(titles))]
+
+
+def lambda_labels(runs: pd.DataFrame) -> list[str]:
+    """"λ=…" on the most accurate run of each λ only, so seeds of one λ share one label instead of stacking it."""
+    labelled = set(runs.sort_values("accuracy after", ascending=False).drop_duplicates("λ").index)
+    return [f"λ={lam:g}" if index in labelled else "" for index, lam in runs["λ"].items()]
+
+
 def tradeoff(points: pd.DataFrame) -> go.Figure:
-    """Downstream accuracy against mean forgetting, one colour per objective, each point labelled with its λ."""
-    fig = go.Figure()
-    for objective, group in points.groupby("objective", sort=True):
-        fig.add_scatter(
-            name=objective, x=group["mean zero-shot Δ"], y=group["accuracy after"], mode="markers+text",
-            text=[f"λ={lam:g}" for lam in group["λ"]], textposition="top center",
-            marker=dict(size=11, color=OBJECTIVE_COLORS.get(objective)),
-            customdata=np.stack([group["run"], group["dataset"], group["λ"]], axis=1),
-            hovertemplate="run %{customdata[0]} on %{customdata[1]}, λ=%{customdata[2]}<br>"
-                          "accuracy after: %{y:.1f}%<br>mean zero-shot change: %{x:+.1f}<extra>%{fullData.name}</extra>",
-        )
-    fig.update_layout(title="Trade-off: downstream accuracy vs forgetting elsewhere",
-                      xaxis_title="mean zero-shot change on other datasets (points; left = more forgetting)",
-                      yaxis_title="accuracy on the fine-tuning task (%)", legend_title="objective")
+    """Downstream accuracy against mean forgetting, one panel per fine-tuning task (accuracies of different tasks
+    do not compare), one colour and symbol per objective, regularised runs labelled with their λ. Coincident
+    points are nudged apart on a small ring (the hover gives the exact numbers and the run)."""
+    tasks = sorted(points["dataset"].unique())
+    fig, cells = facet_grid([f"fine-tuned on {task}" for task in tasks])
+    in_legend: set[str] = set()
+    for task, (row, col) in zip(tasks, cells):
+        runs = points[points["dataset"] == task].sort_values(["objective", "λ", "run"]).reset_index(drop=True)
+        x, y = runs["mean zero-shot Δ"], runs["accuracy after"]
+        shown_x, shown_y = spread_coincident(x, y, float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0)
+        for objective, group in runs.groupby("objective", sort=True):
+            regularised = objective in REGULARISED
+            fig.add_scatter(
+                name=objective, legendgroup=objective, showlegend=objective not in in_legend, row=row, col=col,
+                x=shown_x[group.index], y=shown_y[group.index], mode="markers+text" if regularised else "markers",
+                text=lambda_labels(group) if regularised else None, textposition="top center",
+                marker=dict(size=11, color=OBJECTIVE_COLORS.get(objective), symbol=OBJECTIVE_SYMBOLS.get(objective),
+                            opacity=0.9, line=dict(width=1.5, color="white")),
+                customdata=np.stack([group["run"], group["λ"], group["seed"], group["model"],
+                                     group["accuracy after"], group["mean zero-shot Δ"]], axis=1),
+                hovertemplate=f"<b>{objective}</b> λ=%{{customdata[1]:g}}, seed %{{customdata[2]}}<br>"
+                              "run %{customdata[0]} · %{customdata[3]}<br>accuracy after: %{customdata[4]:.1f}%"
+                              "<br>mean zero-shot change: %{customdata[5]:+.1f} points<extra></extra>")
+            in_legend.add(objective)
+        fig.update_xaxes(title_text="mean zero-shot change elsewhere (points)", row=row, col=col)
+        fig.update_yaxes(title_text="task accuracy (%)" if col == 1 else None, row=row, col=col)
+    fig.update_layout(title="Trade-off: downstream accuracy vs forgetting elsewhere", legend_title="objective")
     return fig
 
 
@@ -235,6 +289,58 @@ def wise_ft_path(mixes: dict[float, dict], chosen: float | None = None) -> go.Fi
     fig.update_layout(title="WiSE-FT: weight mixing between the pre-trained and the fine-tuned model",
                       xaxis_title="mean zero-shot change on other datasets (points)",
                       yaxis_title="accuracy on the fine-tuning task (%)", height=380, showlegend=False)
+    return fig
+
+
+# -- λ sweeps: accuracy and forgetting against λ (tables.lambda_sweep / tables.grid_sweep) ----------------------
+
+SWEEP_SERIES = (("accuracy", "task accuracy", 1, AFTER_COLOR), ("zs", "mean zero-shot Δ", 2, "#d62728"),
+                ("lp", "mean linear-probe Δ", 2, "#ff7f0e"))
+CE_TICK = "CE (λ=0)"
+
+
+def ce_position(lams: Sequence[float]) -> float:
+    """Where a log λ axis draws CE (λ = 0, which a log axis cannot hold): a notch left of the smallest λ."""
+    positive = [lam for lam in lams if lam > 0]
+    return min(positive) / 5 if positive else 1.0
+
+
+def lambda_sweep(sweep: pd.DataFrame, title: str, chosen: float | None = None) -> go.Figure:
+    """Task accuracy (top) and mean zero-shot / linear-probe change elsewhere (bottom) against λ on a log axis,
+    CE drawn apart at the left; each point the mean over its runs with ± one std as error bars and n in the
+    hover. `chosen` (a λ of the sweep, 0 = CE) is ringed."""
+    sweep = sweep.sort_values("λ")
+    ce_x = ce_position(sweep["λ"])
+    x = np.where(sweep["λ"] > 0, sweep["λ"], ce_x)
+    is_ce = (sweep["λ"] == 0).to_numpy()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=["accuracy on the fine-tuning task (%)",
+                                        "mean change on the other datasets (points; below 0 = forgotten)"])
+    for key, label, row, color in SWEEP_SERIES:
+        hover = np.stack([sweep["n"], sweep["seeds"], sweep[f"{key}_std"],
+                          np.where(is_ce, "CE (λ = 0)", [f"λ = {lam:g}" for lam in sweep["λ"]])], axis=1)
+        template = (f"%{{customdata[3]}}<br>{label}: %{{y:.1f}} ± %{{customdata[2]:.1f}} (std)"
+                    "<br>n = %{customdata[0]} run(s), seeds %{customdata[1]}<extra></extra>")
+        for part, name, mode, symbol in ((~is_ce, label, "lines+markers", "circle"),
+                                         (is_ce, f"CE · {label}", "markers", "square")):
+            if not part.any():
+                continue
+            fig.add_scatter(name=name, legendgroup=key, showlegend=not name.startswith("CE"), row=row, col=1,
+                            x=x[part], y=sweep[key].to_numpy()[part], mode=mode, customdata=hover[part],
+                            hovertemplate=template, line=dict(color=color), marker=dict(size=9, symbol=symbol,
+                                                                                        color=color),
+                            error_y=dict(type="data", array=sweep[f"{key}_std"].to_numpy()[part], thickness=1.2,
+                                         visible=True))
+    if chosen is not None and (sweep["λ"] == chosen).any():
+        at = sweep[sweep["λ"] == chosen].iloc[0]
+        for key, label, row, _ in SWEEP_SERIES:
+            fig.add_scatter(name=f"chosen λ = {chosen:g}", showlegend=key == "accuracy", row=row, col=1,
+                            x=[ce_x if chosen == 0 else chosen], y=[at[key]], mode="markers", hoverinfo="skip",
+                            marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color=LOSS_COLOR, width=3)))
+    ticks = [ce_x if lam == 0 else lam for lam in sweep["λ"]]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[CE_TICK if lam == 0 else f"{lam:g}" for lam in sweep["λ"]])
+    fig.update_xaxes(title_text="λ (log scale; CE = plain cross-entropy, λ = 0)", row=2, col=1)
+    fig.update_layout(title=title, height=560, legend=dict(orientation="h", y=-0.18))
     return fig
 
 

@@ -52,10 +52,14 @@ def model_name(cfg) -> str:
     return f"{cfg.model} ({cfg.pretrained})" if cfg.pretrained else cfg.model
 
 
+TRADEOFF_COLUMNS = ["run", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after",
+                    "mean zero-shot Δ", "mean linear-probe Δ"]
+
+
 def tradeoff_points(table: pd.DataFrame) -> pd.DataFrame:
     """Finished runs with both headline numbers: downstream accuracy and mean forgetting."""
     done = table[(table["status"] == "done") & table["accuracy after"].notna() & table["mean zero-shot Δ"].notna()]
-    return done[["run", "objective", "λ", "dataset", "accuracy after", "mean zero-shot Δ"]].reset_index(drop=True)
+    return done[TRADEOFF_COLUMNS].reset_index(drop=True)
 
 
 def objective_summary(points: pd.DataFrame) -> pd.DataFrame:
@@ -100,3 +104,51 @@ def colour_order(metrics: dict, dataset: str, concepts: Sequence[MovedConcept] |
                else class_changes(metrics, dataset)["class_name"].tolist())
     ranked = [name for name in dict.fromkeys(ranking) if name in set(present)]
     return ranked + sorted(set(present) - set(ranked))
+
+
+# -- λ intuition: the runs table filtered, λ sweeps from runs or from the precomputed grid ----------------------
+
+SWEEP_COLUMNS = ["λ", "n", "seeds", "accuracy", "accuracy_std", "zs", "zs_std", "lp", "lp_std"]
+CE_LAMBDA = 0.0  # a sweep's CE row: plain `ce` runs and the regulariser's λ = 0 runs (the same objective)
+
+
+def filter_runs(table: pd.DataFrame, choices: dict[str, str | None]) -> pd.DataFrame:
+    """The rows whose columns equal the chosen values (column → value; None keeps every value)."""
+    for column, value in choices.items():
+        if value is not None:
+            table = table[table[column] == value]
+    return table
+
+
+def lambda_sweep(points: pd.DataFrame, objective: str = "ldifs") -> pd.DataFrame:
+    """One row per λ of `objective` among the trade-off points (give one task, model and step count), with the
+    mean and standard deviation over its runs (std 0 for one run), n and the seeds; λ = 0 is CE."""
+    metrics = {"accuracy after": float, "mean zero-shot Δ": float, "mean linear-probe Δ": float}  # None → NaN
+    runs = points[(points["objective"] == objective) | (points["objective"] == "ce")].astype(metrics)
+    lam = runs["λ"].where(runs["objective"] == objective, CE_LAMBDA).astype(float)
+    grouped = runs.assign(λ=lam).groupby("λ", sort=True)
+    sweep = grouped.agg(n=("run", "size"), accuracy=("accuracy after", "mean"), accuracy_std=("accuracy after", "std"),
+                        zs=("mean zero-shot Δ", "mean"), zs_std=("mean zero-shot Δ", "std"),
+                        lp=("mean linear-probe Δ", "mean"), lp_std=("mean linear-probe Δ", "std")).reset_index()
+    sweep["seeds"] = [", ".join(str(seed) for seed in sorted(group["seed"])) for _, group in grouped]
+    stds = ["accuracy_std", "zs_std", "lp_std"]
+    sweep[stds] = sweep[stds].fillna(0.0)
+    return sweep[SWEEP_COLUMNS]
+
+
+def grid_sweep(cells) -> pd.DataFrame:
+    """The same table from the precomputed λ grid's cells of one task (ldifs_core.lambda_grid.GridCell)."""
+    return pd.DataFrame(
+        [{"λ": cell.lam, "n": cell.accuracy.n, "seeds": ", ".join(map(str, cell.seeds)),
+          "accuracy": cell.accuracy.mean, "accuracy_std": cell.accuracy.std, "zs": cell.zs_delta.mean,
+          "zs_std": cell.zs_delta.std, "lp": cell.lp_delta.mean, "lp_std": cell.lp_delta.std} for cell in cells],
+        columns=SWEEP_COLUMNS)
+
+
+def forgotten_concepts(cell) -> pd.DataFrame:
+    """A grid cell's most-forgotten concepts: per checked dataset, zero-shot before → after, mean change and its
+    spread over the seeds, and n test images."""
+    return pd.DataFrame(
+        [{"checked dataset": c.dataset, "concept": c.class_name, "n images": c.n, "before": c.before,
+          "after": c.after, "change": c.change, "± std over seeds": c.change_std} for c in cell.forgotten],
+        columns=["checked dataset", "concept", "n images", "before", "after", "change", "± std over seeds"])

@@ -49,3 +49,7 @@ class RunCancelled(Exception):
 
 class ClusterUnavailable(LabError):
     """A Ray cluster that cannot be started or reached, or that has no node able to hold one trial."""
+
+
+class LambdaGridUnreadable(LabError):
+    """The precomputed λ grid (assets/lambda_grid.json) is missing or not of this version's format."""

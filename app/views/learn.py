@@ -2,6 +2,7 @@
 import streamlit as st
 
 from app import demo
+from app.lambda_intuition import lambda_intuition
 from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVE_SUMMARY
 
 st.title("Concept forgetting and LDIFS")
@@ -37,5 +38,7 @@ concept · *Feature drift* shows how the features moved · *Runs & sweeps* compa
 weights with WiSE-FT.
 """)
 st.page_link("views/launch.py", label="Launch a run of your own", icon=":material/rocket_launch:")
+
+lambda_intuition()
 
 demo.guided_demo()  # read from the run store: a reload or a new tab shows it again

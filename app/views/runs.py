@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import jobs, launch_checks, model_picker, plots, results, tables, widgets
+from app import figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
 from ldifs_core import export, report, reuse
-from ldifs_core.config import MAX_SEED, RunConfig
+from ldifs_core.config import MAX_SEED, REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.store import RunRecord
@@ -21,14 +21,19 @@ RUN_AGAIN = "Run again anyway"
 SWEEP_REUSED = "sweep-reused"  # session_state: which λ the last sweep took from finished runs (None: none)
 
 
-def filtered(table: pd.DataFrame, column: str, container: DeltaGenerator) -> pd.DataFrame:
+FILTERS = ("model", "dataset", "objective")
+
+
+def filter_choice(table: pd.DataFrame, column: str, container: DeltaGenerator) -> str | None:
     choice = container.selectbox(column.capitalize(), [ALL] + sorted(table[column].unique()), key=f"filter-{column}")
-    return table if choice == ALL else table[table[column] == choice]
+    return None if choice == ALL else choice
 
 
-def runs_section(table: pd.DataFrame) -> None:
-    model_col, dataset_col, objective_col = st.columns(3)
-    table = filtered(filtered(filtered(table, "model", model_col), "dataset", dataset_col), "objective", objective_col)
+def runs_section(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs table under its model / dataset / objective filters; returns the filtered table, which the plots
+    below draw too."""
+    choices = {column: filter_choice(table, column, container) for column, container in zip(FILTERS, st.columns(3))}
+    table = tables.filter_runs(table, choices)
     st.dataframe(table, hide_index=True, column_config={
         "accuracy after": st.column_config.NumberColumn(format="%.1f%%"),
         "mean zero-shot Δ": st.column_config.NumberColumn(format="%+.1f"),
@@ -36,21 +41,59 @@ def runs_section(table: pd.DataFrame) -> None:
         "λ": st.column_config.NumberColumn(format="%g"),
         "message": st.column_config.TextColumn(width="medium", help="Why a run failed, was cancelled or interrupted, or why its files cannot be read."),
     })
+    return table
 
 
-def tradeoff_section(table: pd.DataFrame) -> None:
-    points = tables.tradeoff_points(table)
+def tradeoff_section(points: pd.DataFrame) -> None:
     if points.empty:
-        widgets.empty_state()
+        widgets.empty_state("No finished run matches the filters above.")
         return
-    st.plotly_chart(plots.tradeoff(points))
-    st.caption("Up is better on the fine-tuning task, right is less forgetting elsewhere. A good regulariser moves "
-               "points up and to the right of plain CE.")
-    st.plotly_chart(plots.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
+    st.plotly_chart(figure_cache.tradeoff(points))
+    st.caption("One panel per fine-tuning task, drawn from the runs the filters above keep. Up is better on the task, "
+               "right is less forgetting elsewhere: a good regulariser moves points up and to the right of plain CE. "
+               "Runs that land on the same spot are nudged apart on a small ring; the hover gives each run and its "
+               "exact numbers.")
+    st.plotly_chart(figure_cache.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
                                                     "front dashed, its markers outlined)"))
     st.caption("Every finished run of an objective on one task is averaged (n in the hover), whatever its λ or "
                "steps: to read it as the science table's Pareto picture (docs/pareto.html), keep runs at each "
                "objective's defaults, several seeds each.")
+
+
+def sweep_control(label: str, options: list, key: str, container: DeltaGenerator, default=None):
+    """A selectbox over `options` that starts at `default` (when given and present): the sweep opens on the
+    task, model and step count with the most runs."""
+    index = options.index(default) if default in options else 0
+    return container.selectbox(label, options, index=index, key=key, format_func=str)
+
+
+def lambda_sweep_section(points: pd.DataFrame) -> None:
+    """Accuracy and forgetting against λ for one regulariser, task, model and step count, from the filtered
+    runs (no store reads): CE is λ = 0, runs sharing a λ are averaged (± std, n in the hover)."""
+    regularised = [objective for objective in REGULARISED if (points["objective"] == objective).any()]
+    if not regularised:
+        return
+    st.subheader("λ sweep: accuracy and forgetting against λ")
+    objective_col, task_col, model_col, steps_col = st.columns(4)
+    objective = sweep_control("Regulariser", regularised, "sweep-objective", objective_col, default="ldifs")
+    runs = points[points["objective"] == objective]
+    task = sweep_control("Task", sorted(runs["dataset"].unique()), "sweep-task", task_col,
+                         default=runs["dataset"].mode().iloc[0])
+    runs = runs[runs["dataset"] == task]
+    model = sweep_control("Model", sorted(runs["model"].unique()), "sweep-model", model_col,
+                          default=runs["model"].mode().iloc[0])
+    runs = runs[runs["model"] == model]
+    steps = sweep_control("Steps", sorted(int(s) for s in runs["steps"].unique()), "sweep-steps", steps_col,
+                          default=int(runs["steps"].mode().iloc[0]))
+    same = points[(points["dataset"] == task) & (points["model"] == model) & (points["steps"] == steps)]
+    sweep = figure_cache.lambda_sweep_table(same, objective)
+    st.plotly_chart(figure_cache.lambda_sweep(sweep, f"{objective} on {task}: accuracy and forgetting against λ "
+                                              f"({model}, {steps} steps)"), key="sweep-plot")
+    ce = "" if (sweep["λ"] == 0).any() else " No CE run matches yet: queue one (λ = 0) to see where plain " \
+                                             "fine-tuning sits."
+    st.caption(f"Each point is the mean over the finished runs at that λ, with ± one standard deviation over them "
+               f"as error bars (n and seeds in the hover); CE (plain `ce` runs and λ = 0) sits apart at the left."
+               f"{ce} Queue a sweep in the λ sweep tab below; several seeds give the error bars.")
 
 
 def sweep_tab() -> None:
@@ -235,8 +278,9 @@ if records:
     if active:
         st.subheader("Running and queued")
         widgets.live_runs([record.run_id for record in active])
-    runs_section(table)
-    tradeoff_section(table)
+    points = tables.tradeoff_points(runs_section(table))
+    tradeoff_section(points)
+    lambda_sweep_section(points)
 else:
     widgets.empty_state("No runs yet — start one on the Launch page.")
 # Only the open tab runs (each switch reruns the page), so opening this page costs one tab, not four.
