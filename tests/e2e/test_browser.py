@@ -182,7 +182,7 @@ def test_a_short_real_run_launched_in_the_browser_shows_its_forgetting_and_drift
         page.get_by_role("button", name="Report (HTML)").click()
     report_path = ARTIFACTS.parent / "report.html"
     download.value.save_as(report_path)
-    report_page = page.context.new_page()
+    report_page = page.context.browser.new_page()
     report_page.goto(report_path.as_uri())
     report_page.locator(".main-svg").first.wait_for()
     assert report_page.locator("img[src^='data:image/png;base64,']").count() >= 1
