@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ldifs_core.config import RunConfig, TrainEvent
-from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, load_subset
+from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, listing_snapshot, load_subset
 from ldifs_core.datasets.decoding import Progress
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
 from ldifs_core.evaluate import EvalData, dataset_report, forgetting_report
@@ -81,6 +81,11 @@ def require_classes(data: ImageSet, role: str) -> None:
 def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
     """Everything a run reads, loaded and checked before any training starts. Only the images the limits pick
     are decoded; `progress` hears (images decoded, images to decode) for each split that must be decoded."""
+    with listing_snapshot():  # each folder is listed once while this run's data is gathered
+        return _prepare(cfg, progress)
+
+
+def _prepare(cfg: RunConfig, progress: Progress | None) -> PreparedRun:
     cfg.validate()
     device = pick_device(cfg.device)
     shared = cached_model(cfg.model, cfg.pretrained)

@@ -113,6 +113,21 @@ def test_a_run_decodes_its_limits_not_the_dataset(photos: Path, cache: Path, mon
     assert len(decoded) == 12 + 11  # of 96 train and 24 test images; mnist is the in-memory concept bank
 
 
+def test_preparing_a_run_lists_each_folder_once(photos: Path, cache: Path, monkeypatch: pytest.MonkeyPatch):
+    import ldifs_core.datasets as datasets
+
+    walked: list[Path] = []
+    walk = datasets._walk
+    monkeypatch.setattr(datasets, "_walk", lambda path, recursive: walked.append(path) or walk(path, recursive))
+    prepare(RunConfig(dataset=str(photos), train_limit=12, eval_limit=11, batch_size=4, eval_datasets=["mnist"]))
+    # its version (the whole folder) and both splits' indexes (each class folder): every folder listed once
+    assert sorted(walked) == [photos] + sorted(photos.iterdir())
+    walked.clear()
+    load_subset(str(photos), "test", image_size=S)
+    load_subset(str(photos), "test", image_size=S)
+    assert walked.count(photos) == 2  # outside a preparation every call looks again (an edit is never missed)
+
+
 def test_the_second_load_reads_the_cache_instead_of_decoding(photos: Path, cache: Path,
                                                              monkeypatch: pytest.MonkeyPatch):
     first = load_subset(str(photos), "test", image_size=S)

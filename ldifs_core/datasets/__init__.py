@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -206,9 +208,41 @@ def load_split(name: str, split: str, *, image_size: int = 224, root: str | Path
     return load_subset(name, split, image_size=image_size, root=root, download=download)
 
 
-def files_under(path: Path, recursive: bool = True) -> list[tuple[str, os.stat_result]]:
+_snapshot = threading.local()
+
+
+@contextmanager
+def listing_snapshot() -> Iterator[None]:
+    """Within this block, on this thread, each folder is listed and versioned once. Preparing a run asks for the
+    same folder's files several times (its version for the cache keys, then each split's index), and each walk of
+    a 40,000-file folder costs about half a second; the block lasts seconds, so an edit made meanwhile is seen
+    by the next run."""
+    if getattr(_snapshot, "memo", None) is not None:  # already inside one
+        yield
+        return
+    _snapshot.memo = {}
+    try:
+        yield
+    finally:
+        _snapshot.memo = None
+
+
+def _remembered(key: tuple, compute: Callable[[], object]):
+    memo = getattr(_snapshot, "memo", None)
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def files_under(path: Path, recursive: bool = True) -> tuple[tuple[str, os.stat_result], ...]:
     """(path relative to `path`, stat) of every file under `path`, sorted by path. os.scandir reads the file
     types with the directory listing, which makes this several times faster than Path.rglob on 100k files."""
+    return _remembered(("files", str(path), recursive), lambda: _walk(path, recursive))
+
+
+def _walk(path: Path, recursive: bool) -> tuple[tuple[str, os.stat_result], ...]:
     found, folders = [], [""]  # relative paths: cut from the listing, since os.path.relpath costs a lot per file
     while folders:
         folder = folders.pop()
@@ -220,17 +254,21 @@ def files_under(path: Path, recursive: bool = True) -> list[tuple[str, os.stat_r
                         folders.append(relative)
                 elif entry.is_file():
                     found.append((relative, entry.stat()))
-    return sorted(found, key=lambda item: item[0])
+    return tuple(sorted(found, key=lambda item: item[0]))
 
 
 def data_version(name: str, root: str | Path | None = None) -> str:
     """What changes when a dataset's files change (paths, sizes, modification times); '' for the concept bank.
     Part of every cache key, so an edited folder is read again instead of served stale. A torchvision dataset is
     versioned by its own folder under the root (torchvision_sets.TorchvisionSet.folder)."""
-    from ldifs_core.datasets import torchvision_sets
-
     if name in DOMAINS:
         return ""
+    return _remembered(("version", name, str(root)), lambda: _version(name, root))
+
+
+def _version(name: str, root: str | Path | None) -> str:
+    from ldifs_core.datasets import torchvision_sets
+
     recursive = True
     if name in torchvision_sets.TORCHVISION_SETS:
         folder = torchvision_sets.TORCHVISION_SETS[name].folder
