@@ -103,7 +103,7 @@ def main() -> None:
         checked = ["fashion_mnist", DATASET, "animals"]
         ce = add_finished_run(store, records="matching", objective="ce", eval_datasets=checked)
         ldifs = add_finished_run(store, records="matching", objective="ldifs", lam=10.0, eval_datasets=checked)
-        without_records = add_finished_run(store, objective="ce", seed=1, eval_datasets=checked)
+        without_records = add_finished_run(store, records="none", objective="ce", seed=1, eval_datasets=checked)
         arrays = store.arrays(ce)
         images, thumbs = len(arrays[f"eval_labels/{DATASET}"]), len(arrays[f"thumb_ids/{DATASET}"])
         started = time.perf_counter()
