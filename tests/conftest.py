@@ -31,3 +31,19 @@ def decoded_image_cache(tmp_path_factory):
     import os
 
     os.environ["LDIFS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A run's private copy of the embedded model (the loaded one is read-only)."""
+    from ldifs_core.models import load_model
+
+    return load_model().private_copy()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """200 mnist training images: enough for a few real training steps."""
+    from ldifs_core.datasets import load_split
+
+    return load_split("mnist", "train").subset(200, seed=0)

@@ -11,7 +11,6 @@ from ldifs_core.datasets import load_split
 from ldifs_core.errors import BadConfig
 from ldifs_core.ldifs import tap_modules
 from ldifs_core.lora import add_adapters, adapted_weights, merge_adapters
-from ldifs_core.models import load_model
 from ldifs_core.objectives import OBJECTIVE_TYPES, Batch, TrainingSetup
 from ldifs_core.runner import weights_to_save
 from ldifs_core.train import finetune
@@ -20,14 +19,6 @@ CPU = torch.device("cpu")
 TINY = dict(steps=3, batch_size=16, train_limit=200)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model().private_copy()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_split("mnist", "train").subset(200, seed=0)
 
 
 def built(objective: str, model, data, **settings):

@@ -10,7 +10,6 @@ from ldifs_core.config import RunConfig
 from ldifs_core.datasets import load_split
 from ldifs_core.config import OBJECTIVES
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError
-from ldifs_core.models import load_model
 from ldifs_core.objectives import L2SP, OBJECTIVE_TYPES, Batch, TrainingSetup
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
@@ -21,15 +20,6 @@ TINY = dict(steps=4, batch_size=16, eval_limit=120, probe_limit=12, umap_points=
             eval_datasets=["animals"])
 
 
-@pytest.fixture(scope="module")
-def model():
-    """A run's private copy of the embedded model (the loaded one is read-only)."""
-    return load_model().private_copy()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_split("mnist", "train").subset(200, seed=0)
 
 
 def visual_state(result):
