@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.budget_rows import budget_row  # noqa: E402
+
 MAIN = str(ROOT / "app" / "main.py")
 FIRST_LOAD_BUDGET_S = 5.0
 SESSIONS = 20
@@ -216,11 +218,7 @@ def switching_times(store: Path, run_ids: list[str]) -> dict[str, float]:
 
 
 def row(name: str, seconds: float, budget_s: float | None) -> str:
-    value = f"{seconds * 1000:8.0f} ms" if seconds < 1 else f"{seconds:8.2f} s "
-    if budget_s is None:
-        return f"  {name:<46}{value}   (no budget)"
-    limit = f"{budget_s * 1000:.0f} ms" if budget_s < 1 else f"{budget_s:.0f} s"
-    return f"  {name:<46}{value}   budget {limit:>6}   ratio {seconds / budget_s:4.2f}"
+    return budget_row(name, seconds, budget_s)
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.budget_rows import budget_row  # noqa: E402
+
 MAIN = str(ROOT / "app" / "main.py")
 GALLERY_BUDGET_S = 0.5
 REPORT_BUDGET_S = 3.0
@@ -84,12 +86,7 @@ def gallery_times(store_root: Path, run_id: str, without_records: str) -> dict[s
 
 
 def row(name: str, value: float, budget: float, unit: str = "s") -> str:
-    if unit == "MB":
-        shown, limit = f"{value / 1e6:8.2f} MB", f"{budget / 1e6:.0f} MB"
-    else:
-        shown = f"{value * 1000:8.0f} ms" if value < 1 else f"{value:8.2f} s "
-        limit = f"{budget * 1000:.0f} ms" if budget < 1 else f"{budget:.0f} s"
-    return f"  {name:<58}{shown}   budget {limit:>6}   ratio {value / budget:4.2f}"
+    return budget_row(name, value, budget, unit, width=58)
 
 
 def main() -> None:
