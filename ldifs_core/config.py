@@ -18,7 +18,7 @@ MAX_SEED = 2**32 - 1
 ANCHORS = ("original", "previous")
 
 # Default regulariser weight per objective (see README "Choosing the defaults").
-DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 0.1, "zscl": 1.0}
+DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 0.3, "zscl": 1.0}
 
 # One line per objective: the README's objectives table and the app's Learn page say the same.
 OBJECTIVE_SUMMARY = {
@@ -37,6 +37,14 @@ OBJECTIVE_SUMMARY = {
 # LDIFS taps: a count (the stem + that many evenly spaced blocks/stages) or named groups joined by "+".
 LDIFS_TAP_GROUPS = ("stem", "blocks", "last", "embedding")
 ZSCL_BANK = "bank"  # zscl_reference: the other concept-bank domains (train split); else one domain or a folder
+
+# The settings only one objective reads: another objective's run is the same run whatever their values (reuse.py).
+OBJECTIVE_OPTIONS = {
+    "ls": ("ls_factor",),
+    "lora": ("lora_rank", "lora_alpha", "lora_dropout"),
+    "lipsum": ("lipsum_texts", "lipsum_length"),
+    "zscl": ("zscl_reference",),
+}
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 SCHEMA_VERSION = 2  # of metrics.json; see the README's "The metrics JSON"
@@ -86,7 +94,7 @@ class RunConfig:
     # -- the comparison bench: options of ls, lora, lipsum and zscl (each read only by its objective) --
     ls_factor: float = 0.1  # label smoothing ε of `ls`
     lora_rank: int = 8
-    lora_alpha: float = 16.0  # adapters are scaled by lora_alpha / lora_rank
+    lora_alpha: float = 64.0  # adapters are scaled by lora_alpha / lora_rank
     lora_dropout: float = 0.0  # rank dropout: each of the r components is dropped with this probability per step
     lipsum_texts: int = 80  # M random token sequences per step
     lipsum_length: int = 8  # tokens per random sequence
@@ -207,7 +215,7 @@ def bench_problems(cfg: RunConfig) -> list[str]:
     if not 1 <= cfg.lora_rank <= 1024:
         problems.append("lora_rank must be between 1 and 1024 (try 8)")
     if not (math.isfinite(cfg.lora_alpha) and cfg.lora_alpha > 0):
-        problems.append("lora_alpha must be a finite number > 0 (try 16)")
+        problems.append("lora_alpha must be a finite number > 0 (try 64)")
     if not 0 <= cfg.lora_dropout < 1:
         problems.append("lora_dropout must be in [0, 1)")
     if not 1 <= cfg.lipsum_texts <= 4096:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldifs_core.config import CODE_VERSION, RunConfig
+from ldifs_core.config import CODE_VERSION, OBJECTIVE_OPTIONS, RunConfig
 from ldifs_core.availability import is_torchvision
 from ldifs_core.datasets import BANK_NAMES, available_bank
 from ldifs_core.errors import LabError
@@ -22,13 +22,17 @@ ACTIVE = ("queued", "running")
 
 
 def run_identity(cfg: RunConfig) -> dict:
-    """The settings that decide a run's numbers, resolved: an explicit default λ is the default, and no list of
-    datasets to check is the concept-bank domains it stands for."""
+    """The settings that decide a run's numbers, resolved: an explicit default λ is the default, no list of
+    datasets to check is the concept-bank domains it stands for, and another objective's options are left out."""
     # vars, not asdict: every setting is a plain value except the one list, replaced here (asdict's deep copy was
     # most of the time of finding the demo's runs among a few hundred)
     identity = {**vars(cfg), "lam": cfg.effective_lam, "eval_datasets": cfg.forgetting_datasets(available_bank())}
     for key in COSMETIC:
         identity.pop(key)
+    for objective, options in OBJECTIVE_OPTIONS.items():
+        if objective != cfg.objective:
+            for key in options:
+                identity.pop(key)
     return identity
 
 

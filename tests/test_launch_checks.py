@@ -123,8 +123,16 @@ def store(tmp_path) -> RunStore:
     return RunStore(tmp_path / "runs")
 
 
+def test_an_option_only_another_objective_reads_does_not_make_another_run():
+    """Changing LoRA's default scale must not orphan every stored CE or LDIFS run (a sequence resumes from them)."""
+    assert reuse.run_identity(RunConfig(objective="ldifs", lora_alpha=16.0, lipsum_texts=5, ls_factor=0.2)) == \
+        reuse.run_identity(RunConfig(objective="ldifs", lora_alpha=64.0))
+    assert reuse.run_identity(RunConfig(objective="lora", lora_alpha=16.0)) != reuse.run_identity(
+        RunConfig(objective="lora", lora_alpha=64.0))
+
+
 def test_an_explicit_default_lambda_and_a_label_do_not_make_another_run():
-    assert reuse.run_identity(RunConfig(objective="lipsum", lam=0.1, label="mine")) == reuse.run_identity(
+    assert reuse.run_identity(RunConfig(objective="lipsum", lam=0.3, label="mine")) == reuse.run_identity(
         RunConfig(objective="lipsum"))
     assert reuse.run_identity(RunConfig(objective="lipsum", lam=1.0)) != reuse.run_identity(
         RunConfig(objective="lipsum"))
