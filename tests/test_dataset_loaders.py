@@ -162,6 +162,23 @@ def test_folder_honours_explicit_train_and_test_subfolders(tmp_path: Path):
     assert test.labels.tolist() == [1, 1, 2]
 
 
+def test_folder_index_lists_classes_by_name_and_files_by_path_so_a_seed_keeps_its_images(tmp_path: Path):
+    """The order of a folder's files decides which images a seeded subset picks: it must never change."""
+    for relative in ("a b/2.png", "a b/10.PNG", "a/x/1.jpg", "a/0.jpeg", ".hidden/3.png", "c/notes.txt", "loose.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    files = {split: folder.index(tmp_path, split).source for split in ("train", "test")}
+    everything = sorted(files["train"].paths + files["test"].paths)
+    assert everything == sorted(str(tmp_path / f) for f in ("a/0.jpeg", "a/x/1.jpg", "a b/10.PNG", "a b/2.png"))
+    index = folder.index(tmp_path, "train")
+    assert index.class_names == ["a", "a b"]  # sorted by folder name; hidden folders and loose files left out
+    # per class, files in path order, then the seeded split picks from that list
+    order = [str(tmp_path / f) for f in ("a/0.jpeg", "a/x/1.jpg", "a b/10.PNG", "a b/2.png")]
+    chosen = stratified_split([0, 0, 1, 1])
+    assert list(files["train"].paths) == [order[i] for i in chosen["train"]]
+    assert list(files["test"].paths) == [order[i] for i in chosen["test"]]
+
+
 def test_folder_is_reachable_through_the_registry(image_folder: Path):
     via_registry = load_split(str(image_folder), "train", image_size=S)
     direct = load_split(str(image_folder), "train", image_size=S)

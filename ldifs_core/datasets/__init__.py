@@ -181,7 +181,8 @@ def load_subset(name: str, split: str, selection: Selection = Selection(), *, im
 
     from ldifs_core.datasets import decoding
 
-    index = split_index(name, split, root=root, download=download)
+    with listing_snapshot():  # its index and its version read one listing
+        index = split_index(name, split, root=root, download=download)
     chosen, how = selection.choose(index.labels, len(index.class_names))
     positions = (torch.arange(len(index)) if chosen is None else chosen).numpy()
     desc = f"{index.title} ({split})"
@@ -227,7 +228,8 @@ def listing_snapshot() -> Iterator[None]:
         _snapshot.memo = None
 
 
-def _remembered(key: tuple, compute: Callable[[], object]):
+def remembered(key: tuple, compute: Callable[[], object]):
+    """compute(), once per key within a listing_snapshot block (every time outside one)."""
     memo = getattr(_snapshot, "memo", None)
     if memo is None:
         return compute()
@@ -239,16 +241,17 @@ def _remembered(key: tuple, compute: Callable[[], object]):
 def files_under(path: Path, recursive: bool = True) -> tuple[tuple[str, os.stat_result], ...]:
     """(path relative to `path`, stat) of every file under `path`, sorted by path. os.scandir reads the file
     types with the directory listing, which makes this several times faster than Path.rglob on 100k files."""
-    return _remembered(("files", str(path), recursive), lambda: _walk(path, recursive))
+    return remembered(("files", str(path), recursive), lambda: _walk(path, recursive))
 
 
 def _walk(path: Path, recursive: bool) -> tuple[tuple[str, os.stat_result], ...]:
-    found, folders = [], [""]  # relative paths: cut from the listing, since os.path.relpath costs a lot per file
+    # relative paths, built by hand: os.path.relpath, and even os.path.join, cost a lot per file
+    found, folders = [], [""]
     while folders:
         folder = folders.pop()
         with os.scandir(path / folder) as entries:
             for entry in entries:
-                relative = os.path.join(folder, entry.name)
+                relative = f"{folder}{os.sep}{entry.name}" if folder else entry.name
                 if entry.is_dir():
                     if recursive:
                         folders.append(relative)
@@ -263,7 +266,7 @@ def data_version(name: str, root: str | Path | None = None) -> str:
     versioned by its own folder under the root (torchvision_sets.TorchvisionSet.folder)."""
     if name in DOMAINS:
         return ""
-    return _remembered(("version", name, str(root)), lambda: _version(name, root))
+    return remembered(("version", name, str(root)), lambda: _version(name, root))
 
 
 def _version(name: str, root: str | Path | None) -> str:
@@ -278,10 +281,8 @@ def _version(name: str, root: str | Path | None) -> str:
         path = Path(name).expanduser()
     if not path.is_dir():
         return ""
-    digest = hashlib.sha1()
-    for relative, stat in files_under(path, recursive):
-        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    listing = "".join(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n" for relative, stat in files_under(path, recursive))
+    return hashlib.sha1(listing.encode()).hexdigest()
 
 
 def check_known(name: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from torchvision import datasets as tv
 
-from ldifs_core.datasets import SplitIndex, data_version
+from ldifs_core.datasets import SplitIndex, data_version, remembered
 from ldifs_core.datasets.domains import DIGITS
 from ldifs_core.datasets.folder import readable_class_name, stratified_split
 from ldifs_core.errors import DatasetUnavailable
@@ -197,7 +197,9 @@ def index(name: str, split: str, *, root: str | Path | None = None, download: bo
 
     spec = TORCHVISION_SETS[name]
     root = Path(root).expanduser() if root else default_root()
-    dataset = _open(spec, root, split, download)
+    # a set without splits of its own is opened (its file list read) once for both of ours
+    dataset = remembered(("torchvision", name, str(root), "all" if spec.seeded_split else split, download),
+                         lambda: _open(spec, root, split, download))
     all_labels = _labels_of(dataset)
     positions = stratified_split(all_labels)[split] if spec.seeded_split else range(len(all_labels))
     labels = torch.tensor([all_labels[p] - spec.first_label for p in positions], dtype=torch.int64)
