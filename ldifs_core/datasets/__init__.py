@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,9 @@ if TYPE_CHECKING:  # torch is imported where images are touched: listing dataset
     from ldifs_core.datasets.decoding import ImageSource, Progress
 
 BANK_NAMES = tuple(DOMAINS)
+# The fixed split of data that comes without one (folders, some torchvision sets): 20 % of each class to test.
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,22 @@ def split_by_class(labels: Sequence[int], test_fraction: float,
         split["test"] += positions[order[:n_test]].tolist()
         split["train"] += positions[order[n_test:]].tolist()
     return {name: sorted(positions) for name, positions in split.items()}
+
+
+def stratified_split(labels: Sequence[int], seed: int = SPLIT_SEED,
+                     test_fraction: float = TEST_FRACTION) -> dict[str, list[int]]:
+    """The fixed split of a folder (or torchvision set) without one. Each class is shuffled with its own seed
+    (seed, label), so adding images to one class leaves the other classes' splits as they were."""
+    return split_by_class(labels, test_fraction, lambda label: np.random.default_rng([seed, label]))
+
+
+def readable_class_name(raw: str) -> str:
+    """'AnnualCrop' -> 'annual crop', 'red_circle' -> 'red circle'; acronyms and model numbers ('SUV', 'A300B4') stay.
+
+    Prompts read like sentences, so identifiers are split into words and plain capitalised words are lowercased.
+    """
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", raw.replace("_", " ")).split()
+    return " ".join(word.lower() if re.fullmatch(r"[A-Z][a-z]+", word) else word for word in words)
 
 
 @lru_cache(maxsize=None)
@@ -281,7 +301,8 @@ def _version(name: str, root: str | Path | None) -> str:
         path = Path(name).expanduser()
     if not path.is_dir():
         return ""
-    listing = "".join(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n" for relative, stat in files_under(path, recursive))
+    listing = "".join(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                      for relative, stat in files_under(path, recursive))
     return hashlib.sha1(listing.encode()).hexdigest()
 
 

@@ -6,8 +6,6 @@ folder of PNGs and a torchvision dataset look exactly alike to training and eval
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +14,18 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
-from ldifs_core.datasets import SplitIndex, data_version, files_under, remembered, split_by_class
+from ldifs_core.datasets import (SplitIndex, data_version, files_under, readable_class_name, remembered,
+                                 stratified_split)
 from ldifs_core.datasets.decoding import FileSource
 from ldifs_core.errors import DatasetUnavailable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a close-up photo of a {}.")
-SPLIT_SEED = 0
-TEST_FRACTION = 0.2
 LAYOUT = ("Expected an ImageFolder layout: <folder>/<class name>/<image>.jpg (one sub-folder per class), "
           "or <folder>/train/<class name>/... and <folder>/test/<class name>/...")
 
 # What a damaged or unsupported image file raises while PIL opens and decodes it.
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-def readable_class_name(raw: str) -> str:
-    """'AnnualCrop' -> 'annual crop', 'red_circle' -> 'red circle'; acronyms and model numbers ('SUV', 'A300B4') stay.
-
-    Prompts read like sentences, so identifiers are split into words and plain capitalised words are lowercased.
-    """
-    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", raw.replace("_", " ")).split()
-    return " ".join(word.lower() if re.fullmatch(r"[A-Z][a-z]+", word) else word for word in words)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -60,13 +48,6 @@ def pil_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
     resized in RGB rather than by nearest palette index."""
     img = TF.resize(_to_rgb(img), image_size, interpolation=InterpolationMode.BICUBIC, antialias=True)
     return TF.pil_to_tensor(TF.center_crop(img, image_size))
-
-
-def stratified_split(labels: Sequence[int], seed: int = SPLIT_SEED,
-                     test_fraction: float = TEST_FRACTION) -> dict[str, list[int]]:
-    """The fixed split of a folder (or torchvision set) without one. Each class is shuffled with its own seed
-    (seed, label), so adding images to one class leaves the other classes' splits as they were."""
-    return split_by_class(labels, test_fraction, lambda label: np.random.default_rng([seed, label]))
 
 
 def _classes(path: Path, layout: str) -> dict[str, dict[str, list[str]]]:

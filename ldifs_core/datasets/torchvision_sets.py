@@ -12,31 +12,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchvision import datasets as tv
-
-from ldifs_core.datasets import SplitIndex, data_version, remembered
+from ldifs_core.datasets import SplitIndex, data_version, readable_class_name, remembered, stratified_split
 from ldifs_core.datasets.domains import DIGITS
-from ldifs_core.datasets.folder import readable_class_name, stratified_split
 from ldifs_core.errors import DatasetUnavailable
 
 Opener = Callable[[str, str, bool], Any]  # (root, 'train' | 'test', download) -> torchvision dataset
 
 
-def _by_train_flag(cls: type, **kwargs: Any) -> Opener:
+def _dataset_class(name: str) -> type:
+    """torchvision.datasets.<name>, imported when a dataset is opened: the registry itself is read by every page
+    that lists datasets, and importing torchvision (and torch) takes seconds."""
+    from torchvision import datasets
+
+    return getattr(datasets, name)
+
+
+def _by_train_flag(cls: str, **kwargs: Any) -> Opener:
     """Datasets whose split is chosen by train=True/False (CIFAR, the MNIST family)."""
-    return lambda root, split, download: cls(root, train=split == "train", download=download, **kwargs)
+    return lambda root, split, download: _dataset_class(cls)(root, train=split == "train", download=download,
+                                                             **kwargs)
 
 
-def _by_split_name(cls: type, train: str = "train", **kwargs: Any) -> Opener:
+def _by_split_name(cls: str, train: str = "train", **kwargs: Any) -> Opener:
     """Datasets whose split is chosen by split=...; `train` is the split we train on ('trainval' where the
     dataset keeps a validation split apart, as the paper's fine-tuning recipes do not)."""
-    return lambda root, split, download: cls(root, split=train if split == "train" else "test", download=download,
-                                             **kwargs)
+    return lambda root, split, download: _dataset_class(cls)(root, split=train if split == "train" else "test",
+                                                             download=download, **kwargs)
 
 
-def _single_split(cls: type) -> Opener:
+def _single_split(cls: str) -> Opener:
     """Datasets that ship without a split; `TorchvisionSet.seeded_split` then makes one."""
-    return lambda root, split, download: cls(root, download=download)
+    return lambda root, split, download: _dataset_class(cls)(root, download=download)
 
 
 @dataclass(frozen=True)
@@ -93,43 +99,43 @@ PHOTO = ("a photo of a {}.", "a blurry photo of a {}.", "a low contrast photo of
          "a photo of the {}.")
 
 TORCHVISION_SETS: dict[str, TorchvisionSet] = {
-    "cifar10": TorchvisionSet("CIFAR-10", _by_train_flag(tv.CIFAR10), PHOTO, folder="cifar-10-batches-py"),
-    "cifar100": TorchvisionSet("CIFAR-100", _by_train_flag(tv.CIFAR100), PHOTO, folder="cifar-100-python"),
-    "svhn": TorchvisionSet("SVHN", _by_split_name(tv.SVHN),
+    "cifar10": TorchvisionSet("CIFAR-10", _by_train_flag("CIFAR10"), PHOTO, folder="cifar-10-batches-py"),
+    "cifar100": TorchvisionSet("CIFAR-100", _by_train_flag("CIFAR100"), PHOTO, folder="cifar-100-python"),
+    "svhn": TorchvisionSet("SVHN", _by_split_name("SVHN"),
                            ('a photo of the number: "{}".', 'a photo of the house number "{}".',
                             "a street photo of the digit {}."), class_names=DIGITS),
-    "eurosat": TorchvisionSet("EuroSAT", _single_split(tv.EuroSAT),
+    "eurosat": TorchvisionSet("EuroSAT", _single_split("EuroSAT"),
                               ("a centered satellite photo of {}.", "a centered satellite photo of a {}.",
                                "a centered satellite photo of the {}."),
                               rename=EUROSAT_CLASSES, seeded_split=True, folder="eurosat"),
-    "gtsrb": TorchvisionSet("GTSRB", _by_split_name(tv.GTSRB),
+    "gtsrb": TorchvisionSet("GTSRB", _by_split_name("GTSRB"),
                             ('a zoomed in photo of a "{}" traffic sign.', 'a centered photo of a "{}" traffic sign.',
                              'a close up photo of a "{}" traffic sign.'), class_names=GTSRB_CLASSES, folder="gtsrb"),
-    "dtd": TorchvisionSet("DTD", _by_split_name(tv.DTD),
+    "dtd": TorchvisionSet("DTD", _by_split_name("DTD"),
                           ("a photo of a {} texture.", "a photo of a {} pattern.", "a photo of a {} thing.",
                            "a photo of a {} object.", "a photo of the {} texture."), folder="dtd"),
-    "stanford_cars": TorchvisionSet("Stanford Cars", _by_split_name(tv.StanfordCars),
+    "stanford_cars": TorchvisionSet("Stanford Cars", _by_split_name("StanfordCars"),
                                     ("a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!",
                                      "a photo of my new {}."), folder="stanford_cars"),
-    "stl10": TorchvisionSet("STL-10", _by_split_name(tv.STL10),
+    "stl10": TorchvisionSet("STL-10", _by_split_name("STL10"),
                             ("a photo of a {}.", "a photo of the {}.", "a blurry photo of a {}."),
                             folder="stl10_binary"),
-    "flowers102": TorchvisionSet("Flowers-102", _by_split_name(tv.Flowers102),
+    "flowers102": TorchvisionSet("Flowers-102", _by_split_name("Flowers102"),
                                  ("a photo of a {}, a type of flower.", "a close-up photo of a {}, a type of flower.",
                                   "a photo of the {}, a flower."), folder="flowers-102"),
-    "oxford_pets": TorchvisionSet("Oxford-IIIT Pets", _by_split_name(tv.OxfordIIITPet, train="trainval"),
+    "oxford_pets": TorchvisionSet("Oxford-IIIT Pets", _by_split_name("OxfordIIITPet", train="trainval"),
                                   ("a photo of a {}, a type of pet.", "a photo of the {}, a type of pet.",
                                    "a close-up photo of a {}, a type of pet."), folder="oxford-iiit-pet"),
-    "food101": TorchvisionSet("Food-101", _by_split_name(tv.Food101),
+    "food101": TorchvisionSet("Food-101", _by_split_name("Food101"),
                               ("a photo of {}, a type of food.", "a close-up photo of {}, a type of food.",
                                "a photo of a plate of {}."), folder="food-101"),
-    "fgvc_aircraft": TorchvisionSet("FGVC Aircraft", _by_split_name(tv.FGVCAircraft, train="trainval"),
+    "fgvc_aircraft": TorchvisionSet("FGVC Aircraft", _by_split_name("FGVCAircraft", train="trainval"),
                                     ("a photo of a {}, a type of aircraft.", "a photo of the {}, a type of aircraft.",
                                      "a photo of a {} airplane."), folder="fgvc-aircraft-2013b"),
-    "kmnist": TorchvisionSet("KMNIST", _by_train_flag(tv.KMNIST),
+    "kmnist": TorchvisionSet("KMNIST", _by_train_flag("KMNIST"),
                              ('a handwritten hiragana character "{}".', 'the Japanese character "{}", written by hand.',
                               'a white hiragana "{}" on a black background.'), folder="KMNIST"),
-    "emnist_letters": TorchvisionSet("EMNIST letters", _by_train_flag(tv.EMNIST, split="letters"),
+    "emnist_letters": TorchvisionSet("EMNIST letters", _by_train_flag("EMNIST", split="letters"),
                                      ("a handwritten letter {}.", 'the letter "{}", written by hand.',
                                       "a white letter {} on a black background."),
                                      first_label=1, transposed=True, folder="EMNIST"),
