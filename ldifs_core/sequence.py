@@ -22,6 +22,7 @@ import numpy as np
 from ldifs_core.config import ANCHORS, RunConfig, TrainEvent
 from ldifs_core.datasets import available_bank, check_known
 from ldifs_core.errors import BadConfig, LabError
+from ldifs_core.reuse import run_identity
 from ldifs_core.store import RunStore
 
 PROBES = ("zs", "lp")
@@ -267,15 +268,20 @@ def sequence_state(store: RunStore, sequence_id: str) -> SequenceState:
 
 
 def find_sequence(store: RunStore, seq: SequenceConfig) -> str | None:
-    """The newest recorded sequence with exactly these settings (to resume or reuse it), or None."""
-    wanted = seq.to_dict()
+    """The newest recorded sequence with these settings (to resume or reuse it), or None. Settings compare as two
+    runs' do (reuse.run_identity): an explicit default λ or another objective's option makes no new sequence."""
+    wanted = sequence_identity(seq)
     for sequence_id in store.sequence_ids():
         try:
-            if store.sequence(sequence_id).get("config") == wanted:
+            if sequence_identity(SequenceConfig.from_dict(store.sequence(sequence_id)["config"])) == wanted:
                 return sequence_id
-        except LabError:
+        except (LabError, KeyError, TypeError):  # unreadable, or not a sequence this version can read
             continue
     return None
+
+
+def sequence_identity(seq: SequenceConfig) -> tuple:
+    return tuple(seq.tasks), seq.anchor, run_identity(seq.base)
 
 
 def cancel_rest(store: RunStore, run_ids: list[str], message: str) -> None:

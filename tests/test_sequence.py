@@ -13,8 +13,8 @@ from ldifs_core.datasets import load_split
 from ldifs_core.errors import RunNotFound, RunUnreadable
 from ldifs_core.models import load_model
 from ldifs_core.runner import cached_model, execute
-from ldifs_core.sequence import (NOT_RUN, ForgettingMatrix, SequenceConfig, plan_sequence, run_sequence,
-                                 sequence_state)
+from ldifs_core.sequence import (NOT_RUN, ForgettingMatrix, SequenceConfig, find_sequence, plan_sequence,
+                                 run_sequence, sequence_state)
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
 
@@ -172,3 +172,14 @@ def test_a_damaged_sequence_record_is_unreadable_and_a_foreign_id_is_not_found(t
     for foreign in ("seq-20260101-000000-abcdef", "../index.sqlite"):
         with pytest.raises(RunNotFound):
             store.sequence(foreign)
+
+
+def test_a_recorded_sequence_is_found_again_after_a_default_it_does_not_read_changed(tmp_path):
+    """A table resumes from its finished sequences even when, say, LoRA's default scale changed meanwhile."""
+    store = RunStore(tmp_path)
+    recorded = SequenceConfig(("mnist", "fashion_mnist"), "previous", RunConfig(objective="ldifs", lora_alpha=16.0))
+    sequence_id = plan_sequence(recorded, store)
+    same = SequenceConfig(("mnist", "fashion_mnist"), "previous", RunConfig(objective="ldifs", lora_alpha=64.0, lam=10))
+    assert find_sequence(store, same) == sequence_id
+    other = SequenceConfig(("mnist", "fashion_mnist"), "original", RunConfig(objective="ldifs"))
+    assert find_sequence(store, other) is None
