@@ -18,7 +18,9 @@ ALL = "all"
 TABS = ("λ sweep", "WiSE-FT", "Compare two runs", "Download")
 RAY_FIELD = "Ray cluster"
 RUN_AGAIN = "Run again anyway"
-SWEEP_REUSED = "sweep-reused"  # session_state: which λ the last sweep took from finished runs (None: none)
+# session_state, kept because a run that starts makes the sidebar redraw the page, which would drop them:
+SWEEP_REUSED = "sweep-reused"  # which λ the last sweep took from finished runs (None: none)
+SWEEP_QUEUED = "sweep-queued"  # (message, icon, where to follow the runs) of the last sweep queued (None: none)
 
 
 FILTERS = ("model", "dataset", "objective")
@@ -119,17 +121,28 @@ def sweep_tab() -> None:
                                          "`ray://HOST:10001` a remote one. Default: $LDIFS_RAY_ADDRESS.").strip()
         again = st.checkbox(RUN_AGAIN, help="Train every λ, even those whose identical run already finished.")
         submitted = st.form_submit_button("Queue sweep", type="primary", icon=":material/playlist_add:")
+    sent_to_ray = []
     if submitted:
-        queue_sweep(folder or dataset, lams, steps, seed, ray_address, again, dataset_slot)
+        sent_to_ray = queue_sweep(folder or dataset, lams, steps, seed, ray_address, again, dataset_slot)
     if st.session_state.get(SWEEP_REUSED):
         st.info(st.session_state[SWEEP_REUSED], icon=":material/recycling:")
+    if st.session_state.get(SWEEP_QUEUED):
+        message, icon, follow = st.session_state[SWEEP_QUEUED]
+        st.success(message, icon=icon)
+        if follow:
+            st.page_link("views/launch.py", label=follow, icon=":material/monitoring:")
+    if sent_to_ray:  # their cards on this draw only: from the next one they are under "Running and queued"
+        widgets.live_runs(sent_to_ray)
 
 
 def queue_sweep(dataset: str, lams: list[float], steps: int | None, seed: int | None, ray_address: str,
-                again: bool, dataset_slot: DeltaGenerator) -> None:
-    """Check, then queue the λ values that have no finished identical run (all of them with `again`)."""
-    if not launch_checks.passes(dataset_slot, launch_checks.check_dataset, dataset, None, False) or None in (steps, seed):
-        return
+                again: bool, dataset_slot: DeltaGenerator) -> list[str]:
+    """Check, then queue the λ values that have no finished identical run (all of them with `again`); returns the
+    ids of the runs sent to Ray."""
+    st.session_state[SWEEP_QUEUED] = None
+    dataset_ok = launch_checks.passes(dataset_slot, launch_checks.check_dataset, dataset, None, False)
+    if not dataset_ok or None in (steps, seed):
+        return []
     try:
         if not lams:
             raise BadConfig("Pick at least one λ value for the sweep.")
@@ -138,29 +151,29 @@ def queue_sweep(dataset: str, lams: list[float], steps: int | None, seed: int | 
         model_picker.check_loads(model_picker.ModelChoice())
     except LabError as err:
         widgets.show_error(err)
-        return
+        return []
     store = results.run_store()
     reused = {} if again else {cfg.lam: run_id for cfg in configs if (run_id := reuse.finished_run(store, cfg))}
     configs = [cfg for cfg in configs if cfg.lam not in reused]
-    # Kept in the session: the sidebar redraws the page when a queued run starts or ends, and this must stay.
     st.session_state[SWEEP_REUSED] = (
         f"Reused the finished runs of λ = {', '.join(f'{lam:g}' for lam in reused)} (same settings, this version of "
         f"the lab): {', '.join(reused.values())}. Tick “{RUN_AGAIN}” to train them again." if reused else None)
     if not configs:
-        return
+        return []
     if ray_address:
         run_ids = jobs.job_runner().submit_ray_sweep(configs, ray_address)
         for run_id in run_ids:
             widgets.remember_run(run_id)
-        st.success(f"Sent {len(configs)} runs to Ray ({ray_address}); they run side by side as the cluster has "
-                   f"room and land in this app's run store.", icon=":material/hub:")
-        widgets.live_runs(run_ids)
-        return
+        st.session_state[SWEEP_QUEUED] = (
+            f"Sent {len(configs)} run{'s' * (len(configs) > 1)} to Ray ({ray_address}); they run side by side as the "
+            f"cluster has room and land in this app's run store.", ":material/hub:", None)
+        return run_ids
     for cfg in configs:
         widgets.remember_run(jobs.job_runner().submit(cfg))
-    st.success(f"Queued {len(configs)} runs (λ = {', '.join(f'{cfg.lam:g}' for cfg in configs)}); they run one "
-               f"after another.", icon=":material/schedule:")
-    st.page_link("views/launch.py", label="Follow them on the Launch page", icon=":material/monitoring:")
+    st.session_state[SWEEP_QUEUED] = (
+        f"Queued {len(configs)} run{'s' * (len(configs) > 1)} (λ = {', '.join(f'{cfg.lam:g}' for cfg in configs)}); "
+        f"they run one after another.", ":material/schedule:", "Follow them on the Launch page")
+    return []
 
 
 def wise_ft_tab(finished: list[RunRecord]) -> None:

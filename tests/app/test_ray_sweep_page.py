@@ -84,6 +84,22 @@ def test_with_ldifs_ray_address_set_a_sweep_goes_to_ray_and_its_trials_show_thei
         wait_for_status(store, run_id, ("done",))
 
 
+@pytest.mark.parametrize("address, says", [("ray://head:10001", "Sent 2 runs to Ray"),
+                                            ("", "they run one after another")])
+def test_the_sweeps_confirmation_survives_the_redraw_a_starting_run_causes(app, store, ray, monkeypatch, address, says):
+    """A run that starts while the page draws makes the sidebar redraw the whole page; the confirmation must stay."""
+    monkeypatch.setenv(RAY_ADDRESS_ENV, address)
+    open_page(app, "runs")
+    queue_sweep(app)
+    app.run()  # the redraw
+    assert [success.value for success in app.success if says in success.value]
+    queue_sweep(app, lams=(3.0,))  # a new sweep replaces it
+    assert [success.value for success in app.success if "1 run" in success.value]
+    ray.release.set()
+    for record in store.list():
+        wait_for_status(store, record.run_id, ("done",))
+
+
 def test_a_ray_trial_is_cancelled_from_its_card(app, store, ray, monkeypatch):
     monkeypatch.setenv(RAY_ADDRESS_ENV, "auto")
     open_page(app, "runs")
