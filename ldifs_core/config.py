@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ldifs_core.errors import BadConfig
@@ -17,8 +17,11 @@ MAX_SEED = 2**32 - 1
 # from (the previous stage's); see sequence.py and the README's "Continual fine-tuning".
 ANCHORS = ("original", "previous")
 
-# Default regulariser weight per objective (see README "Choosing the defaults").
+# Default regulariser weight per objective (see README "Choosing the defaults"). The store records each run's λ
+# resolved, so changing a default never changes what a stored run says it was made with.
 DEFAULT_LAMBDA = {"ce": 0.0, "ldifs": 10.0, "l2sp": 1.0, "flyp": 0.0, "lp": 0.0, "lipsum": 0.3, "zscl": 1.0}
+# What λ = None ("the default") means in a run stored before the store resolved it: the defaults of that time.
+STORED_DEFAULT_LAMBDA = {**DEFAULT_LAMBDA, "lipsum": 0.1}
 
 # One line per objective: the README's objectives table and the app's Learn page say the same.
 OBJECTIVE_SUMMARY = {
@@ -108,6 +111,13 @@ class RunConfig:
     @property
     def effective_lam(self) -> float:
         return DEFAULT_LAMBDA.get(self.objective, 0.0) if self.lam is None else float(self.lam)
+
+    def with_lambda_resolved(self, defaults: dict[str, float] = DEFAULT_LAMBDA) -> "RunConfig":
+        """This config with a regulariser's λ explicit, None ('the default') read from `defaults`: how stores keep
+        a run's λ. Objectives without a regulariser keep None (their λ is always 0)."""
+        if self.lam is not None or self.objective not in REGULARISED:
+            return self
+        return replace(self, lam=defaults[self.objective])
 
     @property
     def regularised(self) -> bool:

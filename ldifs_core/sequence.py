@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ldifs_core.config import ANCHORS, RunConfig, TrainEvent
+from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig, TrainEvent
 from ldifs_core.datasets import available_bank, check_known
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.reuse import run_identity
@@ -86,7 +86,9 @@ class SequenceConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SequenceConfig":
-        return cls(tuple(data["tasks"]), data["anchor"], RunConfig.from_dict(data["base"]))
+        """A stored sequence's settings; λ None there is the default of the time it was stored (as for runs)."""
+        return cls(tuple(data["tasks"]), data["anchor"],
+                   RunConfig.from_dict(data["base"]).with_lambda_resolved(STORED_DEFAULT_LAMBDA))
 
 
 # -- the forgetting matrix --------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ class SequenceState:
 def plan_sequence(seq: SequenceConfig, store: RunStore) -> str:
     """Check the sequence, then record it with every stage as a queued run (each starting from the one before);
     returns the sequence id. Nothing is recorded when a check fails."""
-    seq.validate()
+    seq = replace(seq.validate(), base=seq.base.with_lambda_resolved())
     sequence_id = store.create_sequence({"version": RECORD_VERSION, "config": seq.to_dict(), "created_at": time.time(),
                                          "stages": [], "matrix": None})
     stages: list[str] = []

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ldifs_core.config import CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES, RunConfig
+from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES,
+                                STORED_DEFAULT_LAMBDA, RunConfig)
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.paths import default_store_dir
 
@@ -134,6 +135,7 @@ class RunStore:
     def create(self, config: RunConfig, status: str = "queued") -> str:
         _check_status(status)
         self._check_writable()
+        config = config.with_lambda_resolved()  # the λ it is made with, whatever the defaults become
         run_id, run_dir = self._claim_run_dir()
         try:
             _write_json(run_dir / "config.json", config.to_dict())
@@ -601,7 +603,7 @@ def _config_of(row: sqlite3.Row) -> tuple[RunConfig, str | None]:
     if config.objective not in OBJECTIVES:
         lam = config.lam if isinstance(config.lam, (int, float)) else 0.0  # keeps effective_lam defined
         return replace(config, lam=lam), f"its objective '{config.objective}' is unknown to this version"
-    return config, None
+    return config.with_lambda_resolved(STORED_DEFAULT_LAMBDA), None  # None: stored before λ was resolved
 
 
 def _config_from_columns(row: sqlite3.Row) -> RunConfig:

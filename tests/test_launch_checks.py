@@ -3,6 +3,8 @@ stored run already answers a config (ldifs_core.reuse)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -150,6 +152,29 @@ def test_a_finished_identical_run_is_found_and_other_settings_are_not(store):
                                                label="again")) == run_id
     assert reuse.finished_run(store, RunConfig(steps=21, eval_datasets=["fashion_mnist", "animals"])) is None
     assert reuse.finished_run(store, RunConfig(steps=20, lam=1.0, eval_datasets=["fashion_mnist", "animals"])) is None
+
+
+def test_a_run_made_at_an_old_default_lambda_is_not_reused_once_the_default_changed(store, monkeypatch):
+    """The store keeps the λ a run was made with, not 'the default': lipsum's default went 0.1 -> 0.3 and a 0.1 run
+    was once taken for a 0.3 one."""
+    from ldifs_core import config
+
+    add_finished_run(store, objective="lipsum")
+    monkeypatch.setitem(config.DEFAULT_LAMBDA, "lipsum", config.DEFAULT_LAMBDA["lipsum"] * 10)
+    assert reuse.finished_run(store, RunConfig(objective="lipsum", steps=20,
+                                               eval_datasets=["fashion_mnist", "animals"])) is None
+
+
+def test_a_run_stored_without_its_lambda_reads_as_the_default_of_its_time(store):
+    """Stores made before the λ was recorded hold None ('the default'): lipsum's was 0.1 then."""
+    run_id = add_finished_run(store, objective="lipsum")
+    for path in (store.root / run_id / "config.json",):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "lam": None}))
+    with closing(sqlite3.connect(store.root / "index.sqlite")) as db, db:
+        (text,) = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        db.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps({**json.loads(text), "lam": None}),
+                                                                    run_id))
+    assert store.get(run_id).config.lam == 0.1
 
 
 def test_a_failed_run_is_not_reused_but_a_queued_one_is_the_same_run(store):
