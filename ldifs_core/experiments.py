@@ -108,7 +108,8 @@ def run_sequences(store: RunStore, tasks: list[str], seeds: list[int], methods: 
                     continue
                 state = sequence_state(store, sequence_id)
             else:
-                state = run_sequence(store, sequence_id or plan_sequence(seq, store))
+                sequence_id = sequence_id or plan_sequence(seq, store)
+                state = run_sequence(store, sequence_id)
             if state.status != "done":
                 print(f"sequence {sequence_id} {state.status}: {state.message}", file=sys.stderr, flush=True)
                 continue

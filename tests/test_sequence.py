@@ -183,3 +183,12 @@ def test_a_recorded_sequence_is_found_again_after_a_default_it_does_not_read_cha
     assert find_sequence(store, same) == sequence_id
     other = SequenceConfig(("mnist", "fashion_mnist"), "original", RunConfig(objective="ldifs"))
     assert find_sequence(store, other) is None
+
+
+def test_the_continual_tables_rows_name_the_sequence_they_come_from_even_when_just_made(tmp_path):
+    from ldifs_core.experiments import run_sequences
+
+    store = RunStore(tmp_path)
+    settings = {key: value for key, value in TINY.items() if key != "umap_points"}
+    (row,) = run_sequences(store, ["mnist", "fashion_mnist"], [0], ["ce"], **settings)
+    assert row["sequence_id"] in store.sequence_ids()
