@@ -98,11 +98,11 @@ def lambda_sweep_section(points: pd.DataFrame) -> None:
                f"{ce} Queue a sweep in the λ sweep tab below; several seeds give the error bars.")
 
 
-def sweep_tab() -> None:
+def sweep_tab(records: list[RunRecord]) -> None:
     st.markdown("Queue one LDIFS run per λ on the same task and seed, then read the trade-off plot. λ values whose "
                 "run already finished with the same settings are reused, not trained again.")
     with st.form("sweep"):
-        datasets = known_datasets() + launch_checks.stored_folders()
+        datasets = known_datasets() + launch_checks.stored_folders(records)
         dataset_col, folder_col = st.columns(2)
         dataset = dataset_col.selectbox("Fine-tune on", datasets, index=datasets.index(RunConfig().dataset),
                                         format_func=launch_checks.dataset_label)
@@ -298,8 +298,8 @@ else:
     widgets.empty_state("No runs yet — start one on the Launch page.")
 # Only the open tab runs (each switch reruns the page), so opening this page costs one tab, not four.
 sweep, wise, compare, download = st.tabs(TABS, key="runs-tab", on_change="rerun")
-for tab, draw in ((sweep, sweep_tab), (wise, lambda: wise_ft_tab(finished)), (compare, lambda: compare_tab(finished)),
-                  (download, lambda: download_tab(finished))):
+for tab, draw in ((sweep, lambda: sweep_tab(records)), (wise, lambda: wise_ft_tab(finished)),
+                  (compare, lambda: compare_tab(finished)), (download, lambda: download_tab(finished))):
     if tab.open:
         with tab:
             draw()
