@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
+from contextlib import suppress
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +19,7 @@ from ldifs_core.datasets import ImageSet
 from ldifs_core.datasets.decoding import HEADS_FOLDER, cache_dir
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel
+from ldifs_core.paths import write_atomic
 from ldifs_core.stats import accuracy
 
 
@@ -102,16 +101,9 @@ def _stored_head(key: str, model: FoundationModel, class_names: list[str], templ
     except Exception:  # missing, truncated or foreign file: compute it again
         pass
     head = _text_head(model, class_names, templates)
-    temporary = None
-    try:
+    with suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as file:
-            temporary = file.name
-            torch.save(head, file)
-        os.replace(temporary, path)
-    except OSError:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
+        write_atomic(path, lambda temporary: torch.save(head, temporary))
     return head
 
 

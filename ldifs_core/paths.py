@@ -1,5 +1,7 @@
-"""Where the project's committed assets and the default run store live."""
+"""Where the project's committed assets and the default run store live, and the one way files are written there."""
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -10,3 +12,18 @@ BANK_DIR = ASSETS_DIR / "bank"
 def default_store_dir() -> Path:
     """The run store: $LDIFS_STORE if set, else ./runs beside the project."""
     return Path(os.environ.get("LDIFS_STORE", PROJECT_ROOT / "runs"))
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Readers see the old file or the whole new one. The temp name keeps the suffix (numpy appends .npz).
+    An OSError names the file being written, not its temp name."""
+    temp = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        temp.unlink(missing_ok=True)

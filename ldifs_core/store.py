@@ -21,7 +21,6 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ import numpy as np
 from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES,
                                 STORED_DEFAULT_LAMBDA, RunConfig)
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
-from ldifs_core.paths import default_store_dir
+from ldifs_core.paths import default_store_dir, write_atomic
 
 if TYPE_CHECKING:  # torch loads only when weights are written: the app's pages stay light
     import torch
@@ -183,7 +182,7 @@ class RunStore:
         written: list[Path] = []
 
         def save(name: str, write: Callable[[Path], object]) -> None:
-            _write_atomic(run_dir / name, write)
+            write_atomic(run_dir / name, write)
             written.append(run_dir / name)
 
         try:
@@ -726,7 +725,7 @@ def _jsonable(value: object) -> object:
 
 def _write_json(path: Path, value: object) -> None:
     text = _dumps(value)
-    _write_atomic(path, lambda temp: temp.write_text(text))
+    write_atomic(path, lambda temp: temp.write_text(text))
 
 
 def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
@@ -741,21 +740,6 @@ def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
         if code is None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Readers see the old file or the whole new one. The temp name keeps the suffix (numpy appends .npz).
-    An OSError names the file being written, not its temp name."""
-    temp = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except OSError as err:
-        if err.errno is None:
-            raise
-        raise OSError(err.errno, err.strerror, str(path)) from err
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _os_reason(err: OSError) -> str:

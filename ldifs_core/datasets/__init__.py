@@ -9,11 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from ldifs_core.datasets.domains import DOMAINS
 from ldifs_core.errors import DatasetUnavailable
-from ldifs_core.paths import BANK_DIR
+from ldifs_core.paths import BANK_DIR, write_atomic
 
 if TYPE_CHECKING:  # torch is imported where images are touched: listing datasets stays light for the app's pages
     import torch
@@ -154,19 +153,14 @@ def _bank_arrays(name: str) -> dict[str, np.ndarray]:
     except Exception:  # no copy yet, or a damaged one (the zip's CRC catches a flipped byte): unpack again
         pass
     arrays = _npz_arrays(path)
-    temporary = None
-    try:  # an uncompressed copy reads in a moment; unpacking the LZMA-packed file takes about 2 s for the bank
+    # An uncompressed copy reads in a moment; unpacking the LZMA-packed file takes about 2 s for the bank. An
+    # unwritable cache only costs the unpacking next time.
+    with suppress(OSError):
         unpacked.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=unpacked.parent, suffix=".tmp", delete=False) as file:
-            temporary = file.name
-            np.savez(file, **arrays)
-        os.replace(temporary, unpacked)
+        write_atomic(unpacked, lambda temporary: np.savez(temporary, **arrays))
         for stale in unpacked.parent.glob(f"{name}-*.npz"):  # copies of an earlier version of the file
             if stale != unpacked:
                 stale.unlink(missing_ok=True)
-    except OSError:  # an unwritable cache only costs the unpacking next time
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
     return arrays
 
 
