@@ -10,7 +10,8 @@ For anchor i of a batch of B images, with x̂ the frozen (θ₀) features and x 
 
 and the loss is the mean of L_i over the batch. Neighbours are pulled together and non-neighbours pushed apart
 in proportion to how alike θ₀ found them. It is not minimal at θ = θ₀: a sigmoid loss always asks for more
-margin, so it sharpens θ₀'s neighbourhoods rather than freezing the features (tests/test_fda.py shows it).
+margin, so at θ₀ it still pushes apart pairs θ₀ found alike but not neighbours (tests/test_fda.py shows it); it
+only sees cosines, so any rotation or rescaling of all tuned features is free, unlike for LDIFS.
 """
 from __future__ import annotations
 
