@@ -120,6 +120,17 @@ def test_bad_input_exits_2_with_one_line_before_any_run_is_recorded(store_dir, c
     assert not store_dir.exists() or RunStore(store_dir).list() == []
 
 
+@pytest.mark.parametrize("spelling", ["F/", "./F", "absolute"])
+def test_the_task_spelt_another_way_is_not_a_dataset_to_check_for_forgetting(store_dir, tmp_path, capsys,
+                                                                            monkeypatch, spelling):
+    (tmp_path / "F").mkdir()
+    monkeypatch.chdir(tmp_path)
+    task = str(tmp_path / "F") if spelling == "absolute" else spelling
+    assert run_cli("run", "--dataset", "F", "--eval-datasets", task) == 2
+    assert "no dataset is left to check for forgetting" in one_error_line(capsys)
+    assert not store_dir.exists() or RunStore(store_dir).list() == []
+
+
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_an_output_file_in_a_missing_folder_is_refused_before_training(store_dir, tmp_path, capsys, command):
     assert run_cli(command, "--json", str(tmp_path / "no-such-folder" / "m.json")) == 2
