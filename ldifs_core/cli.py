@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -497,14 +498,46 @@ def progress_text(progress: dict) -> str:
 def cmd_show(args) -> int:
     store = RunStore(args.store)
     record = store.get(args.run)
-    if record.status == "done":
-        print(json.dumps(store.metrics(args.run), indent=2))
+    metrics = store.metrics(args.run) if record.status == "done" else None
+    if args.json:
+        shown = {"run_id": record.run_id, "status": record.status, "message": record.message}
+        if record.status != "unreadable":
+            shown.update(config=record.config.to_dict(), progress=record.progress)
+        print(json.dumps(shown if metrics is None else metrics, indent=2))
         return 0
-    shown = {"run_id": record.run_id, "status": record.status, "message": record.message}
-    if record.status != "unreadable":
-        shown.update(config=record.config.to_dict(), progress=record.progress)
-    print(json.dumps(shown, indent=2))
+    print(f"Run {record.run_id}: {record.status}" + (f": {record.message.removeprefix('unreadable: ')}"
+                                                     if record.message else ""))
+    cfg = record.config
+    print(f"  {cfg.describe()}; model {cfg.model or 'embedded'}, lr {cfg.lr:g}, batch {cfg.batch_size}, "
+          f"init {cfg.init}" + (f"; {progress_text(record.progress)}" if record.status == "running" else ""))
+    if metrics is not None:
+        print(results_summary(metrics))
+    folder = store.root / record.run_id
+    files = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    print(f"Files: {folder}" + (f" ({', '.join(files)})" if files else " (none)"))
+    print(f"All numbers: python -m ldifs_core show {record.run_id} --json")
     return 0
+
+
+def results_summary(metrics: dict) -> str:
+    """The task's accuracy before and after, and the forgetting on each dataset checked, with n and intervals."""
+    down = metrics["downstream"]
+    lines = [f"Task {down['dataset']} (n = {down['n']}): {down['zero_shot_before']:.1f} % zero-shot before -> "
+             f"{down['accuracy_after']:.1f} % after fine-tuning ({down['change']:+.1f} points"
+             f"{interval(down.get('change_ci'))})",
+             "Forgetting: change of accuracy in points, 95 % interval (negative = forgotten)"]
+    rows = [(f["dataset"], str(f["n"]), f"{f['zs_delta']:+.1f}{interval(f.get('zs_delta_ci'))}",
+             f"{f['lp_delta']:+.1f}{interval(f.get('lp_delta_ci'))}") for f in metrics["forgetting"]]
+    rows.append(("mean", "", f"{metrics['mean_zs_delta']:+.1f}{interval(metrics.get('mean_zs_delta_ci'))}",
+                 f"{metrics['mean_lp_delta']:+.1f}{interval(metrics.get('mean_lp_delta_ci'))}"))
+    table = [("dataset", "n", "zero-shot", "linear probe"), *rows]
+    widths = [max(len(row[column]) for row in table) for column in range(4)]
+    lines += ["  " + "  ".join(cell.rjust(width) if column == 1 else cell.ljust(width)
+                               for column, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in table]
+    timings = metrics["timings"]
+    lines.append(f"Took {timings['total_s']:.0f} s" + (f" (training {timings['train_s']:.0f} s)"
+                                                       if "train_s" in timings else ""))
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:
@@ -642,8 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--dataset")
     listing.add_argument("--objective", choices=OBJECTIVES)
     listing.add_argument("--status", choices=LISTED_STATUSES)
-    show = sub.add_parser("show", help="one run's metrics (or status)")
+    show = sub.add_parser("show", help="one run's summary: status, settings, accuracy, forgetting, files")
     show.add_argument("run")
+    show.add_argument("--json", action="store_true", help="print the run's whole metrics.json (or status) instead")
     export = sub.add_parser("export", help="a run's metrics, or a sequence's forgetting matrix, as CSV or JSON")
     export.add_argument("run", help="a run id, or a sequence id (seq-…)")
     export.add_argument("--format", choices=("csv", "json"), default="json")
@@ -670,7 +704,12 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning  # one line, like the errors
         try:
             args = build_parser().parse_args(argv)
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+            sys.stdout.flush()  # here, where a closed pipe can still be caught
+            return code
+        except BrokenPipeError:  # `list | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            return 128 + signal.SIGPIPE  # what a shell reports for a writer its reader left
         except LabError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

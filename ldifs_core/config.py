@@ -125,8 +125,10 @@ class RunConfig:
 
     def forgetting_datasets(self, bank: list[str]) -> list[str]:
         """Datasets checked for forgetting: the chosen ones, else every concept-bank domain; never the task."""
+        from ldifs_core.datasets import same_dataset
+
         names = self.eval_datasets if self.eval_datasets is not None else bank
-        return [name for name in names if name != self.dataset]
+        return [name for name in names if not same_dataset(name, self.dataset)]
 
     def validate(self) -> "RunConfig":
         """Refuse settings that cannot work, before any work starts; the message says what to change."""

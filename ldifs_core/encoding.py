@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from contextlib import suppress
 
+import open_clip
 import torch
 import torch.nn.functional as F
 
@@ -90,20 +92,32 @@ def zero_shot_head(model: FoundationModel, class_names: list[str], templates: li
 
 
 def _stored_head(key: str, model: FoundationModel, class_names: list[str], templates: list[str]) -> torch.Tensor:
-    """From the disk cache when a readable head of the right shape is there, else computed and written (under a
-    temporary name, then renamed, so a killed process leaves no half file). A folder that cannot be written only
-    costs the recomputation next time."""
+    """From the disk cache when a sound head is there, else computed and written (under a temporary name, then
+    renamed, so a killed process leaves no half file). A damaged entry is replaced, with a warning; a folder that
+    cannot be written only costs the recomputation next time."""
     path = cache_dir() / HEADS_FOLDER / f"{key}.pt"
-    try:
-        head = torch.load(path, weights_only=True)
-        if isinstance(head, torch.Tensor) and head.shape[0] == len(class_names):
-            return head
-    except Exception:  # missing, truncated or foreign file: compute it again
-        pass
+    if path.exists():
+        try:
+            width = open_clip.get_model_config(model.name)["embed_dim"]  # timm towers have no output_dim
+            return _sound_head(torch.load(path, weights_only=True), (len(class_names), width))
+        except Exception as err:  # truncated, foreign, of another shape, or not finite: compute it again
+            warnings.warn(f"The cached zero-shot head {path} was damaged ({str(err).splitlines()[0][:120]}); "
+                          f"computing it again.", stacklevel=3)
     head = _text_head(model, class_names, templates)
     with suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda temporary: torch.save(head, temporary))
+    return head
+
+
+def _sound_head(head: object, shape: tuple[int, int]) -> torch.Tensor:
+    """`head` when it is what `_text_head` makes for this model and these classes; ValueError saying why not."""
+    if not isinstance(head, torch.Tensor) or head.dtype != torch.float32:
+        raise ValueError(f"not a float32 tensor: {type(head).__name__}")
+    if tuple(head.shape) != shape:
+        raise ValueError(f"of shape {tuple(head.shape)}, not {shape} (classes × embedding width)")
+    if not torch.isfinite(head).all():
+        raise ValueError("it holds values that are not finite")
     return head
 
 

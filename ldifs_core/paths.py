@@ -1,5 +1,6 @@
 """Where the project's committed assets and the default run store live, and the one way files are written there."""
 import os
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,15 @@ def default_store_dir() -> Path:
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Readers see the old file or the whole new one. The temp name keeps the suffix (numpy appends .npz).
-    An OSError names the file being written, not its temp name."""
+    The file gets the mode this process gives new files (its umask), whatever `write` did: safetensors makes its
+    files 0600, which other users of a shared store cannot read. An OSError names the file being written, not its
+    temp name."""
     temp = path.with_name(f".{uuid.uuid4().hex}.{path.name}")
     try:
+        temp.touch(exist_ok=False)
+        mode = stat.S_IMODE(temp.stat().st_mode)
         write(temp)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except OSError as err:
         if err.errno is None:

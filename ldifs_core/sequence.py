@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig, TrainEvent
-from ldifs_core.datasets import available_bank, check_known
+from ldifs_core.datasets import available_bank, check_known, same_dataset
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.reuse import run_identity
 from ldifs_core.store import RunStore
@@ -48,7 +48,7 @@ class SequenceConfig:
     def checked(self) -> list[str]:
         """Datasets measured after every stage that no stage trains on."""
         names = self.base.eval_datasets if self.base.eval_datasets is not None else available_bank()
-        return [name for name in names if name not in self.tasks]
+        return [name for name in names if not any(same_dataset(name, task) for task in self.tasks)]
 
     def datasets(self) -> list[str]:
         """The matrix's columns: the tasks in order, then the datasets never trained on."""
@@ -67,7 +67,7 @@ class SequenceConfig:
         if len(tasks) < 2:
             raise BadConfig(f"A sequence needs at least two tasks (got {len(tasks)}): list them in order, e.g. "
                             f"mnist,fashion_mnist,animals; for one task use `run`.")
-        twice = sorted({task for task in tasks if tasks.count(task) > 1})
+        twice = sorted({task for task in tasks if sum(same_dataset(task, other) for other in tasks) > 1})
         if twice:
             raise BadConfig(f"Task {', '.join(twice)} is listed twice: each task appears once in a sequence.")
         if self.anchor not in ANCHORS:

@@ -283,7 +283,7 @@ class RunStore:
             with np.load(path, allow_pickle=False) as npz:
                 return {name: npz[name] for name in npz.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise RunUnreadable(_unreadable_message(run_id, f"arrays.npz is corrupt ({err})")) from err
+            raise RunUnreadable(_unreadable_file(run_id, path, err)) from err
 
     def history(self, run_id: str) -> list[dict]:
         path = self._readable_run_dir(run_id) / "history.json"
@@ -292,7 +292,7 @@ class RunStore:
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as err:
-            raise RunUnreadable(_unreadable_message(run_id, f"history.json is corrupt ({err})")) from err
+            raise RunUnreadable(_unreadable_file(run_id, path, err)) from err
         if not isinstance(history, list):
             raise RunUnreadable(_unreadable_message(run_id, "history.json is corrupt (not a list)"))
         return history
@@ -306,10 +306,11 @@ class RunStore:
         from safetensors import SafetensorError, safe_open
 
         try:
+            path.open("rb").close()  # safetensors reports a file it may not read as missing
             with safe_open(str(path), framework="numpy") as weights:
                 weights.keys()
         except (OSError, SafetensorError) as err:
-            raise RunUnreadable(_unreadable_message(run_id, f"weights.safetensors is corrupt ({err})")) from err
+            raise RunUnreadable(_unreadable_file(run_id, path, err)) from err
         return path
 
     def finished_run(self, run_id: str) -> FinishedRun:
@@ -683,6 +684,14 @@ def _parse_results(path: Path) -> tuple[dict | None, str | None]:
 def _unreadable_message(run_id: str, problem: str | None) -> str:
     return (f"unreadable: {problem} (run {run_id}). Run it again to get its results; the other runs are not "
             f"affected.")
+
+
+def _unreadable_file(run_id: str, path: Path, err: Exception) -> str:
+    """Why a result file of a run could not be read: another user's file this one may not read is not corrupt."""
+    if isinstance(err, PermissionError):
+        return (f"unreadable: {path.name} cannot be read here (permission denied) (run {run_id}). Ask the store's "
+                f"owner to make it readable (chmod a+r {path}), or run it again in a store of your own.")
+    return _unreadable_message(run_id, f"{path.name} is corrupt ({err})")
 
 
 def _shorten(text: str, limit: int = 120) -> str:

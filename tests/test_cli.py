@@ -6,6 +6,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -20,6 +22,7 @@ from ldifs_core.config import RunConfig
 from ldifs_core.export import COLUMNS
 from ldifs_core.store import RunStore
 
+PROJECT = Path(__file__).resolve().parent.parent
 TINY = ["--steps", "3", "--batch-size", "16", "--eval-datasets", "animals", "--no-umap", "--train-limit", "200",
         "--eval-limit", "100", "--probe-limit", "10"]
 
@@ -49,7 +52,7 @@ def test_run_writes_the_documented_metrics_json_lists_shows_and_exports_it(store
 
     assert run_cli("list") == 0
     assert metrics["run_id"] in capsys.readouterr().out
-    assert run_cli("show", metrics["run_id"]) == 0
+    assert run_cli("show", metrics["run_id"], "--json") == 0
     assert json.loads(capsys.readouterr().out) == metrics
 
     assert run_cli("export", metrics["run_id"], "--format", "csv") == 0
@@ -117,6 +120,17 @@ def test_a_sweep_records_a_diverging_run_goes_on_and_reports_every_run(store_dir
 def test_bad_input_exits_2_with_one_line_before_any_run_is_recorded(store_dir, capsys, argv, words):
     assert run_cli(*argv) == 2
     assert words in one_error_line(capsys)
+    assert not store_dir.exists() or RunStore(store_dir).list() == []
+
+
+@pytest.mark.parametrize("spelling", ["F/", "./F", "absolute"])
+def test_the_task_spelt_another_way_is_not_a_dataset_to_check_for_forgetting(store_dir, tmp_path, capsys,
+                                                                            monkeypatch, spelling):
+    (tmp_path / "F").mkdir()
+    monkeypatch.chdir(tmp_path)
+    task = str(tmp_path / "F") if spelling == "absolute" else spelling
+    assert run_cli("run", "--dataset", "F", "--eval-datasets", task) == 2
+    assert "no dataset is left to check for forgetting" in one_error_line(capsys)
     assert not store_dir.exists() or RunStore(store_dir).list() == []
 
 
@@ -227,6 +241,8 @@ def test_list_show_and_export_say_which_run_is_unreadable_and_keep_the_others(st
     assert "unreadable: metrics.json is corrupt" in bad_line
 
     assert run_cli("show", bad) == 0
+    assert capsys.readouterr().out.startswith(f"Run {bad}: unreadable: metrics.json is corrupt")
+    assert run_cli("show", bad, "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["status"] == "unreadable" and shown["message"].startswith("unreadable: metrics.json is corrupt")
 
@@ -244,6 +260,57 @@ def test_list_says_when_no_run_matches_a_filter(store, capsys):
     assert capsys.readouterr().out.strip() == "No runs match --dataset svhn."
     assert run_cli("list", "--objective", "ldifs", "--status", "done") == 0
     assert capsys.readouterr().out.strip() == "No runs match --objective ldifs --status done."
+
+
+@pytest.mark.parametrize("argv", [["list"], ["show", "RUN"], ["show", "RUN", "--json"]])
+def test_list_and_show_into_a_pipe_closed_early_exit_quietly(store, argv):
+    """`list | head`: the reader stops reading; the lab stops writing, with no traceback."""
+    for _ in range(3):
+        run_id = finished_run(store)
+    command = [sys.executable, "-m", "ldifs_core", *(run_id if arg == "RUN" else arg for arg in argv)]
+    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before it writes a line: a reader that has read enough
+    err = process.stderr.read().decode()
+    assert (process.wait(timeout=120), err) == (141, "")  # 128 + SIGPIPE, as a shell reports a stopped writer
+
+
+def test_show_prints_a_readable_summary_and_the_full_metrics_with_json(store, capsys):
+    run_id = finished_run(store)
+    metrics = store.metrics(run_id)
+    assert run_cli("show", run_id) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 2000 and not out.lstrip().startswith("{")
+    lines = out.splitlines()
+    assert lines[0] == f"Run {run_id}: done"
+    assert RunConfig(objective="ce").describe() in lines[1]
+    down = metrics["downstream"]
+    (task,) = [line for line in lines if line.startswith("Task mnist")]
+    assert f"n = {down['n']}" in task and f"{down['zero_shot_before']:.1f} %" in task
+    assert f"{down['accuracy_after']:.1f} %" in task and f"{down['change']:+.1f}" in task
+    (animals,) = [line for line in lines if line.split()[:1] == ["animals"]]
+    forgetting = metrics["forgetting"][0]
+    assert animals.split()[1] == "40"
+    for probe in ("zs", "lp"):
+        low, high = forgetting[f"{probe}_delta_ci"]
+        assert f"{forgetting[f'{probe}_delta']:+.1f} [{low:+.1f}, {high:+.1f}]" in animals
+    assert any(line.split()[:1] == ["mean"] for line in lines)
+    assert f"{store.root / run_id}" in out and "weights.safetensors" in out
+    assert f"show {run_id} --json" in out
+
+    assert run_cli("show", run_id, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == metrics
+
+
+def test_show_of_a_run_without_results_says_its_status_and_why(store, capsys):
+    run_id = store.create(RunConfig(objective="ce", dataset="svhn"))
+    store.set_status(run_id, "failed", "the data folder is empty")
+    assert run_cli("show", run_id) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Run {run_id}: failed: the data folder is empty"
+    assert RunConfig(objective="ce", dataset="svhn").describe() in lines[1]
+    assert run_cli("show", run_id, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["status"], shown["message"]) == ("failed", "the data folder is empty")
 
 
 def test_export_writes_the_file_it_is_given(store, tmp_path, capsys):
@@ -347,7 +414,7 @@ def test_a_read_only_store_can_be_listed_shown_and_exported(read_only_store, tmp
 
     code, out, err = cli_as_reader("list", "--store", str(root))
     assert (code, err) == (0, "") and run_id in out and "done" in out
-    code, out, err = cli_as_reader("show", run_id, "--store", str(root))
+    code, out, err = cli_as_reader("show", run_id, "--json", "--store", str(root))
     assert (code, err) == (0, "") and json.loads(out)["run_id"] == run_id
     code, out, err = cli_as_reader("export", run_id, "--format", "csv", "--store", str(root))
     assert (code, err) == (0, "") and out.startswith(",".join(COLUMNS))

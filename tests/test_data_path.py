@@ -3,8 +3,10 @@ in worker processes, once (an on-disk cache that a changed folder, a killed writ
 fool), and in-process caches hold a memory budget, not a count."""
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -222,6 +224,72 @@ def test_an_unusable_cache_folder_falls_back_to_decoding_with_one_warning(photos
     assert len(caught) == 1 and len(data) == 24
     with pytest.warns(UserWarning, match="cannot be used"):  # every load says so, and decodes correctly
         assert torch.equal(data.images, load_split(str(photos), "test", image_size=S).images)
+
+
+FULL_DISK_LOAD = """
+import sys, warnings
+sys.path.insert(0, {project!r})
+import numpy as np
+from ldifs_core.datasets import load_split
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    data = load_split({folder!r}, "train", image_size={size})
+print(len(data), len(caught), *(str(w.message) for w in caught), sep="\\n")
+np.save({out!r}, data.images.numpy())
+"""
+
+
+@pytest.fixture
+def nearly_full_filesystem(tmp_path: Path):
+    """A real 1 MB filesystem with about 64 KB left: the train split (96 images, 166 KB) does not fit."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        (mount / "ballast").write_bytes(b"x" * (1024 - 64) * 1024)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_cache_disk_degrades_to_decoding_without_the_cache_with_one_warning(
+        photos: Path, cache: Path, tmp_path: Path, nearly_full_filesystem: Path):
+    expected = load_split(str(photos), "train", image_size=S).images.numpy()  # decoded with room to spare
+    full_cache = nearly_full_filesystem / "cache"
+    out = tmp_path / "images.npy"
+    script = FULL_DISK_LOAD.format(project=str(PROJECT), folder=str(photos), size=S, out=str(out))
+    for workers in ("0", "2"):  # decoded here, and in worker processes
+        env = {**os.environ, "LDIFS_CACHE_DIR": str(full_cache), "LDIFS_DECODE_WORKERS": workers}
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]  # not killed by SIGBUS (exit 135)
+        count, warned, message = result.stdout.splitlines()[:3]
+        assert count == "96" and warned == "1"
+        assert re.search(r"cache .* cannot be used \(No space left on device\).* LDIFS_CACHE_DIR", message)
+        assert not any(p.name.startswith(decoding.TEMP_PREFIX) for p in full_cache.iterdir())  # no partial entry
+        assert np.array_equal(np.load(out), expected)
+
+
+@pytest.mark.parametrize("failing", ["reserving the images", "saving the labels"])
+def test_a_cache_write_that_runs_out_of_space_decodes_without_the_cache(photos: Path, cache: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch, failing: str):
+    expected = load_split(str(photos), "test", image_size=S).images.clone()
+    for entry in entries(cache):
+        shutil.rmtree(entry)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if failing == "reserving the images":
+        monkeypatch.setattr(os, "posix_fallocate", no_space)
+    else:
+        monkeypatch.setattr(np, "save", no_space)
+    with pytest.warns(UserWarning, match=r"cannot be used \(No space left on device\)") as caught:
+        data = load_split(str(photos), "test", image_size=S)
+    assert len(caught) == 1 and torch.equal(data.images, expected)
+    assert not any(cache.iterdir())  # neither an entry nor a partial temporary one
 
 
 def test_a_huge_selection_is_warned_about_before_decoding_with_time_and_the_limit_to_set(

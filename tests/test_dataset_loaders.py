@@ -353,3 +353,50 @@ def test_emnist_letters_are_upright_and_numbered_from_zero(tmp_path: Path):
     assert data.class_names[0] == "a" and data.class_names[-1] == "z"
     assert data.labels.tolist() == [0, 25]
     assert data.images[0, 0, 3, 14] > 200 and data.images[0, 0, 14, 3] < 50
+
+
+# ------------------------------------------------------------------------------------------- dataset identity
+def test_a_folder_is_the_same_dataset_however_its_path_is_spelt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ldifs_core.datasets import dataset_identity, same_dataset
+
+    (tmp_path / "F").mkdir()
+    (tmp_path / "G").mkdir()
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "F")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spellings = ["F", "F/", "./F", "G/../F", str(tmp_path / "F"), f"{tmp_path}/F/", "~/F", "link"]
+    assert {dataset_identity(name) for name in spellings} == {str(tmp_path / "F")}
+    assert all(same_dataset("F", name) for name in spellings)
+    assert not same_dataset("F", "G") and not same_dataset("F", "animals")
+    assert same_dataset("mnist", "mnist") and not same_dataset("mnist", "./mnist")  # the registry's name wins
+
+
+@pytest.mark.parametrize("spelling", ["F/", "./F", "absolute"])
+def test_the_task_is_never_checked_for_forgetting_however_it_is_spelt(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch, spelling: str):
+    from ldifs_core.config import RunConfig
+    from ldifs_core.errors import BadConfig
+
+    (tmp_path / "F").mkdir()
+    monkeypatch.chdir(tmp_path)
+    task = str(tmp_path / "F") if spelling == "absolute" else spelling
+    assert RunConfig(dataset="F", eval_datasets=[task, "animals"]).forgetting_datasets([]) == ["animals"]
+    assert RunConfig(dataset=task, eval_datasets=None).forgetting_datasets(["F", "animals"]) == ["animals"]
+    with pytest.raises(BadConfig, match="no dataset is left to check for forgetting"):
+        RunConfig(dataset="F", eval_datasets=[task]).validate()
+
+
+def test_a_sequence_checks_no_task_for_forgetting_and_refuses_a_task_listed_twice_however_spelt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ldifs_core.config import RunConfig
+    from ldifs_core.errors import BadConfig
+    from ldifs_core.sequence import SequenceConfig
+
+    (tmp_path / "F").mkdir()
+    (tmp_path / "G").mkdir()
+    monkeypatch.chdir(tmp_path)
+    sequence = SequenceConfig(tasks=("F", "G"), base=RunConfig(eval_datasets=["./F", "G/", "animals"]))
+    assert sequence.checked() == ["animals"]
+    with pytest.raises(BadConfig, match="listed twice"):
+        SequenceConfig(tasks=("F", "G", "F/")).validate()

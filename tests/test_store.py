@@ -687,3 +687,67 @@ def test_a_run_from_an_earlier_process_with_the_same_pid_is_interrupted(tmp_path
     run_id = RunStore(tmp_path).create(RunConfig(), status="running")
     monkeypatch.undo()
     assert RunStore(tmp_path).get(run_id).status == "interrupted"
+
+
+NOBODY = 65534
+
+
+def _read_weights_as_nobody(root: str, run_id: str) -> str:
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    return _read_weights(root, run_id)
+
+
+def _read_weights(root: str, run_id: str) -> str:
+    try:
+        return str(load_file(str(RunStore(Path(root)).weights_path(run_id))).keys())
+    except RunUnreadable as err:
+        return str(err)
+
+
+def read_weights_as_another_user(root: Path, run_id: str) -> str:
+    """The weights as another user of the store sees them: as root, a forked process that became user nobody; else
+    this user (the file is then made unreadable to its owner too)."""
+    if os.geteuid() != 0:
+        return _read_weights(str(root), run_id)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(_read_weights_as_nobody, (str(root), run_id))
+
+
+@pytest.fixture
+def shared_store():
+    """A store in a folder every user may enter (pytest's own temporary folders are private to their owner)."""
+    folder = Path(tempfile.mkdtemp(prefix="ldifs-shared-"))
+    folder.chmod(0o755)
+    try:
+        yield RunStore(folder / "runs")
+    finally:
+        shutil.rmtree(folder)
+
+
+def _finish_with_umask(store: RunStore, umask: int) -> str:
+    previous = os.umask(umask)
+    try:
+        run_id = store.create(RunConfig())
+        store.finish(run_id, METRICS, arrays={"a": np.ones(2)}, history=[{"step": 1}], weights={"w": torch.ones(2)})
+    finally:
+        os.umask(previous)
+    return run_id
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_weights_and_every_result_file_get_the_mode_the_umask_asks_for(store, umask, mode):
+    run_id = _finish_with_umask(store, umask)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (store.root / run_id).iterdir()}
+    assert modes == dict.fromkeys(modes, oct(mode)) and "weights.safetensors" in modes
+
+
+def test_weights_in_a_shared_store_are_readable_by_another_user_and_unreadable_ones_say_permission_denied(
+        shared_store):
+    run_id = _finish_with_umask(shared_store, 0o022)
+    assert read_weights_as_another_user(shared_store.root, run_id) == "dict_keys(['w'])"
+    weights = shared_store.root / run_id / "weights.safetensors"
+    weights.chmod(0o600 if os.geteuid() == 0 else 0o000)
+    message = read_weights_as_another_user(shared_store.root, run_id)
+    assert message.startswith("unreadable: weights.safetensors cannot be read here (permission denied)")
+    assert "corrupt" not in message and f"chmod a+r {weights}" in message

@@ -64,12 +64,26 @@ def test_a_rewritten_checkpoint_is_new_weights(tmp_path):
     assert weights_identity("ViT-B-32", str(checkpoint)) != before
 
 
-def test_a_damaged_file_on_disk_is_computed_again(heads_dir, text_tower_calls):
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda stored, head: stored.write_bytes(stored.read_bytes()[:20]), id="truncated"),
+    pytest.param(lambda stored, head: torch.save(torch.full_like(head, float("nan")), stored), id="nan"),
+    pytest.param(lambda stored, head: torch.save(head[:, :-1].contiguous(), stored), id="narrower"),
+    pytest.param(lambda stored, head: torch.save(torch.cat([head, head], dim=1), stored), id="wider"),
+    pytest.param(lambda stored, head: torch.save(head[:-1].clone(), stored), id="a class short"),
+    pytest.param(lambda stored, head: torch.save({"head": head}, stored), id="not a tensor"),
+])
+def test_a_damaged_head_on_disk_is_discarded_and_computed_again_with_one_warning(heads_dir, text_tower_calls,
+                                                                                 damage):
     model = load_model()
     expected = zero_shot_head(model, CLASSES, TEMPLATES)
     (stored,) = heads_dir.glob("*.pt")
-    stored.write_bytes(stored.read_bytes()[:20])
+    damage(stored, expected)
     HEADS.clear()
+    with pytest.warns(UserWarning, match="cached zero-shot head .* damaged .* computing it again") as caught:
+        torch.testing.assert_close(zero_shot_head(model, CLASSES, TEMPLATES), expected)
+    assert len(caught) == 1 and len(text_tower_calls) == 2
+    HEADS.clear()
+    torch.testing.assert_close(torch.load(stored, weights_only=True), expected)  # the entry was rewritten whole
     torch.testing.assert_close(zero_shot_head(model, CLASSES, TEMPLATES), expected)
     assert len(text_tower_calls) == 2
 

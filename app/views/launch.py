@@ -12,7 +12,7 @@ from ldifs_core.availability import folder_summary
 from ldifs_core.config import (ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED,
                                RunConfig)
 from ldifs_core.sequence import SequenceConfig
-from ldifs_core.datasets import available_bank, known_datasets
+from ldifs_core.datasets import available_bank, known_datasets, same_dataset
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.models import describe_device, pick_device
 
@@ -124,7 +124,7 @@ task_slot = task.empty()
 stored = results.run_store().list()  # newest first
 added = st.session_state.get(FOLDERS, [])
 folders = list(dict.fromkeys(launch_checks.stored_folders(stored) + added))
-others = [d for d in datasets + folders if d != dataset and d not in tasks]
+others = [d for d in datasets + folders if not any(same_dataset(d, t) for t in [dataset, *tasks])]
 eval_datasets = checks.multiselect("Also check (never trained on)" if as_sequence else "Check forgetting on", others,
                                    default=[d for d in available_bank() + added if d in others],
                                    format_func=dataset_label,

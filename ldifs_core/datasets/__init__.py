@@ -340,6 +340,21 @@ def check_known(name: str) -> None:
                              f"or the path of an ImageFolder directory (one sub-folder per class).")
 
 
+def dataset_identity(name: str) -> str:
+    """The dataset `name` refers to, however it is spelt: a registered name as it is, a folder as its resolved
+    absolute path ('F', 'F/', './F', '~/F' and '/abs/F' are one dataset). The registry's names win over folders, as
+    in `split_index`."""
+    from ldifs_core.datasets import torchvision_sets
+
+    if name in DOMAINS or name in torchvision_sets.TORCHVISION_SETS:
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
+def same_dataset(a: str, b: str) -> bool:
+    return dataset_identity(a) == dataset_identity(b)
+
+
 def known_datasets() -> list[str]:
     from ldifs_core.datasets import torchvision_sets
 

@@ -1,21 +1,22 @@
-"""Decode the chosen images of a split once: in worker processes, straight into a memory-mapped file of the
-on-disk cache, which later runs (and other processes) open in a moment instead of decoding again.
+"""Decode the chosen images of a split once: in worker processes, into a memory-mapped file of the on-disk cache,
+which later runs (and other processes) open in a moment instead of decoding again.
 
 A cache entry is a folder `<cache>/<key>/` holding images.npy (uint8 [K, 3, S, S]), labels.npy and meta.json
 (shape and a CRC of both arrays). It is written under a temporary name and renamed into place only when complete,
 so a writer killed halfway leaves nothing that is ever read; an entry whose files disagree with its meta.json is
-deleted and decoded again. The key covers what the pixels depend on: the dataset's identity and version (a
-folder's file list, sizes and modification times), the split, the chosen positions, the image size and
-`DECODER_VERSION`.
+deleted and decoded again. A file is mapped for writing only once the disk has reserved all of it, so a full disk
+is an error (the images are then decoded in memory, with a warning), never a killed process. The key covers what
+the pixels depend on: the dataset's identity and version (a folder's file list, sizes and modification times), the
+split, the chosen positions, the image size and `DECODER_VERSION`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 import uuid
 import warnings
@@ -28,8 +29,6 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image
-
-from ldifs_core.errors import DatasetUnavailable
 
 DECODER_VERSION = 1  # bump when pil_to_uint8's output changes: entries written before are then never read
 PARALLEL_FROM = 512  # fewer images decode faster in-process than worker processes start
@@ -96,35 +95,34 @@ def _start_worker(source: ImageSource) -> None:
     _worker_source = (source.open(), source.transposed)
 
 
-def _decode_rows_in_worker(images_path: str, rows: Sequence[int], positions: Sequence[int],
-                           image_size: int) -> list[bool]:
-    return _decode_rows(images_path, rows, positions, image_size, *_worker_source)
+def _decode_rows_in_worker(positions: Sequence[int], image_size: int) -> tuple[np.ndarray, list[bool]]:
+    return _decode_rows(positions, image_size, *_worker_source)
 
 
-def _decode_rows(images_path: str, rows: Sequence[int], positions: Sequence[int], image_size: int,
-                 reader: Callable[[int], Image.Image], transposed: bool) -> list[bool]:
-    """Decode `positions` into `rows` of the memory-mapped images.npy; which of them could be read."""
+def _decode_rows(positions: Sequence[int], image_size: int, reader: Callable[[int], Image.Image],
+                 transposed: bool) -> tuple[np.ndarray, list[bool]]:
+    """The pixels of `positions` (zeros where unreadable) and which of them could be read."""
     from ldifs_core.datasets.folder import UNREADABLE, pil_to_uint8
 
-    images = np.load(images_path, mmap_mode="r+")
+    pixels = np.zeros((len(positions), 3, image_size, image_size), dtype=np.uint8)
     ok = []
-    for row, position in zip(rows, positions):
+    for row, position in enumerate(positions):
         try:
             with reader(int(position)) as image:
-                pixels = pil_to_uint8(image, image_size).numpy()
+                decoded_image = pil_to_uint8(image, image_size).numpy()
         except UNREADABLE:
             ok.append(False)
             continue
-        images[row] = pixels.swapaxes(-1, -2) if transposed else pixels
+        pixels[row] = decoded_image.swapaxes(-1, -2) if transposed else decoded_image
         ok.append(True)
-    images.flush()
-    return ok
+    return pixels, ok
 
 
-def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, image_size: int, desc: str,
+def _decode_into(images: np.ndarray, source: ImageSource, positions: np.ndarray, image_size: int, desc: str,
                  progress: Progress | None) -> np.ndarray:
-    """Fill images.npy (already allocated) with the decoded `positions`; a mask of the ones that could be read.
-    `progress` may raise (a cancelled run) to stop: workers then finish their current chunk and stop."""
+    """Fill `images` (in memory, or a cache file's map) with the decoded `positions`; a mask of the ones that
+    could be read. `progress` may raise (a cancelled run) to stop: workers then finish their current chunk and
+    stop."""
     from tqdm import tqdm
 
     chunks = [range(start, min(start + CHUNK, len(positions))) for start in range(0, len(positions), CHUNK)]
@@ -133,9 +131,9 @@ def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, 
     bar = tqdm(total=len(positions), desc=desc, unit="img", disable=len(positions) < PARALLEL_FROM)
     done = 0
 
-    def finished(rows: range, readable: list[bool]) -> None:
+    def finished(rows: range, decoded_rows: tuple[np.ndarray, list[bool]]) -> None:
         nonlocal done
-        ok[rows.start:rows.stop] = readable
+        images[rows.start:rows.stop], ok[rows.start:rows.stop] = decoded_rows
         done += len(rows)
         bar.update(len(rows))
         if progress is not None:
@@ -145,8 +143,7 @@ def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, 
         if workers == 0:
             reader = source.open()
             for rows in chunks:
-                finished(rows, _decode_rows(str(images_path), rows, positions[rows.start:rows.stop], image_size,
-                                            reader, source.transposed))
+                finished(rows, _decode_rows(positions[rows.start:rows.stop], image_size, reader, source.transposed))
             return ok
         # forkserver: workers fork from a clean server process, never from this one (which may hold the app's
         # threads and their locks); the preloaded module makes each worker's start cheap.
@@ -154,8 +151,8 @@ def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, 
         context.set_forkserver_preload(["ldifs_core.datasets.folder"])
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(source,))
         try:
-            futures = {pool.submit(_decode_rows_in_worker, str(images_path), rows, positions[rows.start:rows.stop],
-                                   image_size): rows for rows in chunks}
+            futures = {pool.submit(_decode_rows_in_worker, positions[rows.start:rows.stop], image_size): rows
+                       for rows in chunks}
             for future in as_completed(futures):
                 finished(futures[future], future.result())
         finally:
@@ -163,6 +160,21 @@ def _decode_into(images_path: Path, source: ImageSource, positions: np.ndarray, 
         return ok
     finally:
         bar.close()
+
+
+def _warn_skipped(desc: str, ok: np.ndarray) -> None:
+    if not ok.all():
+        warnings.warn(f"{desc}: skipped {int((~ok).sum())} of {len(ok)} images that could not be read.",
+                      stacklevel=4)
+
+
+def _decoded_in_memory(source: ImageSource, positions: np.ndarray, labels: np.ndarray, image_size: int, desc: str,
+                       progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode without the cache: nothing is written to disk."""
+    images = np.zeros((len(positions), 3, image_size, image_size), dtype=np.uint8)
+    ok = _decode_into(images, source, positions, image_size, desc, progress)
+    _warn_skipped(desc, ok)
+    return images[ok], np.ascontiguousarray(labels[ok], dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- cache entries
@@ -190,28 +202,42 @@ def _read_entry(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def _reserved_npy(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 .npy of `shape`, mapped for writing only once the disk has reserved all of its blocks: a write
+    through a map into a file the disk has no room for kills the process (SIGBUS); reserving raises ENOSPC."""
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        header, size = file.tell(), file.tell() + math.prod(shape)
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(file.fileno(), 0, size)
+        else:  # no fallocate (macOS): zeros written the ordinary way fail with ENOSPC too
+            block = bytes(1 << 20)
+            for start in range(header, size, len(block)):
+                file.write(block[:size - start])
+            file.flush()
+            os.fsync(file.fileno())
+    return np.load(path, mmap_mode="r+")
+
+
 def _write_entry(folder: Path, source: ImageSource, positions: np.ndarray, labels: np.ndarray, image_size: int,
                  desc: str, progress: Progress | None) -> None:
     """Decode into `folder` (a new temporary folder), keeping only the images that could be read."""
     folder.mkdir(parents=True)
     images_path = folder / "images.npy"
-    images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8,
-                                       shape=(len(positions), 3, image_size, image_size))
-    del images  # workers write through their own maps
-    ok = _decode_into(images_path, source, positions, image_size, desc, progress)
-    skipped = int((~ok).sum())
-    if skipped:
-        warnings.warn(f"{desc}: skipped {skipped} of {len(positions)} images that could not be read.", stacklevel=3)
+    images = _reserved_npy(images_path, (len(positions), 3, image_size, image_size))
+    ok = _decode_into(images, source, positions, image_size, desc, progress)
+    images.flush()
+    _warn_skipped(desc, ok)
+    if not ok.all():
         kept_path = folder / "kept.npy"
-        all_images = np.load(images_path, mmap_mode="r")
-        kept = np.lib.format.open_memmap(kept_path, mode="w+", dtype=np.uint8,
-                                         shape=(int(ok.sum()), *all_images.shape[1:]))
+        kept = _reserved_npy(kept_path, (int(ok.sum()), *images.shape[1:]))
         readable = np.flatnonzero(ok)
         for start in range(0, len(kept), CHUNK):
-            kept[start:start + CHUNK] = all_images[readable[start:start + CHUNK]]
+            kept[start:start + CHUNK] = images[readable[start:start + CHUNK]]
         kept.flush()
-        del kept, all_images
+        del kept
         os.replace(kept_path, images_path)
+    del images
     np.save(folder / "labels.npy", np.ascontiguousarray(labels[ok], dtype=np.int64))
     shape = [int(ok.sum()), 3, image_size, image_size]
     meta = {"shape": shape, "crc32": _crc(images_path, folder / "labels.npy"), "describes": desc}
@@ -288,36 +314,34 @@ def estimate_seconds(source: ImageSource, positions: np.ndarray, image_size: int
 def decoded(source: ImageSource, identity: dict, positions: np.ndarray, labels: np.ndarray, image_size: int,
             desc: str, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [K, 3, S, S] and int64 labels [K] of `positions` (K < len(positions) when files are
-    unreadable), from the cache when it holds them, else decoded now (and cached)."""
+    unreadable), from the cache when it holds them, else decoded now (and cached). A cache that cannot be
+    written (unwritable, or its disk full) costs one warning: the images are then decoded in memory."""
     root, reason = _writable_root()
-    if root is None:
-        warnings.warn(f"The decoded-image cache {cache_dir()} cannot be used ({reason}); decoding without it. Set "
-                      f"LDIFS_CACHE_DIR to a writable folder to decode each dataset only once.", stacklevel=2)
-        with tempfile.TemporaryDirectory(prefix="ldifs-decode-") as scratch:
-            _write_entry(Path(scratch) / "entry", source, positions, labels, image_size, desc, progress)
-            images, kept_labels = _read_entry(Path(scratch) / "entry")
-            return np.array(images), kept_labels
-    final = root / entry_key(identity, positions, image_size)
-    if final.is_dir():
+    if root is not None:
+        final = root / entry_key(identity, positions, image_size)
+        if final.is_dir():
+            try:
+                return _read_entry(final)
+            except (OSError, ValueError, KeyError) as err:
+                warnings.warn(f"A cached copy of {desc} was damaged ({err}); decoding it again.", stacklevel=2)
+                shutil.rmtree(final, ignore_errors=True)
+        temporary = root / f"{TEMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            return _read_entry(final)
-        except (OSError, ValueError, KeyError) as err:
-            warnings.warn(f"A cached copy of {desc} was damaged ({err}); decoding it again.", stacklevel=2)
-            shutil.rmtree(final, ignore_errors=True)
-    temporary = root / f"{TEMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_entry(temporary, source, positions, labels, image_size, desc, progress)
-        try:
-            os.rename(temporary, final)
-        except OSError:  # another process finished the same entry first: theirs is as good
+            _write_entry(temporary, source, positions, labels, image_size, desc, progress)
+            try:
+                os.rename(temporary, final)
+            except OSError:  # another process finished the same entry first: theirs is as good
+                shutil.rmtree(temporary, ignore_errors=True)
+        except OSError as err:
             shutil.rmtree(temporary, ignore_errors=True)
-    except OSError as err:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise DatasetUnavailable(f"Could not write the decoded images of {desc} to {root} "
-                                 f"({err.strerror or err}). Free some disk space there, or set LDIFS_CACHE_DIR to "
-                                 f"another folder.") from err
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    prune(root, cache_budget_bytes(), keep=final)
-    return _read_entry(final)
+            reason = err.strerror or str(err)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        else:
+            prune(root, cache_budget_bytes(), keep=final)
+            return _read_entry(final)
+    warnings.warn(f"The decoded-image cache {cache_dir()} cannot be used ({reason}); decoding without it. Free some "
+                  f"space there, or set LDIFS_CACHE_DIR to a writable folder with room, to decode each dataset only "
+                  f"once.", stacklevel=2)
+    return _decoded_in_memory(source, positions, labels, image_size, desc, progress)
