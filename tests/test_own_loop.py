@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ldifs_core.checkpoints import WHOLE_MODEL, read_tuned_weights
 from ldifs_core.config import RunConfig
 from ldifs_core.models import EMBEDDED_CHECKPOINT, EMBEDDED_MODEL, load_model, register_embedded_config
 from ldifs_core.objectives import LDIFS, Batch, TrainingSetup
@@ -79,3 +80,4 @@ def test_the_scripts_regulariser_is_the_labs_ldifs_objective_on_the_same_batch(r
     # Float noise only: the script's tower runs in train mode, the lab's check here in eval (other attention kernels).
     assert reported == pytest.approx(parts["ldifs"].item(), rel=1e-4)
     assert (LAM * last["reg"]).item() == pytest.approx(parts["ldifs"].item(), rel=1e-4)
+    assert read_tuned_weights(tmp_path / "finetuned-3.pt", base)[1] == WHOLE_MODEL
