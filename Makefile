@@ -10,8 +10,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: $(VENV)/.installed  ## the app on the embedded default at http://localhost:8501
-	$(PY) -m streamlit run app/main.py --server.address localhost --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+	$(PY) -m ldifs_core app --port $(PORT)
 
 test: $(VENV)/.installed  ## the whole test suite
 	$(PY) -m pytest

@@ -1,5 +1,5 @@
 import sys
 
-from ldifs_core.cli import main
+from ldifs_core.command import main
 
 sys.exit(main())

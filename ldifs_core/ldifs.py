@@ -15,6 +15,7 @@ the squared differences over channels instead of summing them.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
@@ -24,17 +25,21 @@ from ldifs_core.config import parse_ldifs_taps
 from ldifs_core.models import is_read_only
 
 EPS = 1e-10
+Taps = int | str | Sequence[str]  # a count, named groups ("stem+last"), or submodule names
 
 
-def tap_modules(visual: nn.Module, taps: int | str = 4) -> list[nn.Module]:
-    """The modules whose outputs LDIFS compares, in forward order (`taps`: a count or named groups)."""
+def tap_modules(visual: nn.Module, taps: Taps = 4) -> list[nn.Module]:
+    """The modules whose outputs LDIFS compares, in forward order (`taps`: a count or named groups, or for any
+    module the names of its submodules to tap, as `named_modules()` gives them)."""
+    if isinstance(taps, (list, tuple)):
+        return [named_submodule(visual, name) for name in taps]
     if hasattr(visual, "transformer") and hasattr(visual, "ln_pre"):
         stem, blocks = visual.ln_pre, list(visual.transformer.resblocks)
     elif hasattr(visual, "layer4") and hasattr(visual, "avgpool"):
         stem, blocks = visual.avgpool, [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
     else:
         raise TypeError(f"No LDIFS taps known for {type(visual).__name__}: use an open_clip VisionTransformer or "
-                        f"ModifiedResNet image tower.")
+                        f"ModifiedResNet image tower, or give the names of the submodules to tap.")
     spec = parse_ldifs_taps(taps)
     if isinstance(spec, int):  # the stem and `spec` evenly spaced blocks (stages), as the paper taps them
         n = min(spec, len(blocks))
@@ -45,8 +50,19 @@ def tap_modules(visual: nn.Module, taps: int | str = 4) -> list[nn.Module]:
     return [module for module in order if id(module) in picked]
 
 
+def named_submodule(module: nn.Module, name: str) -> nn.Module:
+    try:
+        return module.get_submodule(name)
+    except AttributeError:
+        names = [n for n, _ in module.named_modules() if n]
+        raise ValueError(f"{type(module).__name__} has no submodule '{name}' to tap; it has {', '.join(names[:12])}"
+                         f"{' …' if len(names) > 12 else ''}") from None
+
+
 def as_positions(output: torch.Tensor, batch_first: bool) -> torch.Tensor:
-    """Any tapped output -> [B, P, C]."""
+    """Any tapped output -> [B, P, C]. Of a tuple (attention layers, Hugging Face blocks), its first element."""
+    if isinstance(output, tuple):
+        output = output[0]
     if output.dim() == 4:  # conv maps [B, C, H, W]
         return output.flatten(2).transpose(1, 2)
     if output.dim() == 2:  # the pooled embedding [B, D]: one position
@@ -55,7 +71,7 @@ def as_positions(output: torch.Tensor, batch_first: bool) -> torch.Tensor:
 
 
 @contextmanager
-def tapped(visual: nn.Module, taps: int | str = 4):
+def tapped(visual: nn.Module, taps: Taps = 4):
     """Within the block, every forward of `visual` appends its tapped features to the yielded list.
 
     Hooks are installed on `visual` itself, so it must be a run's own module: a shared, read-only model
@@ -83,7 +99,7 @@ def tapped(visual: nn.Module, taps: int | str = 4):
             handle.remove()
 
 
-def forward_with_taps(visual: nn.Module, images: torch.Tensor, taps: int | str = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def forward_with_taps(visual: nn.Module, images: torch.Tensor, taps: Taps = 4) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The tower's pooled output and its tapped features, from one forward pass."""
     with tapped(visual, taps) as captured:
         pooled = visual(images)
@@ -110,7 +126,7 @@ def distance_from_taps(frozen_taps: list[torch.Tensor], tuned_taps: list[torch.T
 
 
 def ldifs_distance(pretrained_encoder: nn.Module, finetuned_encoder: nn.Module, images: torch.Tensor,
-                   taps: int | str = 4, variant: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
+                   taps: Taps = 4, variant: str = "paper") -> tuple[torch.Tensor, torch.Tensor]:
     """LDIFS per sample [B] and per layer [L, B] for any open_clip image tower pair (both a run's own modules).
 
     Gradients flow into `finetuned_encoder` only: the pre-trained features are computed without grad.

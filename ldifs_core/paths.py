@@ -5,14 +5,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ASSETS_DIR = PROJECT_ROOT / "assets"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+# A checkout keeps its assets at the top level; an installed wheel has them inside the package (setup.py maps them).
+INSTALLED = (PACKAGE_DIR / "assets").is_dir()
+ASSETS_DIR = PACKAGE_DIR / "assets" if INSTALLED else PROJECT_ROOT / "assets"
 BANK_DIR = ASSETS_DIR / "bank"
 
 
 def default_store_dir() -> Path:
-    """The run store: $LDIFS_STORE if set, else ./runs beside the project."""
-    return Path(os.environ.get("LDIFS_STORE", PROJECT_ROOT / "runs"))
+    """The run store: $LDIFS_STORE if set, else ./runs beside the project (installed: in the working folder)."""
+    return Path(os.environ.get("LDIFS_STORE", Path.cwd() / "runs" if INSTALLED else PROJECT_ROOT / "runs"))
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
