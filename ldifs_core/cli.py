@@ -224,7 +224,8 @@ def config_from(args: argparse.Namespace, objective: str, lam: float | None, see
                      if args.eval_datasets is not None else None)
     if grid is None:
         grid = {key: one_value(flag_of(key), grid_values(args, key)) for key in GRID_SETTINGS}
-    flagged = {key: getattr(args, key) for key, declared in RUN_SETTINGS.items() if declared.flag != NO_FLAG}
+    flagged = {key: getattr(args, key) for key, declared in RUN_SETTINGS.items()
+               if declared.flag != NO_FLAG and key not in GRID_SETTINGS}
     cfg = RunConfig(**{**flagged, **grid}, dataset=args.dataset if dataset is None else dataset, objective=objective,
                     lam=lam, seed=seed, eval_datasets=eval_datasets,
                     umap_points=0 if args.no_umap else RunConfig.umap_points).validate()
@@ -244,8 +245,9 @@ def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
         raise BadConfig(f"--lams applies to {', '.join(REGULARISED)} only, and none is in --objectives.")
 
     def grids(kind) -> list[dict]:
-        return [dict(zip(kind.grid, combination)) for combination in itertools.product(*(values[key]
-                                                                                          for key in kind.grid))]
+        """Every combination of the objective's grid settings; its other grid settings at their defaults."""
+        axes = [values[key] if key in kind.grid else [getattr(RunConfig, key)] for key in GRID_SETTINGS]
+        return [dict(zip(GRID_SETTINGS, combination)) for combination in itertools.product(*axes)]
 
     return [config_from(args, o, lam, s, grid)
             for o, s in itertools.product(objectives, seeds)
