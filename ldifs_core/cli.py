@@ -179,7 +179,9 @@ def add_setting_flags(parser: argparse.ArgumentParser, sweep: bool) -> None:
             continue
         default = getattr(RunConfig, setting_name)
         owner = next((o for o, options in OBJECTIVE_OPTIONS.items() if setting_name in options), None)
-        text = f"{owner}: {declared.help}" if owner and not declared.help.startswith(owner) else declared.help
+        text = f"{owner}: {declared.help}" if owner else declared.help
+        if declared.least is not None or declared.most is not None:
+            text += f" ({declared.bound()})"
         if isinstance(default, bool):
             parser.add_argument(flag_of(setting_name), dest=setting_name, action="store_false" if default else
                                 "store_true", help=text)

@@ -81,7 +81,7 @@ class RunSettings:
                               step=16)
     weight_decay: float = setting(0.1, help="AdamW weight decay", least=0, label="Weight decay (AdamW)", step=0.05)
     warmup_steps: int = setting(20, help="linear warmup steps", least=0, label="Warmup steps", step=10)
-    grad_clip: float = setting(1.0, help="gradient-norm clip (> 0)", least=0, above=True, label="Gradient-norm clip",
+    grad_clip: float = setting(1.0, help="gradient-norm clip", least=0, above=True, label="Gradient-norm clip",
                                step=0.5)
     seed: int = setting(0, help=f"0..{MAX_SEED}", least=0, most=MAX_SEED, label="Seed", flag=NO_FLAG)
     device: str = setting("auto", help="auto, cpu, cuda or mps")

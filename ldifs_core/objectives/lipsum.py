@@ -18,9 +18,9 @@ class Lipsum(ToFrozenModel):
     order = 8
     default_lam = 0.3
     options = (
-        option("lipsum_texts", int, 80, help="lipsum: M random texts per step", least=1, most=4096,
+        option("lipsum_texts", int, 80, help="M random texts per step", least=1, most=4096,
                what="lipsum_texts (M)", hint="try 80", label="Random texts per step (M)"),
-        option("lipsum_length", int, 8, help="lipsum: tokens per random text", least=1, most=75, hint="try 8",
+        option("lipsum_length", int, 8, help="tokens per random text", least=1, most=75, hint="try 8",
                label="Tokens per random text"),
     )
     color, symbol = "#bcbd22", "pentagon"

@@ -16,12 +16,12 @@ class LoRA(Objective):
     label = "LoRA — low-rank adapters only"
     order = 7
     options = (
-        option("lora_rank", int, 8, help="rank r of lora's adapters", least=1, most=1024, hint="try 8",
+        option("lora_rank", int, 8, help="rank r of the adapters", least=1, most=1024, hint="try 8",
                label="LoRA rank r"),
-        option("lora_alpha", float, 64.0, help="lora's scale α (adapters are scaled by α / r)", least=0.0, above=True,
+        option("lora_alpha", float, 64.0, help="scale α (adapters are scaled by α / r)", least=0.0, above=True,
                hint="try 64", label="LoRA α (scale α / r)"),
-        option("lora_dropout", float, 0.0, help="lora's rank dropout: each of the r components is dropped with this "
-               "probability per step, in [0, 1)", least=0.0, most=1.0, below=True, label="Rank dropout", step=0.05),
+        option("lora_dropout", float, 0.0, help="rank dropout: each of the r components is dropped with this "
+               "probability per step", least=0.0, most=1.0, below=True, label="Rank dropout", step=0.05),
     )
     color, symbol = "#17becf", "star"
 

@@ -25,7 +25,7 @@ class ZSCL(ToFrozenModel):
     label = "ZSCL — CE + λ·distillation on reference images"
     order = 9
     default_lam = 1.0
-    options = (option("zscl_reference", str, BANK, help=f"zscl's unlabeled reference images: '{BANK}' (the other "
+    options = (option("zscl_reference", str, BANK, help=f"unlabeled reference images: '{BANK}' (the other "
                       f"concept-bank domains), one concept-bank domain, or an image folder (one sub-folder per class)",
                       label="Reference images"),)
     color, symbol = "#2ca02c", "hexagon"
