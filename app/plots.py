@@ -15,14 +15,13 @@ from ldifs_core.config import REGULARISED, parse_ldifs_taps
 # The figures the HTML report also draws live in ldifs_core.figures; pages reach them through this module.
 from ldifs_core.figures import (AFTER_COLOR, BEFORE_COLOR, GAIN_COLOR, LOSS_COLOR, accuracy_change,  # noqa: F401
                                 change_colors, class_drops, interval_bars, run_comparison)
+from ldifs_core.objectives import OBJECTIVE_TYPES
 
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
-OBJECTIVE_COLORS = {"ce": "#d62728", "ldifs": "#1f77b4", "l2sp": "#ff7f0e", "flyp": "#9467bd", "lp": "#7f7f7f",
-                    "ls": "#e377c2", "flyp_ce": "#8c564b", "lora": "#17becf", "lipsum": "#bcbd22", "zscl": "#2ca02c"}
+OBJECTIVE_COLORS = {name: kind.color for name, kind in OBJECTIVE_TYPES.items()}  # as each plugin declares
+OBJECTIVE_SYMBOLS = {name: kind.symbol for name, kind in OBJECTIVE_TYPES.items()}
 PART_NAMES = {"ce": "CE", "ldifs": "λ·LDIFS", "l2sp": "λ·L2-SP", "contrastive": "contrastive (FLYP)",
               "lipsum": "λ·Lipsum", "zscl": "λ·ZSCL KL"}
-OBJECTIVE_SYMBOLS = {"ce": "circle", "ldifs": "diamond", "l2sp": "square", "flyp": "triangle-up", "lp": "x",
-                     "ls": "cross", "flyp_ce": "triangle-down", "lora": "star", "lipsum": "pentagon", "zscl": "hexagon"}
 DATASET_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
 NOT_LOSS_PARTS = {"step", "loss", "lr", "images_per_s"}
 SHOW_BEFORE, SHOW_AFTER, SHOW_BOTH = "before", "after", "both"

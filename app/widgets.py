@@ -12,6 +12,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app import jobs, plots, results, tables
 from ldifs_core.errors import LabError
+from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.store import RunRecord
 
 MY_RUNS = "my_runs"  # session_state: ids this session launched, oldest first
@@ -21,18 +22,7 @@ LAMBDAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the λ sli
 LAUNCH_PAGE = "views/launch.py"
 FORGETTING_PAGE = "views/forgetting.py"
 NO_FINISHED_RUNS = "No finished runs yet — start one on the Launch page."
-OBJECTIVE_LABELS = {
-    "ce": "CE — plain fine-tuning",
-    "ldifs": "LDIFS — CE + λ·feature distance",
-    "l2sp": "L2-SP — CE + λ·weight distance",
-    "flyp": "FLYP — contrastive, both towers",
-    "lp": "Linear probe — encoder frozen",
-    "ls": "Label smoothing — CE with smoothed labels",
-    "flyp_ce": "FLYP-CE — both towers, CE over class prompts",
-    "lora": "LoRA — low-rank adapters only",
-    "lipsum": "Lipsum-FT — CE + λ·random-text similarity gap",
-    "zscl": "ZSCL — CE + λ·distillation on reference images",
-}
+OBJECTIVE_LABELS = {name: kind.label or name for name, kind in OBJECTIVE_TYPES.items()}  # the Launch page's
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "done": ":material/check_circle:",
                 "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:",
                 "unreadable": ":material/broken_image:"}

@@ -46,7 +46,8 @@ def step_milliseconds(repeats: int = 40) -> dict[str, float]:
     from ldifs_core.datasets import load_split
     from ldifs_core.encoding import model_inputs
     from ldifs_core.models import load_model
-    from ldifs_core.objectives import LDIFS, Batch, Objective, TrainingSetup
+    from ldifs_core.objectives import Batch, Objective, TrainingSetup
+    from ldifs_core.objectives.ldifs import LDIFS
 
     base = load_model().private_copy()
     data = load_split("mnist", "train").subset(64)

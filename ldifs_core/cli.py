@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ldifs_core.config import (BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, LDIFS_TAP_GROUPS, LDIFS_VARIANTS, MAX_SEED,
-                               OBJECTIVES, REGULARISED, ZSCL_BANK, RunConfig, parse_ldifs_taps)
+from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS, OBJECTIVES,
+                               REGULARISED, RUN_SETTINGS, RunConfig)
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
+from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.store import LISTED_STATUSES, RunStore
 
 if TYPE_CHECKING:  # ray loads only for --ray
@@ -109,21 +110,6 @@ def name(item: str) -> str:
     return item
 
 
-def ldifs_taps(item: str) -> int | str:
-    """A tap count as a number, named groups as written ("last", "stem+blocks")."""
-    try:
-        spec = parse_ldifs_taps(item)
-    except ValueError:
-        raise ValueError(f"is not a tap count >= 1 nor groups joined by '+' from {', '.join(LDIFS_TAP_GROUPS)}") from None
-    return spec if isinstance(spec, int) else item
-
-
-def ldifs_variant(item: str) -> str:
-    if item not in LDIFS_VARIANTS:
-        raise ValueError(f"is not an LDIFS variant (use {' or '.join(LDIFS_VARIANTS)})")
-    return item
-
-
 def check_output(flag: str, path: Path | None) -> None:
     """An output file can be written where it is asked for, or BadConfig says why, before any work starts."""
     if path is None:
@@ -148,15 +134,12 @@ def write_output(flag: str, path: Path, text: str, note: str = "") -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False, sequence: bool = False) -> None:
-    """The flags of one run; a sweep lists objectives, λ values and seeds instead, a sequence lists its tasks."""
-    defaults = RunConfig()
-    parser.add_argument("--model", help="open_clip model name (default: the embedded model)")
-    parser.add_argument("--pretrained", help="open_clip pretrained tag or a local checkpoint file")
+    """The flags of one run; a sweep lists objectives, λ values and seeds instead, a sequence lists its tasks. Every
+    other setting's flag is the one RunConfig declares (add_setting_flags)."""
     if sequence:
         add_sequence_options(parser)
     else:
-        parser.add_argument("--dataset", default=defaults.dataset,
-                            help="registered dataset name or an ImageFolder path")
+        parser.add_argument("--dataset", default=RunConfig.dataset, help=RUN_SETTINGS["dataset"].help)
     parser.add_argument("--eval-datasets", help="comma list of datasets checked for forgetting "
                         "(default: every other concept-bank domain)")
     if sweep:
@@ -172,65 +155,60 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False, sequen
         parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (with --ray; "
                             "default 1 when the cluster has GPUs, else 0)")
     else:
-        parser.add_argument("--objective", default=defaults.objective, choices=OBJECTIVES)
+        parser.add_argument("--objective", default=RunConfig.objective, choices=OBJECTIVES,
+                            help=RUN_SETTINGS["objective"].help)
         parser.add_argument("--lam", type=float, help=f"regulariser weight, only for {' and '.join(REGULARISED)} "
                             f"(default: {', '.join(f'{o} {DEFAULT_LAMBDA[o]:g}' for o in REGULARISED)})")
-        parser.add_argument("--seed", type=int, default=defaults.seed, help=f"0..{MAX_SEED}")
-    parser.add_argument("--init", default=defaults.init, choices=INITS, help="head init: zero-shot or linear probe")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or mps")
-    parser.add_argument("--augment", action="store_true", help="random shifts of the training images")
-    parser.add_argument("--bn", default=defaults.bn, choices=BATCHNORM_MODES,
-                        help="BatchNorm statistics of an end-to-end run: updated (train) or kept (frozen)")
-    add_ablation_options(parser, defaults, sweep)
-    parser.add_argument("--precompute-frozen", action="store_true",
-                        help="compute the frozen encoder's features once (not with --augment)")
-    parser.add_argument("--data-root", help="root of torchvision datasets")
-    parser.add_argument("--download", action="store_true", help="allow downloading a torchvision dataset")
+        parser.add_argument("--seed", type=int, default=RunConfig.seed, help=RUN_SETTINGS["seed"].help)
+    add_setting_flags(parser, sweep)
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP pictures (faster)")
-    parser.add_argument("--no-weights", action="store_true", help="keep no tuned weights (WiSE-FT then cannot mix "
-                        "them; a Ray trial sends back less)")
-    parser.add_argument("--train-limit", type=limit, default=defaults.train_limit,
-                        help="fine-tuning pool size ('all': the whole train split)")
-    parser.add_argument("--eval-limit", type=limit, default=defaults.eval_limit,
-                        help="test images per dataset ('all': every one)")
-    parser.add_argument("--probe-limit", type=limit, default=defaults.probe_limit,
-                        help="train images per class for linear probes ('all': every one)")
-    parser.add_argument("--probe-cap", type=limit, default=defaults.probe_cap,
-                        help="at most this many linear-probe train images per dataset ('all': no cap)")
     parser.add_argument("--store", type=Path, help=STORE_HELP)
     parser.add_argument("--json", type=Path, help="also write the sequence's JSON (matrix and derived numbers) here"
                         if sequence else "also write the metrics JSON here" +
                         (" (a list: every run, failed ones with their status and message)" if sweep else ""))
 
 
-def add_ablation_options(parser: argparse.ArgumentParser, defaults: RunConfig, sweep: bool) -> None:
-    """Optimiser settings, LDIFS's taps and variant (comma lists in a sweep: grid axes of the ldifs runs), and the
-    options of the comparison bench's objectives."""
-    plural = " (a comma list in a sweep: every value is run)" if sweep else ""
-    parser.add_argument("--ldifs-taps", default=str(defaults.ldifs_taps),
-                        help=f"LDIFS taps: a count (the stem + that many evenly spaced blocks) or groups joined by '+' "
-                             f"from {', '.join(LDIFS_TAP_GROUPS)}, e.g. last or stem+blocks{plural}")
-    parser.add_argument("--ldifs-variant", default=defaults.ldifs_variant,
-                        help=f"LDIFS variant: {' or '.join(LDIFS_VARIANTS)}{plural}")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay")
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warmup steps")
-    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="gradient-norm clip (> 0)")
-    parser.add_argument("--ls-factor", type=float, default=defaults.ls_factor, help="label smoothing of ls, in [0, 1)")
-    parser.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help="rank r of lora's adapters")
-    parser.add_argument("--lora-alpha", type=float, default=defaults.lora_alpha,
-                        help="lora's scale α (adapters are scaled by α / r)")
-    parser.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout,
-                        help="lora's rank dropout, in [0, 1)")
-    parser.add_argument("--lipsum-texts", type=int, default=defaults.lipsum_texts,
-                        help="lipsum: M random texts per step")
-    parser.add_argument("--lipsum-length", type=int, default=defaults.lipsum_length,
-                        help="lipsum: tokens per random text")
-    parser.add_argument("--zscl-reference", default=defaults.zscl_reference,
-                        help=f"zscl's unlabeled reference images: '{ZSCL_BANK}' (the other concept-bank domains), one "
-                             f"concept-bank domain, or an image folder")
+def flag_of(name: str) -> str:
+    return RUN_SETTINGS[name].flag or f"--{name.replace('_', '-')}"
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, sweep: bool) -> None:
+    """A flag for every setting that declares one, general or an objective's option, with its help, default and
+    choices. A grid setting (one an objective's sweep runs every value of) takes a comma list."""
+    for setting_name, declared in RUN_SETTINGS.items():
+        if declared.flag == NO_FLAG:
+            continue
+        default = getattr(RunConfig, setting_name)
+        owner = next((o for o, options in OBJECTIVE_OPTIONS.items() if setting_name in options), None)
+        text = f"{owner}: {declared.help}" if owner else declared.help
+        if declared.least is not None or declared.most is not None:
+            text += f" ({declared.bound()})"
+        if isinstance(default, bool):
+            parser.add_argument(flag_of(setting_name), dest=setting_name, action="store_false" if default else
+                                "store_true", help=text)
+        elif setting_name in GRID_SETTINGS:
+            plural = " (a comma list in a sweep: every value is run)" if sweep else ""
+            parser.add_argument(flag_of(setting_name), dest=setting_name, default=str(default), help=text + plural)
+        else:
+            parser.add_argument(flag_of(setting_name), dest=setting_name, default=default, help=text,
+                                type=limit if declared.empty and isinstance(default, int) else
+                                type(default) if default is not None else str, choices=declared.choices or None)
+
+
+def grid_values(args: argparse.Namespace, setting_name: str) -> list:
+    """The values of a grid setting's comma list, each read as RunConfig holds it."""
+    declared, flag = RUN_SETTINGS[setting_name], flag_of(setting_name)
+    default = getattr(RunConfig, setting_name)
+
+    def value(item: str):
+        if declared.choices and item not in declared.choices:
+            raise ValueError(f"is not one of {', '.join(declared.choices)}")
+        if declared.parse:
+            return declared.parse(item)
+        return type(default)(item)
+
+    example = ",".join(declared.choices) or declared.hint or str(default)
+    return comma_list(flag, getattr(args, setting_name), value, example)
 
 
 def one_value(flag: str, values: list[T]) -> T:
@@ -239,50 +217,45 @@ def one_value(flag: str, values: list[T]) -> T:
     return values[0]
 
 
-def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int,
-                taps: int | str | None = None, variant: str | None = None, dataset: str | None = None) -> RunConfig:
-    """The run's settings (on `dataset`, default --dataset), validated, with every dataset name known: LabError
-    says what to change."""
+def config_from(args: argparse.Namespace, objective: str, lam: float | None, seed: int, grid: dict | None = None,
+                dataset: str | None = None) -> RunConfig:
+    """The run's settings (on `dataset`, default --dataset; `grid`: the sweep's values of grid settings), validated,
+    with every dataset name known: LabError says what to change."""
     from ldifs_core.datasets import check_known  # imports torch: only commands that train pay for it
 
     eval_datasets = (comma_list("--eval-datasets", args.eval_datasets, name, "animals,quickdraw")
                      if args.eval_datasets is not None else None)
-    if taps is None:
-        taps = one_value("--ldifs-taps", comma_list("--ldifs-taps", args.ldifs_taps, ldifs_taps, "4,last"))
-    if variant is None:
-        variant = one_value("--ldifs-variant", comma_list("--ldifs-variant", args.ldifs_variant, ldifs_variant,
-                                                          "paper,released"))
-    cfg = RunConfig(
-        dataset=args.dataset if dataset is None else dataset, objective=objective, lam=lam, init=args.init,
-        model=args.model, pretrained=args.pretrained, seed=seed, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-        device=args.device, augment=args.augment, bn=args.bn, ldifs_variant=variant, ldifs_taps=taps,
-        precompute_frozen=args.precompute_frozen, data_root=args.data_root, download=args.download,
-        eval_datasets=eval_datasets, umap_points=0 if args.no_umap else RunConfig.umap_points,
-        save_weights=not args.no_weights, train_limit=args.train_limit, eval_limit=args.eval_limit,
-        probe_limit=args.probe_limit, probe_cap=args.probe_cap, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, ls_factor=args.ls_factor, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lipsum_texts=args.lipsum_texts,
-        lipsum_length=args.lipsum_length, zscl_reference=args.zscl_reference,
-    ).validate()
+    if grid is None:
+        grid = {key: one_value(flag_of(key), grid_values(args, key)) for key in GRID_SETTINGS}
+    flagged = {key: getattr(args, key) for key, declared in RUN_SETTINGS.items()
+               if declared.flag != NO_FLAG and key not in GRID_SETTINGS}
+    cfg = RunConfig(**{**flagged, **grid}, dataset=args.dataset if dataset is None else dataset, objective=objective,
+                    lam=lam, seed=seed, eval_datasets=eval_datasets,
+                    umap_points=0 if args.no_umap else RunConfig.umap_points).validate()
     for dataset in (cfg.dataset, *(cfg.eval_datasets or ())):
         check_known(dataset)
     return cfg
 
 
 def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
-    """Every configuration of the grid, all validated before the first one runs."""
+    """Every configuration of the grid, all validated before the first one runs: objectives × λ values × seeds, and
+    for an objective with grid settings (ldifs: taps, variant) every combination of their values."""
     objectives = comma_list("--objectives", args.objectives, objective, "ce,ldifs")
     lams = comma_list("--lams", args.lams, number, "1,10") if args.lams.strip() else None
     seeds = comma_list("--seeds", args.seeds, seed, "0,1,2")
-    taps = comma_list("--ldifs-taps", args.ldifs_taps, ldifs_taps, "1,4,last,stem+blocks")
-    variants = comma_list("--ldifs-variant", args.ldifs_variant, ldifs_variant, "paper,released")
+    values = {key: grid_values(args, key) for key in GRID_SETTINGS}
     if lams is not None and not any(o in REGULARISED for o in objectives):
         raise BadConfig(f"--lams applies to {', '.join(REGULARISED)} only, and none is in --objectives.")
-    return [config_from(args, o, lam, s, tap, variant)
+
+    def grids(kind) -> list[dict]:
+        """Every combination of the objective's grid settings; its other grid settings at their defaults."""
+        axes = [values[key] if key in kind.grid else [getattr(RunConfig, key)] for key in GRID_SETTINGS]
+        return [dict(zip(GRID_SETTINGS, combination)) for combination in itertools.product(*axes)]
+
+    return [config_from(args, o, lam, s, grid)
             for o, s in itertools.product(objectives, seeds)
             for lam in ((lams or [None]) if o in REGULARISED else [None])
-            for tap, variant in (itertools.product(taps, variants) if o == "ldifs"
-                                 else [(RunConfig.ldifs_taps, RunConfig.ldifs_variant)])]
+            for grid in grids(OBJECTIVE_TYPES[o])]
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -618,7 +591,7 @@ def cmd_sequence(args) -> int:
 
     tasks = comma_list("--tasks", args.tasks, name, "mnist,fashion_mnist,animals")
     seq = SequenceConfig(tuple(tasks), args.anchor, config_from(args, args.objective, args.lam, args.seed,
-                                                                 dataset=tasks[0])).validate()
+                                                                 dataset=tasks[0]))
     check_output("--json", args.json)
     store = RunStore(args.store)
     sequence_id = plan_sequence(seq, store)

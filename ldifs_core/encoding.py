@@ -16,6 +16,7 @@ from contextlib import suppress
 import open_clip
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ldifs_core.datasets import ImageSet
 from ldifs_core.datasets.decoding import HEADS_FOLDER, cache_dir
@@ -23,6 +24,18 @@ from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel
 from ldifs_core.paths import write_atomic
 from ldifs_core.stats import accuracy
+
+
+class TunedClassifier(nn.Module):
+    """Image tower + linear head on L2-normalised features (the zero-shot head is such a layer)."""
+
+    def __init__(self, visual: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.visual = visual
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(F.normalize(self.visual(images), dim=-1))
 
 
 def to_model_input(images: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:

@@ -86,7 +86,6 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
 
 
 def _prepare(cfg: RunConfig, progress: Progress | None) -> PreparedRun:
-    cfg.validate()
     device = pick_device(cfg.device)
     shared = cached_model(cfg.model, cfg.pretrained)
     names = cfg.forgetting_datasets(available_bank())

@@ -74,7 +74,8 @@ class SequenceConfig:
             raise BadConfig(f"Anchor '{self.anchor}' is unknown: use original (θ₀) or previous (the stage's start).")
         for name in [*tasks, *(self.base.eval_datasets or ())]:
             check_known(name)
-        self.stage_config(1).validate()
+        for stage in range(1, len(tasks) + 1):  # every stage's run enters the lab here (runner.execute trusts it)
+            self.stage_config(stage).validate()
         return self
 
     def describe(self) -> str:

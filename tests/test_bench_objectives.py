@@ -196,7 +196,7 @@ def test_tap_specs_are_checked():
 @pytest.mark.parametrize("settings, says", [
     (dict(ls_factor=1.0), "ls_factor"), (dict(lora_rank=0), "lora_rank"), (dict(lora_alpha=float("nan")), "lora_alpha"),
     (dict(lora_dropout=1.0), "lora_dropout"), (dict(lipsum_texts=0), "lipsum_texts"),
-    (dict(lipsum_length=200), "lipsum_length"), (dict(zscl_reference="/no/such/folder"), "zscl_reference"),
+    (dict(lipsum_length=200), "lipsum_length"), (dict(objective="zscl", zscl_reference="/no/such/folder"), "zscl_reference"),
     (dict(ldifs_taps="middle"), "ldifs_taps"),
 ])
 def test_bad_bench_settings_are_refused_in_one_line(settings, says):

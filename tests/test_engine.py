@@ -10,7 +10,8 @@ from ldifs_core.config import RunConfig
 from ldifs_core.datasets import load_split
 from ldifs_core.config import OBJECTIVES
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError
-from ldifs_core.objectives import L2SP, OBJECTIVE_TYPES, Batch, TrainingSetup
+from ldifs_core.objectives import OBJECTIVE_TYPES, Batch, TrainingSetup
+from ldifs_core.objectives.l2sp import L2SP
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
@@ -173,9 +174,8 @@ def test_cancelling_stops_within_a_step_and_is_recorded(store_dir):
 
 
 def test_a_non_finite_loss_stops_the_run_with_a_clear_message(store_dir, monkeypatch):
-    from ldifs_core import objectives
 
-    monkeypatch.setattr(objectives.LDIFS, "loss",
+    monkeypatch.setattr(OBJECTIVE_TYPES["ldifs"], "loss",
                         lambda self, batch: (torch.tensor(math.nan, requires_grad=True), {"ce": torch.tensor(math.nan)}))
     store = RunStore()
     with pytest.raises(LabError, match="loss became nan.*Lower the learning rate"):
@@ -283,7 +283,7 @@ def test_an_edited_folder_is_read_again_instead_of_served_from_the_cache(tmp_pat
 def test_reading_losses_every_few_steps_reports_every_step_unchanged_and_still_catches_divergence(model, digits,
                                                                                                    monkeypatch):
     """What an accelerator run does (one host synchronisation per ACCELERATOR_READ_EVERY steps), on the CPU."""
-    from ldifs_core import objectives, train
+    from ldifs_core import train
 
     cfg = RunConfig(objective="ldifs", **{**TINY, "steps": 7})
     every_step: list = []
@@ -294,7 +294,7 @@ def test_reading_losses_every_few_steps_reports_every_step_unchanged_and_still_c
     assert [e.step for e in batched] == list(range(1, 8))
     assert [(e.loss, e.parts, e.lr) for e in batched] == [(e.loss, e.parts, e.lr) for e in every_step]
 
-    real_loss = objectives.LDIFS.loss
+    real_loss = OBJECTIVE_TYPES["ldifs"].loss
     calls = []
 
     def diverging(self, batch):
@@ -302,7 +302,7 @@ def test_reading_losses_every_few_steps_reports_every_step_unchanged_and_still_c
         loss, parts = real_loss(self, batch)
         return (loss * math.nan if len(calls) == 4 else loss), parts
 
-    monkeypatch.setattr(objectives.LDIFS, "loss", diverging)
+    monkeypatch.setattr(OBJECTIVE_TYPES["ldifs"], "loss", diverging)
     with pytest.raises(LabError, match="loss became nan at step 4"):
         finetune(cfg, model, digits, torch.device("cpu"))
     assert len(calls) == 6  # caught at the read after step 6, before step 7 was queued

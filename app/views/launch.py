@@ -6,11 +6,10 @@ import streamlit as st
 
 from app import jobs, launch_checks, model_picker, objective_options, results, widgets
 from app.folder_preview import folder_preview
-from app.launch_checks import checked_number, passes
+from app.launch_checks import checked_setting, passes
 from ldifs_core import reuse
 from ldifs_core.availability import folder_summary
-from ldifs_core.config import (ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, MAX_SEED, OBJECTIVES, REGULARISED,
-                               RunConfig)
+from ldifs_core.config import ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.sequence import SequenceConfig
 from ldifs_core.datasets import available_bank, known_datasets, same_dataset
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
@@ -157,23 +156,20 @@ objective_kwargs = objective_options.objective_settings(objective)  # the chosen
 init = st.radio("Classifier head starts from", INITS, horizontal=True, format_func=INIT_LABELS.__getitem__,
                 help="Zero-shot init uses the text tower's class prompts (as in the paper); LP-init fits a probe first.")
 steps_col, lr_col, batch_col, seed_col = st.columns(4)
-numbers = {"steps": checked_number(steps_col, "Steps", DEFAULT.steps, 1, 1_000_000, step=50)}
+numbers = {"steps": checked_setting(steps_col, "steps")}
 lr = lr_col.select_slider("Learning rate", LEARNING_RATES, value=DEFAULT.lr, format_func=lambda v: f"{v:g}")
-numbers["batch_size"] = checked_number(batch_col, "Batch size", DEFAULT.batch_size, 2, 65536, step=16)
-numbers["seed"] = checked_number(seed_col, "Seed", DEFAULT.seed, 0, MAX_SEED)
+numbers["batch_size"] = checked_setting(batch_col, "batch_size")
+numbers["seed"] = checked_setting(seed_col, "seed")
 
 with st.expander("Advanced"):
     left, right = st.columns(2)
-    numbers["eval_limit"] = checked_number(left, "Test images per dataset", DEFAULT.eval_limit, 10, step=100)
-    numbers["probe_limit"] = checked_number(
-        left, "Train images per class for linear probes", DEFAULT.probe_limit, 2, step=10,
-        help="Every class gets this many probe-training images (fewer if it has fewer).")
-    numbers["probe_cap"] = checked_number(
-        left, "At most this many linear-probe train images per dataset", DEFAULT.probe_cap, 10, step=1000,
-        help="Caps datasets with many classes (quickdraw has 345); fewer per class then.")
-    numbers["umap_points"] = checked_number(left, "Points per dataset in the UMAP", DEFAULT.umap_points, 0, step=100)
-    numbers["train_limit"] = checked_number(right, "Fine-tuning pool (train images)", DEFAULT.train_limit, 10,
-                                            step=1000)
+    numbers["eval_limit"] = checked_setting(left, "eval_limit")
+    numbers["probe_limit"] = checked_setting(
+        left, "probe_limit", help="Every class gets this many probe-training images (fewer if it has fewer).")
+    numbers["probe_cap"] = checked_setting(
+        left, "probe_cap", help="Caps datasets with many classes (quickdraw has 345); fewer per class then.")
+    numbers["umap_points"] = checked_setting(left, "umap_points")
+    numbers["train_limit"] = checked_setting(right, "train_limit")
     augment = right.checkbox("Random-shift augmentation", value=DEFAULT.augment)
     bn = right.radio("BatchNorm statistics (ResNet towers)", BATCHNORM_MODES, format_func=BN_LABELS.__getitem__,
                      index=BATCHNORM_MODES.index(DEFAULT.bn),
@@ -216,14 +212,16 @@ if started:
     with st.spinner("Checking the model loads…"):
         ready = passes(model_slot, model_picker.check_loads, model) and ready
     if ready:
-        try:
-            cfg.validate()
-            sequence = SequenceConfig(tuple(tasks), anchor, cfg).validate() if as_sequence else None
+        try:  # the settings are checked once, here (a sequence's stages as it is recorded)
+            if as_sequence:
+                sequence = SequenceConfig(tuple(tasks), anchor, cfg)
+                sequence_id = jobs.job_runner().submit_sequence(sequence)
+            else:
+                cfg.validate()
         except BadConfig as err:
             widgets.show_error(err)
         else:
-            if sequence is not None:
-                sequence_id = jobs.job_runner().submit_sequence(sequence)
+            if as_sequence:
                 for run_id in results.sequence(sequence_id)["stages"]:
                     widgets.remember_run(run_id)
                 st.toast(f"Queued the sequence {sequence.describe()}", icon=":material/schedule:")

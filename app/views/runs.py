@@ -7,7 +7,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app import figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
 from ldifs_core import export, report, reuse
-from ldifs_core.config import MAX_SEED, REGULARISED, RunConfig
+from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.store import RunRecord
@@ -113,8 +113,8 @@ def sweep_tab(records: list[RunRecord]) -> None:
         lams = st.multiselect("λ values", widgets.LAMBDAS, default=[0.0, 1.0, 10.0, 100.0],
                               format_func=lambda v: f"{v:g}", help="λ = 0 is plain cross-entropy.")
         steps_col, seed_col = st.columns(2)
-        steps = launch_checks.checked_number(steps_col, "Steps", RunConfig().steps, 1, 1_000_000, step=50)
-        seed = launch_checks.checked_number(seed_col, "Seed", 0, 0, MAX_SEED)
+        steps = launch_checks.checked_setting(steps_col, "steps")
+        seed = launch_checks.checked_setting(seed_col, "seed")
         ray_address = st.text_input(RAY_FIELD, value=jobs.default_ray_address(), placeholder="empty: this app's worker",
                                     help="Empty: the runs go one after another through this app's worker. "
                                          "`local` starts Ray here; `auto` joins the cluster this machine belongs to; "
