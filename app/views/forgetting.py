@@ -2,7 +2,7 @@
 every number with its n and 95 % interval, and the test images of a concept whose verdict flipped."""
 import streamlit as st
 
-from app import plots, tables, widgets
+from app import display, plots, tables, widgets
 from ldifs_core import gallery
 
 GALLERY_IMAGES = 32
@@ -37,7 +37,7 @@ def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None
     flips = gallery.flipped_examples(arrays, metrics, dataset, concept, probe, direction, GALLERY_IMAGES)
     row = flips.row
     st.metric(f"Accuracy on “{concept}” ({tables.measured_with(metrics, dataset, probe)})", f"{row['after']:.1f}%",
-              f"{tables.signed(row['change'])} points from {row['before']:.1f}%")
+              display.metric_delta(row["change"], f"points from {row['before']:.1f}%"))
     st.caption(f"{row['before']:.1f}% → {row['after']:.1f}%, change {tables.with_interval(row['change'], row['change_ci'])}"
                f"; n = {row['n']} test images, of which {flips.total} {direction}.")
     if not flips.examples:
@@ -62,7 +62,7 @@ if metrics is not None:
     downstream = metrics["downstream"]
     gain, zs, lp = st.columns(3)
     gain.metric(f"Accuracy on {downstream['dataset']} (fine-tuned)", f"{downstream['accuracy_after']:.1f}%",
-                f"{tables.signed(downstream['change'])} vs zero-shot before")
+                display.metric_delta(downstream["change"], "points vs zero-shot before"))
     gain.caption(f"Gain {tables.with_interval(downstream['change'], downstream['change_ci'])}, "
                  f"n = {downstream['n']} test images")
     zs.metric("Mean zero-shot change on the others", f"{tables.signed(metrics['mean_zs_delta'])} points",

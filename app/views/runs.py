@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
+from app import display, figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
 from ldifs_core import export, report, reuse
 from ldifs_core.config import MAX_SEED, REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
@@ -229,10 +229,10 @@ def wise_ft_results(run_id: str, mixes: dict[float, dict]) -> None:
     mixed = mixes[alpha]
     acc, zs = st.columns(2)
     acc.metric("Accuracy on the fine-tuning task", f"{mixed['downstream']['accuracy_after']:.1f}%",
-               f"{tables.signed(mixed['downstream']['accuracy_after'] - full['downstream']['accuracy_after'])} "
-               f"vs the run")
+               display.metric_delta(mixed["downstream"]["accuracy_after"] - full["downstream"]["accuracy_after"],
+                                    "points vs the run"))
     zs.metric("Mean zero-shot change elsewhere", f"{tables.signed(mixed['mean_zs_delta'])} points",
-              f"{tables.signed(mixed['mean_zs_delta'] - full['mean_zs_delta'])} vs the run")
+              display.metric_delta(mixed["mean_zs_delta"] - full["mean_zs_delta"], "points vs the run"))
     zs.caption(widgets.interval_caption(mixed, "zs"))
     st.plotly_chart(plots.wise_ft_path(mixes, chosen=alpha), key=f"wise-path-{run_id}")
     st.plotly_chart(plots.accuracy_change(mixed), key=f"wise-bars-{run_id}")

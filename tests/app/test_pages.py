@@ -1,12 +1,16 @@
 """What a user sees on each page, checked headlessly with AppTest against a temporary store and a fake runner."""
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import socket
+from pathlib import Path
 
 import pytest
 from PIL import Image
+from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
 from app import jobs, results, tables
@@ -527,3 +531,64 @@ def test_only_the_launch_page_asks_the_worker_to_warm_up(app, runner, monkeypatc
     assert asked == []
     open_page(app, "launch")
     assert asked
+
+
+# -- deltas: a loss reads as a loss everywhere -----------------------------------------------------------
+
+SIGNED_NUMBER = re.compile(r"[+\-−]\d+(?:\.\d+)?")
+
+
+def metric_deltas(app: AppTest) -> list[tuple[str, float, int, int]]:
+    """(delta text, its number, arrow, colour) of every metric on the page that shows a delta."""
+    return [(m.proto.delta, float(SIGNED_NUMBER.search(m.proto.delta).group().replace("−", "-")), m.proto.direction,
+             m.proto.color) for m in app.metric if m.proto.delta]
+
+
+def assert_deltas_follow_their_sign(app: AppTest) -> int:
+    """A loss is a red ↓, a gain a green ↑; returns how many deltas were checked."""
+    deltas = metric_deltas(app)
+    for text, number, direction, color in deltas:
+        loss = number < 0
+        assert direction == (MetricProto.MetricDirection.DOWN if loss else MetricProto.MetricDirection.UP), text
+        assert color == (MetricProto.MetricColor.RED if loss else MetricProto.MetricColor.GREEN), text
+    return len(deltas)
+
+
+def test_every_metric_delta_of_the_forgetting_page_and_its_gallery_reads_its_sign(app, store):
+    run_id = add_finished_run(store, objective="ce", records="matching")  # a CE run: its concepts lost a lot
+    open_page(app, "forgetting")
+    app.selectbox[0].set_value(run_id).run()
+    assert_no_exception(app)
+    assert any(number < 0 for _, number, _, _ in metric_deltas(app))  # the gallery's concept lost accuracy
+    assert assert_deltas_follow_their_sign(app) >= 2
+
+
+def test_the_wise_ft_deltas_against_the_run_read_their_sign(store, populated, monkeypatch):
+    runner, _ = wise_runner(store, monkeypatch)
+    app = open_tab(open_page(AppTest.from_file(MAIN, default_timeout=60), "runs"), "WiSE-FT")
+    evaluate_button(app).click().run()
+    wait_for_wise(runner, app.selectbox(key="wise-run").value, ("done",))
+    app.run()
+    assert {number < 0 for _, number, _, _ in metric_deltas(app)} == {True, False}  # a loss and a gain
+    assert assert_deltas_follow_their_sign(app) == 2
+
+
+def test_every_metric_with_a_delta_writes_it_with_the_one_delta_helper():
+    """A source check over the app: st.metric's arrow follows an ASCII sign only, so every delta is made by
+    display.metric_delta (directly or by a function of the same module that calls it)."""
+    app_dir = Path(__file__).resolve().parents[2] / "app"
+    for path in app_dir.rglob("*.py"):
+        source = path.read_text()
+        tree = ast.parse(source)
+        helpers = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                   and "metric_delta" in ast.unparse(node)}
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "metric"):
+                continue
+            delta = call.args[2] if len(call.args) > 2 else next((k.value for k in call.keywords if k.arg == "delta"),
+                                                                   None)
+            if delta is None:
+                continue
+            called = {node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+                      for node in ast.walk(delta) if isinstance(node, ast.Call)}
+            assert called & ({"metric_delta"} | helpers), f"{path.name}:{call.lineno}: {ast.unparse(delta)}"

@@ -1,0 +1,22 @@
+"""How values are written into Streamlit's elements, whose text is markdown: what a user named (a run label, a
+folder path, a concept of their folder) as plain text, and a change as a metric delta whose arrow and colour
+follow its sign."""
+from __future__ import annotations
+
+import re
+
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; these are the ones Streamlit's
+# markdown gives a meaning (links, emphasis, code, headings, lists, tables, math, :emoji: and :material/icon:).
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+
+
+def plain(text: object) -> str:
+    """`text` escaped so that Streamlit's markdown shows it as typed: `[Open](https://…)` stays those characters,
+    never a link, and a folder named `**x**` is not bold."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def metric_delta(change: float, words: str = "points") -> str:
+    """st.metric's delta for a change: an ASCII sign first, which is how st.metric tells a loss (red ↓) from a gain
+    (green ↑); the page's typographic minus (−) would read as a gain."""
+    return f"{change:+.1f} {words}".rstrip()
