@@ -33,6 +33,10 @@ from ldifs_core.store import RunStore
 TOP_CONCEPTS = 12  # bars in each "most surely forgotten" chart
 GALLERY_CONCEPTS = 3  # concepts per dataset whose flipped images are shown
 GALLERY_IMAGES = 8  # images per concept
+# The template every report figure is written with: a figure carries its own colours and margins whichever front
+# end made it (in the app's process Plotly's default is Streamlit's, whose colours are placeholders like #000001
+# that only Streamlit's front end fills in, and whose axes leave no room for long labels).
+REPORT_TEMPLATE = "plotly"
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,7 @@ class _Page:
     def figure(self, fig) -> None:
         self.figures += 1
         figure_id = f"figure-{self.figures}"
+        fig.update_layout(template=REPORT_TEMPLATE)
         data = pio.to_json(fig, validate=False).replace("</", "<\\/")  # JSON text may not close its script tag
         self.parts.append(f"<div class='figure' id='{figure_id}'></div>"
                           f"<script type='application/json' id='{figure_id}-data'>{data}</script>"
