@@ -202,9 +202,14 @@ def _accuracy_table(metrics: dict) -> str:
 
 
 def _settings_table(metrics: dict, cfg: RunConfig) -> str:
-    rows = [["model", metrics.get("model", cfg.model or "embedded")], ["device", metrics.get("device", "")]]
-    rows += [[key, json.dumps(value) if isinstance(value, (list, dict)) else value]
-             for key, value in cfg.to_dict().items()]
+    """Each setting once: the model as the run named it (None in the config means the embedded one), the device
+    it ran on beside the one asked for."""
+    settings = cfg.to_dict()
+    settings["model"] = metrics.get("model") or cfg.model or "embedded"
+    ran_on = metrics.get("device")
+    if ran_on and ran_on != cfg.device:
+        settings["device"] = f"{ran_on} (asked: {cfg.device})"
+    rows = [[key, json.dumps(value) if isinstance(value, (list, dict)) else value] for key, value in settings.items()]
     return "<div><h4>Configuration</h4>" + _table(["setting", "value"], rows) + "</div>"
 
 

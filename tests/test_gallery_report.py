@@ -213,3 +213,11 @@ def test_a_report_made_in_the_app_makes_room_for_its_axis_labels(app_made_report
         template = figure["layout"]["template"]["layout"]
         for axis in ("xaxis", "yaxis"):
             assert figure["layout"].get(axis, {}).get("automargin", template[axis].get("automargin")), axis
+
+
+def test_the_reports_configuration_names_each_setting_once(app_made_report):
+    config = app_made_report.split("<h4>Configuration</h4>")[1].split("</table>")[0]
+    keys = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", config)
+    names = [key for key, _ in keys]
+    assert len(names) == len(set(names)), [name for name in names if names.count(name) > 1]
+    assert dict(keys)["model"] == "LabCLIP-ViT-28-p7 (test)" and dict(keys)["device"] == "CPU (test) (asked: auto)"
