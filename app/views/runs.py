@@ -64,7 +64,7 @@ def tradeoff_section(points: pd.DataFrame) -> None:
 
 def sweep_control(label: str, options: list, key: str, container: DeltaGenerator, default=None):
     """A selectbox over `options` that starts at `default` (when given and present): the sweep opens on the
-    task, model and step count with the most runs."""
+    task with the most λ values, then on its model and step count with the most runs."""
     index = options.index(default) if default in options else 0
     return container.selectbox(label, options, index=index, key=key, format_func=str)
 
@@ -80,7 +80,7 @@ def lambda_sweep_section(points: pd.DataFrame) -> None:
     objective = sweep_control("Regulariser", regularised, "sweep-objective", objective_col, default="ldifs")
     runs = points[points["objective"] == objective]
     task = sweep_control("Task", sorted(runs["dataset"].unique()), "sweep-task", task_col,
-                         default=runs["dataset"].mode().iloc[0])
+                         default=tables.sweep_task(points, objective))
     runs = runs[runs["dataset"] == task]
     model = sweep_control("Model", sorted(runs["model"].unique()), "sweep-model", model_col,
                           default=runs["model"].mode().iloc[0])
