@@ -53,6 +53,8 @@ def tradeoff_section(points: pd.DataFrame) -> None:
     st.plotly_chart(figure_cache.tradeoff(points))
     st.caption("One panel per fine-tuning task, drawn from the runs the filters above keep. Up is better on the task, "
                "right is less forgetting elsewhere: a good regulariser moves points up and to the right of plain CE. "
+               f"The panels share one forgetting axis, and every accuracy axis spans the same number of points (at "
+               f"least {plots.MIN_ACCURACY_SPAN:g}), so a gap looks as large as it is. "
                "Runs that land on the same spot are nudged apart on a small ring; the hover gives each run and its "
                "exact numbers.")
     st.plotly_chart(figure_cache.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
