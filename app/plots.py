@@ -58,10 +58,18 @@ MAX_COLOURED = len(qualitative.Dark24)  # beyond that, colours stop being tellab
 TRAIL_OPACITY = 0.5
 
 
-def concept_colors(ranked: Sequence[str], k: int) -> dict[str, str]:
-    """Colours of the first `k` concepts of `ranked` (most moved first), given in rank order, so a concept keeps
-    its colour when k changes; every concept not in the result is drawn in grey."""
-    return {name: CLASS_PALETTE[rank] for rank, name in enumerate(ranked[:min(k, MAX_COLOURED)])}
+def concept_colors(coloured: Sequence[str], class_names: Sequence[str]) -> dict[str, str]:
+    """Colours of the concepts in `coloured` (the first MAX_COLOURED, in the order given), each chosen by its
+    concept's class index in the dataset (`class_names`), so a concept keeps its colour across runs of the same
+    dataset and when the ranking changes; on a palette clash (classes beyond the palette) the next free colour.
+    Every concept not in the result is drawn in grey."""
+    colors: dict[str, str] = {}
+    for name in list(dict.fromkeys(coloured))[:MAX_COLOURED]:
+        slot = list(class_names).index(name) if name in class_names else len(colors)
+        taken = set(colors.values())
+        colors[name] = next(color for k in range(len(CLASS_PALETTE))
+                            if (color := CLASS_PALETTE[(slot + k) % len(CLASS_PALETTE)]) not in taken)
+    return colors
 
 
 def padded_range(values: np.ndarray, pad: float = 0.05) -> list[float]:

@@ -90,7 +90,7 @@ if metrics is not None:
                  "Starts on the two concepts first in the colour order.")
         coloured = list(dict.fromkeys(ranked[:int(k)] + trails))
         st.plotly_chart(plots.feature_map(run_arrays[f"umap_pre/{dataset}"], run_arrays[f"umap_post/{dataset}"],
-                                          labels, names, ids, show, plots.concept_colors(coloured, len(coloured)),
+                                          labels, names, ids, show, plots.concept_colors(coloured, names),
                                           trails),
                         key=chart_key(dataset), on_select=lambda: follow_click(dataset), selection_mode="points")
         st.caption("2-D distances are only a picture: UMAP bends space, so judge drift by the numbers below. "
