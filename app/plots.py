@@ -203,13 +203,20 @@ def spread_coincident(x: Sequence[float], y: Sequence[float], x_span: float, y_s
     return shown_x, shown_y
 
 
+ROW_GAP_PX = 120  # between stacked panels: the upper one's tick labels and axis title, then the lower one's title
+FACET_MARGIN = dict(t=80, b=60)
+
+
 def facet_grid(titles: Sequence[str], columns: int = 2, row_height: int = 420):
-    """An empty figure of one panel per title, `columns` wide, each panel with axes of its own."""
+    """An empty figure of one panel per title, `columns` wide, each panel with axes of its own; stacked panels
+    ROW_GAP_PX apart, so a panel's title never runs into the axis title of the panel above."""
     cols = max(1, min(columns, len(titles)))
     rows = max(1, -(-len(titles) // cols))
+    height = row_height * rows
+    gap = ROW_GAP_PX / (height - FACET_MARGIN["t"] - FACET_MARGIN["b"]) if rows > 1 else 0.0
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.09,
-                        vertical_spacing=0.22 / rows)
-    fig.update_layout(height=row_height * rows)
+                        vertical_spacing=gap)
+    fig.update_layout(height=height, margin=FACET_MARGIN)
     return fig, [(k // cols + 1, k % cols + 1) for k in range(len(titles))]
 
 
@@ -219,17 +226,30 @@ def lambda_labels(runs: pd.DataFrame) -> list[str]:
     return [f"λ={lam:g}" if index in labelled else "" for index, lam in runs["λ"].items()]
 
 
+MIN_ACCURACY_SPAN = 10.0  # points of accuracy a trade-off panel shows at least: a 1-point gap stays small
+
+
+def accuracy_span(points: pd.DataFrame) -> float:
+    """The height (accuracy points) of every trade-off panel: the widest task's spread with room, at least
+    MIN_ACCURACY_SPAN, so one point is the same length in every panel."""
+    widest = points.groupby("dataset")["accuracy after"].agg(np.ptp).max() if len(points) else 0.0
+    return max(MIN_ACCURACY_SPAN, 1.2 * float(widest))
+
+
 def tradeoff(points: pd.DataFrame) -> go.Figure:
     """Downstream accuracy against mean forgetting, one panel per fine-tuning task (accuracies of different tasks
-    do not compare), one colour and symbol per objective, regularised runs labelled with their λ. Coincident
-    points are nudged apart on a small ring (the hover gives the exact numbers and the run)."""
+    do not compare), one colour and symbol per objective, regularised runs labelled with their λ. The panels share
+    their scales: one forgetting axis (0 = none included) and accuracy axes of one height. Coincident points are
+    nudged apart on a small ring (the hover gives the exact numbers and the run)."""
     tasks = sorted(points["dataset"].unique())
     fig, cells = facet_grid([f"fine-tuned on {task}" for task in tasks])
+    x_range = padded_range(np.append(points["mean zero-shot Δ"].to_numpy(float), 0.0))
+    y_span = accuracy_span(points)
     in_legend: set[str] = set()
     for task, (row, col) in zip(tasks, cells):
         runs = points[points["dataset"] == task].sort_values(["objective", "λ", "run"]).reset_index(drop=True)
         x, y = runs["mean zero-shot Δ"], runs["accuracy after"]
-        shown_x, shown_y = spread_coincident(x, y, float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0)
+        shown_x, shown_y = spread_coincident(x, y, x_range[1] - x_range[0], y_span)
         for objective, group in runs.groupby("objective", sort=True):
             regularised = objective in REGULARISED
             fig.add_scatter(
@@ -244,8 +264,10 @@ def tradeoff(points: pd.DataFrame) -> go.Figure:
                               "run %{customdata[0]} · %{customdata[3]}<br>accuracy after: %{customdata[4]:.1f}%"
                               "<br>mean zero-shot change: %{customdata[5]:+.1f} points<extra></extra>")
             in_legend.add(objective)
-        fig.update_xaxes(title_text="mean zero-shot change elsewhere (points)", row=row, col=col)
-        fig.update_yaxes(title_text="task accuracy (%)" if col == 1 else None, row=row, col=col)
+        middle = (float(y.min()) + float(y.max())) / 2
+        fig.update_xaxes(title_text="mean zero-shot change elsewhere (points)", range=x_range, row=row, col=col)
+        fig.update_yaxes(title_text="task accuracy (%)" if col == 1 else None,
+                         range=[middle - y_span / 2, middle + y_span / 2], row=row, col=col)
     fig.update_layout(title="Trade-off: downstream accuracy vs forgetting elsewhere", legend_title="objective")
     return fig
 
