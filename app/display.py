@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from ldifs_core.metrics_tables import signed
+
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; these are the ones Streamlit's
 # markdown gives a meaning (links, emphasis, code, headings, lists, tables, math, :emoji: and :material/icon:).
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
@@ -20,3 +22,15 @@ def metric_delta(change: float, words: str = "points") -> str:
     """st.metric's delta for a change: an ASCII sign first, which is how st.metric tells a loss (red ↓) from a gain
     (green ↑); the page's typographic minus (−) would read as a gain."""
     return f"{change:+.1f} {words}".rstrip()
+
+
+def interval(ci, unit: str = "points") -> str:
+    """'95 % CI −3.1 to −1.7 points': the caption under a metric that already shows the number itself."""
+    low, high = ci
+    return f"95 % CI {signed(low)} to {signed(high)} {unit}".rstrip()
+
+
+def sample_sizes(counts) -> str:
+    """'n = 300' when every count is the same, else 'n = 140–209'."""
+    low, high = min(counts), max(counts)
+    return f"n = {low}" if low == high else f"n = {low}–{high}"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import jobs, plots, results, tables
+from app import display, jobs, plots, results, tables
 from ldifs_core.errors import LabError
 from ldifs_core.store import RunRecord
 
@@ -136,7 +136,8 @@ def unreadable_runs(records: Sequence[RunRecord]) -> None:
 
 
 def interval_caption(metrics: dict, probe: str) -> str:
-    return tables.with_interval(metrics[f"mean_{probe}_delta"], metrics[f"mean_{probe}_delta_ci"])
+    """The caption under a mean change's metric: its interval only, the metric shows the number."""
+    return display.interval(metrics[f"mean_{probe}_delta_ci"])
 
 
 def compare_runs(run_ids: Sequence[str]) -> None:

@@ -38,8 +38,8 @@ def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None
     row = flips.row
     st.metric(f"Accuracy on “{concept}” ({tables.measured_with(metrics, dataset, probe)})", f"{row['after']:.1f}%",
               display.metric_delta(row["change"], f"points from {row['before']:.1f}%"))
-    st.caption(f"{row['before']:.1f}% → {row['after']:.1f}%, change {tables.with_interval(row['change'], row['change_ci'])}"
-               f"; n = {row['n']} test images, of which {flips.total} {direction}.")
+    st.caption(f"Change: {display.interval(row['change_ci'])}; n = {row['n']} test images, of which {flips.total} "
+               f"{direction}.")
     if not flips.examples:
         st.caption(f"No test image of “{concept}” {direction}.")
         return
@@ -63,15 +63,14 @@ if metrics is not None:
     gain, zs, lp = st.columns(3)
     gain.metric(f"Accuracy on {downstream['dataset']} (fine-tuned)", f"{downstream['accuracy_after']:.1f}%",
                 display.metric_delta(downstream["change"], "points vs zero-shot before"))
-    gain.caption(f"Gain {tables.with_interval(downstream['change'], downstream['change_ci'])}, "
-                 f"n = {downstream['n']} test images")
+    gain.caption(f"Gain: {display.interval(downstream['change_ci'])}, n = {downstream['n']} test images")
     zs.metric("Mean zero-shot change on the others", f"{tables.signed(metrics['mean_zs_delta'])} points",
               help="After − before, averaged over the datasets checked for forgetting; the interval is a bootstrap "
                    "over their test images.")
-    zs.caption(tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]))
+    zs.caption(widgets.interval_caption(metrics, "zs"))
     lp.metric("Mean linear-probe change on the others", f"{tables.signed(metrics['mean_lp_delta'])} points",
               help="Linear probes ask whether the features still separate the classes at all.")
-    lp.caption(tables.with_interval(metrics["mean_lp_delta"], metrics["mean_lp_delta_ci"]))
+    lp.caption(widgets.interval_caption(metrics, "lp"))
 
     probe = st.segmented_control("Measured with", list(tables.PROBES), default="zs", required=True,
                                  format_func=tables.PROBES.__getitem__,

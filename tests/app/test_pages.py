@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
-from app import jobs, results, tables
+from app import display, jobs, results, tables
 from app.jobs import WISE_ALPHAS as ALPHAS
 from app.jobs import JobRunner
 from app.widgets import MY_RUNS, NO_FINISHED_RUNS, OTHER_PROCESS
@@ -109,8 +109,8 @@ def test_forgetting_page_gives_every_mean_change_its_interval_and_every_concept_
     open_page(app, "forgetting")
     app.selectbox[0].set_value(populated["ldifs"]).run()
     captions = texts(app.caption)
-    assert tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]) in captions
-    assert tables.with_interval(metrics["mean_lp_delta"], metrics["mean_lp_delta_ci"]) in captions
+    assert display.interval(metrics["mean_zs_delta_ci"]) in captions
+    assert display.interval(metrics["mean_lp_delta_ci"]) in captions
     concepts = app.dataframe[0].value
     ranked = stats.rank_forgotten(metrics["forgetting"][0]["per_class"])
     assert list(concepts["class_name"]) == [row["class_name"] for row in ranked]
@@ -592,3 +592,15 @@ def test_every_metric_with_a_delta_writes_it_with_the_one_delta_helper():
             called = {node.func.id if isinstance(node.func, ast.Name) else node.func.attr
                       for node in ast.walk(delta) if isinstance(node, ast.Call)}
             assert called & ({"metric_delta"} | helpers), f"{path.name}:{call.lineno}: {ast.unparse(delta)}"
+
+
+@pytest.mark.parametrize("page", ["forgetting", "launch"])
+def test_a_headline_number_is_printed_once_its_caption_adds_only_the_interval(app, store, page):
+    run_id = add_finished_run(store, objective="ce", records="matching")
+    open_page(app, page)
+    if page == "forgetting":
+        app.selectbox[0].set_value(run_id).run()
+    captions = texts(app.caption)
+    assert "95 % CI" in captions
+    shown = [m.value for m in app.metric if m.value.endswith(("points", "%"))]
+    assert shown and not [value for value in shown if value in captions]
