@@ -388,18 +388,23 @@ def column_labels(matrix: dict) -> list[str]:
             for d in matrix["datasets"]]
 
 
+MIN_HEATMAP_HEIGHT = 320  # a matrix of two or three rows still gets a colour bar one can read
+
+
 def forgetting_heatmap(summary: dict, probe: str = "zs") -> go.Figure:
-    """accuracy[stage][dataset] as a heatmap, θ₀ on top, each cell written with its accuracy and n in the hover."""
+    """accuracy[stage][dataset] as a heatmap, θ₀ on top, each cell written with its accuracy and n in the hover;
+    the colour bar spans the whole height."""
     matrix = summary["matrix"]
     rows = [matrix["before"][probe], *matrix[probe]]
     labels = stage_labels(summary)
     text = [[f"{value:.1f}" for value in row] for row in rows]
     fig = go.Figure(go.Heatmap(
         z=rows, x=column_labels(matrix), y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
-        zmin=0, zmax=100, colorbar=dict(title="accuracy (%)"),
+        zmin=0, zmax=100, colorbar=dict(title="accuracy (%)", len=1, thickness=14),
         customdata=[[n for n in matrix["n"]] for _ in rows],
         hovertemplate="%{y} · %{x}<br>accuracy %{z:.1f}% on n = %{customdata} test images<extra></extra>"))
-    fig.update_layout(title=f"Forgetting matrix ({tables.PROBES[probe]} accuracy, %)", height=120 + 48 * len(rows),
+    fig.update_layout(title=f"Forgetting matrix ({tables.PROBES[probe]} accuracy, %)",
+                      height=max(MIN_HEATMAP_HEIGHT, 120 + 48 * len(rows)),
                       yaxis=dict(autorange="reversed"), xaxis=dict(side="top"))
     return fig
 

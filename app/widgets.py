@@ -217,6 +217,9 @@ def _queued(record: RunRecord) -> None:
     address = runner.ray_address(record.run_id)
     if address is not None:
         st.progress(0.0, text=f"Queued on Ray ({address}) — it starts when the cluster has room.")
+    elif record.config.stage and record.config.stage > 1:  # its sequence runs it right after the stage before
+        st.progress(0.0, text=f"Queued — waits for stage {record.config.stage - 1} of its sequence, whose weights it "
+                              f"starts from.")
     else:
         position = runner.queue_position(record.run_id)
         ahead = f"{position - 1} more job(s) ahead of it" if position and position > 1 else "next in line"

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from app import jobs, plots, results, tables, widgets
+from app import display, jobs, plots, results, tables, widgets
 from ldifs_core import export
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import LabError
@@ -34,9 +34,8 @@ def headline(summary: dict, probe: str) -> None:
                        "negative = forgotten.")
     right.metric("Change on datasets never trained on", "–" if unseen is None else f"{tables.signed(unseen[-1])} points",
                  help=f"Mean change from θ₀ on {', '.join(summary['matrix']['unseen']) or 'none'}.")
-    n = summary["matrix"]["n"]
-    st.caption(f"Each cell rests on n = {min(n)}–{max(n)} test images per dataset; the lines show every cell's 95 % "
-               f"interval, the JSON and CSV carry them.")
+    st.caption(f"Each cell rests on {display.sample_sizes(summary['matrix']['n'])} test images per dataset; the lines "
+               f"show every cell's 95 % interval, the JSON and CSV carry them.")
 
 
 def follow(summary: dict, key: str) -> None:
