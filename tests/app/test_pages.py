@@ -177,6 +177,22 @@ def test_learn_page_renders_the_ldifs_formula(app):
     assert r"\mathrm{LDIFS}(x)" in formulas and r"\lambda \cdot \mathrm{LDIFS}" in formulas
 
 
+def page_order(node) -> list:
+    """The page's elements in the order a reader meets them."""
+    return [element for child in getattr(node, "children", {}).values() for element in [child, *page_order(child)]]
+
+
+def test_learn_opens_on_the_demo_and_the_lambda_slider_with_the_theory_after_them(app):
+    open_page(app, "learn")
+    kinds = [(element.type, str(getattr(element, "value", getattr(element, "label", "")))) for element in
+             page_order(app.main)]
+    demo = next(k for k, (kind, text) in enumerate(kinds) if kind == "button" or text == "Run the demo")
+    slider = next(k for k, (kind, _) in enumerate(kinds) if kind == "select_slider")
+    formula = next(k for k, (kind, _) in enumerate(kinds) if kind == "latex")
+    assert demo < formula and slider < formula
+    assert sum(kind == "markdown" for kind, _ in kinds[:demo]) <= 2  # a short introduction, not a wall of text
+
+
 # -- launching -------------------------------------------------------------------------------------------
 
 
