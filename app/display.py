@@ -1,15 +1,16 @@
 """How values are written into Streamlit's elements, whose text is markdown: what a user named (a run label, a
-folder path, a concept of their folder) as plain text, and a change as a metric delta whose arrow and colour
-follow its sign."""
+folder path, a concept of their folder) as plain text; a change as a metric delta whose arrow and colour follow its
+sign; the interval and sample size under a metric that already shows its number."""
 from __future__ import annotations
 
 import re
 
 from ldifs_core.metrics_tables import signed
 
-# Every ASCII punctuation character may be backslash-escaped in CommonMark; these are the ones Streamlit's
-# markdown gives a meaning (links, emphasis, code, headings, lists, tables, math, :emoji: and :material/icon:).
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+# The characters that give text a meaning in the middle of a line of Streamlit's markdown: links and images ([ ]),
+# autolinks (< > and the colon of https:), emphasis and strike-through, code, math, tables, :emoji: and
+# :material/icon:. CommonMark lets each be backslash-escaped; the rest of a label or path stays as it is.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$:])")
 
 
 def plain(text: object) -> str:

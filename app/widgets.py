@@ -151,7 +151,7 @@ def compare_runs(run_ids: Sequence[str]) -> None:
     st.plotly_chart(plots.run_comparison(runs), key=f"compare-{'-'.join(run_ids)}")
     for column, (name, metrics) in zip(st.columns(len(runs)), runs.items()):
         with column:
-            st.markdown(f"**{name}**")
+            st.markdown(f"**{display.plain(name)}**")
             st.metric("Accuracy on the fine-tuning task", f"{metrics['downstream']['accuracy_after']:.1f}%")
             st.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
             st.caption(interval_caption(metrics, "zs"))
@@ -179,7 +179,7 @@ def _run_cards(run_ids: list[str], was_active: bool) -> None:
 
 
 def run_card(record: RunRecord) -> None:
-    st.markdown(f"{STATUS_ICONS[record.status]} **{run_label(record)}** — {record.status}")
+    st.markdown(f"{STATUS_ICONS[record.status]} **{display.plain(run_label(record))}** — {record.status}")
     if record.status == "queued":
         _queued(record)
     elif record.status == "running":
@@ -320,13 +320,14 @@ def _jobs_panel(seen: list[tuple[str, str]]) -> None:
         progress = record.progress
         step = f" · step {progress['step']}/{progress['total_steps']}" if "step" in progress else ""
         owner = " (yours)" if record.run_id in mine else ""
-        st.caption(f"{STATUS_ICONS[record.status]} {record.config.describe()}{owner} — {record.status}{step}")
+        st.caption(f"{STATUS_ICONS[record.status]} {display.plain(record.config.describe())}{owner} — "
+                   f"{record.status}{step}")
         if runner.owns(record.run_id):
             cancel_control(record.run_id, key=f"sidebar-cancel-{record.run_id}")
         else:
             st.caption(run_elsewhere(record))
     for state in wise:
         done = f" · {len(state.computed)}/{len(state.alphas)} α" if state.status == "running" else ""
-        st.caption(f"{STATUS_ICONS[state.status]} {state.describe()} — {state.status}{done}")
+        st.caption(f"{STATUS_ICONS[state.status]} {display.plain(state.describe())} — {state.status}{done}")
         cancel_control(jobs.wise_job_id(state.run_id), key=f"sidebar-cancel-{jobs.wise_job_id(state.run_id)}",
                        what="WiSE-FT path")

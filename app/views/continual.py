@@ -43,7 +43,7 @@ def follow(summary: dict, key: str) -> None:
     stages = summary["stage_status"]
     done = sum(s["status"] == "done" for s in stages)
     running = next((s for s in stages if s["status"] == "running"), None)
-    text = (f"Stage {running['stage']} of {len(stages)} ({running['task']}) is running" if running
+    text = (f"Stage {running['stage']} of {len(stages)} ({display.plain(running['task'])}) is running" if running
             else "Queued — jobs go one at a time")
     st.progress(done / len(stages), text=f"{text}; {done} of {len(stages)} stages done.")
     runner = jobs.job_runner()
@@ -54,7 +54,7 @@ def follow(summary: dict, key: str) -> None:
 
 
 def show_sequence(summary: dict, probe: str, key: str) -> None:
-    st.markdown(f"{widgets.STATUS_ICONS.get(summary['status'], '')} **{label(summary)}**")
+    st.markdown(f"{widgets.STATUS_ICONS.get(summary['status'], '')} **{display.plain(label(summary))}**")
     if summary["status"] in ACTIVE:
         follow(summary, key)
     elif summary["status"] == "failed":

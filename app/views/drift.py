@@ -1,7 +1,7 @@
 """Feature drift: where the image features of other datasets moved during fine-tuning."""
 import streamlit as st
 
-from app import plots, results, tables, widgets
+from app import display, plots, results, tables, widgets
 from ldifs_core import drift_records
 
 SHOW_LABELS = {plots.SHOW_BOTH: "Overlay with trails", plots.SHOW_SIDE: "Before | After", plots.SHOW_BEFORE: "Before",
@@ -47,9 +47,11 @@ def image_panel(run_arrays: dict, dataset: str, position: int, names: list[str])
     if facts.label is None:
         words.caption("This run stored no per-image predictions: run it again to see them here.")
         return
-    lines = [f"**{names[facts.label]}** (true concept), test image #{position} of {dataset}"]
+    lines = [f"**{display.plain(names[facts.label])}** (true concept), test image #{position} of "
+             f"{display.plain(dataset)}"]
     for probe, predicted in facts.predictions.items():
-        before, after = (f"{names[label]} {'✓' if label == facts.label else '✗'}" for label in predicted)
+        before, after = (f"{display.plain(names[label])} {'✓' if label == facts.label else '✗'}"
+                         for label in predicted)
         lines.append(f"{PROBE_NAMES.get(probe, probe)}: {before} → {after}")
     if facts.displacement is not None:
         lines.append(f"relative displacement: {facts.displacement:.2f}")

@@ -207,7 +207,7 @@ def test_launching_queues_a_run_that_is_recorded_in_the_store(app, store, runner
     app.run()
     assert "See what it forgot" in [link.label for link in app.get("page_link")]
     metrics = store.metrics(record.run_id)
-    assert tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]) in texts(app.caption)
+    assert display.interval(metrics["mean_zs_delta_ci"]) in texts(app.caption)
 
 
 def test_a_missing_checkpoint_is_a_short_error_and_queues_nothing(app, store):
@@ -620,3 +620,36 @@ def test_a_headline_number_is_printed_once_its_caption_adds_only_the_interval(ap
     assert "95 % CI" in captions
     shown = [m.value for m in app.metric if m.value.endswith(("points", "%"))]
     assert shown and not [value for value in shown if value in captions]
+
+
+# -- what users named is shown as text ---------------------------------------------------------------------
+
+LINK_LABEL = "[Open the results](https://example.com/phish)"
+ODD_FOLDER = "/data/[click](javascript:alert(1))/**bold**"
+UNESCAPED_LINK = re.compile(r"(?<!\\)\]\(")
+
+
+def markdown_shown(app: AppTest) -> list[str]:
+    """Every text on the page that Streamlit renders as markdown."""
+    elements = [*app.markdown, *app.caption, *app.sidebar.caption, *app.info, *app.warning, *app.error]
+    return ([str(e.value) for e in elements] + [m.label for m in app.metric]
+            + [bar.proto.text for bar in app.get("progress")])
+
+
+def test_plain_escapes_every_markdown_meaning():
+    assert display.plain(LINK_LABEL) == r"\[Open the results\](https\://example.com/phish)"
+    assert not UNESCAPED_LINK.search(display.plain(ODD_FOLDER)) and "**" not in display.plain(ODD_FOLDER)
+
+
+def test_a_run_label_or_folder_with_markdown_is_shown_as_typed_never_as_a_link(app, store, held):
+    add_finished_run(store, label=LINK_LABEL)
+    add_ended_run(store, "failed", "It failed.", label=LINK_LABEL, dataset=ODD_FOLDER)
+    jobs.job_runner().submit(store_module.RunConfig(steps=5, label=LINK_LABEL, dataset=ODD_FOLDER))
+    for page in ("launch", "runs", "forgetting"):
+        open_page(app, page)
+        assert_no_exception(app)
+        shown = markdown_shown(app)
+        assert not [text for text in shown if UNESCAPED_LINK.search(text) or "**bold**" in text], page
+        if page == "launch":
+            assert any(display.plain(LINK_LABEL) in text for text in shown)
+            assert any(display.plain(ODD_FOLDER) in text for text in shown)
