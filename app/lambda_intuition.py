@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import figure_cache, tables
+from app import display, figure_cache, tables
 from ldifs_core import lambda_grid
 from ldifs_core.config import DEFAULT_LAMBDA
 from ldifs_core.errors import LambdaGridUnreadable
@@ -41,8 +41,8 @@ def points_text(spread: lambda_grid.Spread) -> str:
 
 
 def versus_ce(chosen: lambda_grid.Spread, ce: lambda_grid.Spread | None) -> str | None:
-    """The metric's delta; an ASCII sign, which is how st.metric tells a fall (red, down) from a gain."""
-    return None if ce is None else f"{chosen.mean - ce.mean:+.1f} points vs CE"
+    """The metric's delta: the difference to CE, None for CE itself."""
+    return None if ce is None else display.metric_delta(chosen.mean - ce.mean, "points vs CE")
 
 
 def headline_metrics(task: str, cell: lambda_grid.GridCell, ce: lambda_grid.GridCell | None) -> None:

@@ -57,10 +57,18 @@ MAX_COLOURED = len(qualitative.Dark24)  # beyond that, colours stop being tellab
 TRAIL_OPACITY = 0.5
 
 
-def concept_colors(ranked: Sequence[str], k: int) -> dict[str, str]:
-    """Colours of the first `k` concepts of `ranked` (most moved first), given in rank order, so a concept keeps
-    its colour when k changes; every concept not in the result is drawn in grey."""
-    return {name: CLASS_PALETTE[rank] for rank, name in enumerate(ranked[:min(k, MAX_COLOURED)])}
+def concept_colors(coloured: Sequence[str], class_names: Sequence[str]) -> dict[str, str]:
+    """Colours of the concepts in `coloured` (the first MAX_COLOURED, in the order given), each chosen by its
+    concept's class index in the dataset (`class_names`), so a concept keeps its colour across runs of the same
+    dataset and when the ranking changes; on a palette clash (classes beyond the palette) the next free colour.
+    Every concept not in the result is drawn in grey."""
+    colors: dict[str, str] = {}
+    for name in list(dict.fromkeys(coloured))[:MAX_COLOURED]:
+        slot = list(class_names).index(name) if name in class_names else len(colors)
+        taken = set(colors.values())
+        colors[name] = next(color for k in range(len(CLASS_PALETTE))
+                            if (color := CLASS_PALETTE[(slot + k) % len(CLASS_PALETTE)]) not in taken)
+    return colors
 
 
 def padded_range(values: np.ndarray, pad: float = 0.05) -> list[float]:
@@ -194,13 +202,20 @@ def spread_coincident(x: Sequence[float], y: Sequence[float], x_span: float, y_s
     return shown_x, shown_y
 
 
+ROW_GAP_PX = 120  # between stacked panels: the upper one's tick labels and axis title, then the lower one's title
+FACET_MARGIN = dict(t=80, b=60)
+
+
 def facet_grid(titles: Sequence[str], columns: int = 2, row_height: int = 420):
-    """An empty figure of one panel per title, `columns` wide, each panel with axes of its own."""
+    """An empty figure of one panel per title, `columns` wide, each panel with axes of its own; stacked panels
+    ROW_GAP_PX apart, so a panel's title never runs into the axis title of the panel above."""
     cols = max(1, min(columns, len(titles)))
     rows = max(1, -(-len(titles) // cols))
+    height = row_height * rows
+    gap = ROW_GAP_PX / (height - FACET_MARGIN["t"] - FACET_MARGIN["b"]) if rows > 1 else 0.0
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.09,
-                        vertical_spacing=0.22 / rows)
-    fig.update_layout(height=row_height * rows)
+                        vertical_spacing=gap)
+    fig.update_layout(height=height, margin=FACET_MARGIN)
     return fig, [(k // cols + 1, k % cols + 1) for k in range(len(titles))]
 
 
@@ -210,17 +225,30 @@ def lambda_labels(runs: pd.DataFrame) -> list[str]:
     return [f"λ={lam:g}" if index in labelled else "" for index, lam in runs["λ"].items()]
 
 
+MIN_ACCURACY_SPAN = 10.0  # points of accuracy a trade-off panel shows at least: a 1-point gap stays small
+
+
+def accuracy_span(points: pd.DataFrame) -> float:
+    """The height (accuracy points) of every trade-off panel: the widest task's spread with room, at least
+    MIN_ACCURACY_SPAN, so one point is the same length in every panel."""
+    widest = points.groupby("dataset")["accuracy after"].agg(np.ptp).max() if len(points) else 0.0
+    return max(MIN_ACCURACY_SPAN, 1.2 * float(widest))
+
+
 def tradeoff(points: pd.DataFrame) -> go.Figure:
     """Downstream accuracy against mean forgetting, one panel per fine-tuning task (accuracies of different tasks
-    do not compare), one colour and symbol per objective, regularised runs labelled with their λ. Coincident
-    points are nudged apart on a small ring (the hover gives the exact numbers and the run)."""
+    do not compare), one colour and symbol per objective, regularised runs labelled with their λ. The panels share
+    their scales: one forgetting axis (0 = none included) and accuracy axes of one height. Coincident points are
+    nudged apart on a small ring (the hover gives the exact numbers and the run)."""
     tasks = sorted(points["dataset"].unique())
     fig, cells = facet_grid([f"fine-tuned on {task}" for task in tasks])
+    x_range = padded_range(np.append(points["mean zero-shot Δ"].to_numpy(float), 0.0))
+    y_span = accuracy_span(points)
     in_legend: set[str] = set()
     for task, (row, col) in zip(tasks, cells):
         runs = points[points["dataset"] == task].sort_values(["objective", "λ", "run"]).reset_index(drop=True)
         x, y = runs["mean zero-shot Δ"], runs["accuracy after"]
-        shown_x, shown_y = spread_coincident(x, y, float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0)
+        shown_x, shown_y = spread_coincident(x, y, x_range[1] - x_range[0], y_span)
         for objective, group in runs.groupby("objective", sort=True):
             regularised = objective in REGULARISED
             fig.add_scatter(
@@ -235,8 +263,10 @@ def tradeoff(points: pd.DataFrame) -> go.Figure:
                               "run %{customdata[0]} · %{customdata[3]}<br>accuracy after: %{customdata[4]:.1f}%"
                               "<br>mean zero-shot change: %{customdata[5]:+.1f} points<extra></extra>")
             in_legend.add(objective)
-        fig.update_xaxes(title_text="mean zero-shot change elsewhere (points)", row=row, col=col)
-        fig.update_yaxes(title_text="task accuracy (%)" if col == 1 else None, row=row, col=col)
+        middle = (float(y.min()) + float(y.max())) / 2
+        fig.update_xaxes(title_text="mean zero-shot change elsewhere (points)", range=x_range, row=row, col=col)
+        fig.update_yaxes(title_text="task accuracy (%)" if col == 1 else None,
+                         range=[middle - y_span / 2, middle + y_span / 2], row=row, col=col)
     fig.update_layout(title="Trade-off: downstream accuracy vs forgetting elsewhere", legend_title="objective")
     return fig
 
@@ -357,18 +387,23 @@ def column_labels(matrix: dict) -> list[str]:
             for d in matrix["datasets"]]
 
 
+MIN_HEATMAP_HEIGHT = 320  # a matrix of two or three rows still gets a colour bar one can read
+
+
 def forgetting_heatmap(summary: dict, probe: str = "zs") -> go.Figure:
-    """accuracy[stage][dataset] as a heatmap, θ₀ on top, each cell written with its accuracy and n in the hover."""
+    """accuracy[stage][dataset] as a heatmap, θ₀ on top, each cell written with its accuracy and n in the hover;
+    the colour bar spans the whole height."""
     matrix = summary["matrix"]
     rows = [matrix["before"][probe], *matrix[probe]]
     labels = stage_labels(summary)
     text = [[f"{value:.1f}" for value in row] for row in rows]
     fig = go.Figure(go.Heatmap(
         z=rows, x=column_labels(matrix), y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
-        zmin=0, zmax=100, colorbar=dict(title="accuracy (%)"),
+        zmin=0, zmax=100, colorbar=dict(title="accuracy (%)", len=1, thickness=14),
         customdata=[[n for n in matrix["n"]] for _ in rows],
         hovertemplate="%{y} · %{x}<br>accuracy %{z:.1f}% on n = %{customdata} test images<extra></extra>"))
-    fig.update_layout(title=f"Forgetting matrix ({tables.PROBES[probe]} accuracy, %)", height=120 + 48 * len(rows),
+    fig.update_layout(title=f"Forgetting matrix ({tables.PROBES[probe]} accuracy, %)",
+                      height=max(MIN_HEATMAP_HEIGHT, 120 + 48 * len(rows)),
                       yaxis=dict(autorange="reversed"), xaxis=dict(side="top"))
     return fig
 

@@ -136,6 +136,16 @@ def lambda_sweep(points: pd.DataFrame, objective: str = "ldifs") -> pd.DataFrame
     return sweep[SWEEP_COLUMNS]
 
 
+def sweep_task(points: pd.DataFrame, objective: str) -> str:
+    """The task a λ sweep of `objective` opens on: the one with the most λ values (CE counting as λ = 0), then the
+    most runs, then by name; only tasks where `objective` has runs."""
+    runs = points[(points["objective"] == objective) | (points["objective"] == "ce")]
+    counts = runs.assign(λ=runs["λ"].where(runs["objective"] == objective, CE_LAMBDA)).groupby("dataset").agg(
+        lams=("λ", "nunique"), runs=("run", "size"))
+    tasks = set(points.loc[points["objective"] == objective, "dataset"])
+    return min(tasks, key=lambda task: (-counts.at[task, "lams"], -counts.at[task, "runs"], task))
+
+
 def grid_sweep(cells) -> pd.DataFrame:
     """The same table from the precomputed λ grid's cells of one task (ldifs_core.lambda_grid.GridCell)."""
     return pd.DataFrame(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import jobs, plots, results, tables
+from app import display, jobs, plots, results, tables
 from ldifs_core.errors import LabError
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.store import RunRecord
@@ -126,7 +126,8 @@ def unreadable_runs(records: Sequence[RunRecord]) -> None:
 
 
 def interval_caption(metrics: dict, probe: str) -> str:
-    return tables.with_interval(metrics[f"mean_{probe}_delta"], metrics[f"mean_{probe}_delta_ci"])
+    """The caption under a mean change's metric: its interval only, the metric shows the number."""
+    return display.interval(metrics[f"mean_{probe}_delta_ci"])
 
 
 def compare_runs(run_ids: Sequence[str]) -> None:
@@ -140,7 +141,7 @@ def compare_runs(run_ids: Sequence[str]) -> None:
     st.plotly_chart(plots.run_comparison(runs), key=f"compare-{'-'.join(run_ids)}")
     for column, (name, metrics) in zip(st.columns(len(runs)), runs.items()):
         with column:
-            st.markdown(f"**{name}**")
+            st.markdown(f"**{display.plain(name)}**")
             st.metric("Accuracy on the fine-tuning task", f"{metrics['downstream']['accuracy_after']:.1f}%")
             st.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
             st.caption(interval_caption(metrics, "zs"))
@@ -168,7 +169,7 @@ def _run_cards(run_ids: list[str], was_active: bool) -> None:
 
 
 def run_card(record: RunRecord) -> None:
-    st.markdown(f"{STATUS_ICONS[record.status]} **{run_label(record)}** — {record.status}")
+    st.markdown(f"{STATUS_ICONS[record.status]} **{display.plain(run_label(record))}** — {record.status}")
     if record.status == "queued":
         _queued(record)
     elif record.status == "running":
@@ -206,6 +207,9 @@ def _queued(record: RunRecord) -> None:
     address = runner.ray_address(record.run_id)
     if address is not None:
         st.progress(0.0, text=f"Queued on Ray ({address}) — it starts when the cluster has room.")
+    elif record.config.stage and record.config.stage > 1:  # its sequence runs it right after the stage before
+        st.progress(0.0, text=f"Queued — waits for stage {record.config.stage - 1} of its sequence, whose weights it "
+                              f"starts from.")
     else:
         position = runner.queue_position(record.run_id)
         ahead = f"{position - 1} more job(s) ahead of it" if position and position > 1 else "next in line"
@@ -306,13 +310,14 @@ def _jobs_panel(seen: list[tuple[str, str]]) -> None:
         progress = record.progress
         step = f" · step {progress['step']}/{progress['total_steps']}" if "step" in progress else ""
         owner = " (yours)" if record.run_id in mine else ""
-        st.caption(f"{STATUS_ICONS[record.status]} {record.config.describe()}{owner} — {record.status}{step}")
+        st.caption(f"{STATUS_ICONS[record.status]} {display.plain(record.config.describe())}{owner} — "
+                   f"{record.status}{step}")
         if runner.owns(record.run_id):
             cancel_control(record.run_id, key=f"sidebar-cancel-{record.run_id}")
         else:
             st.caption(run_elsewhere(record))
     for state in wise:
         done = f" · {len(state.computed)}/{len(state.alphas)} α" if state.status == "running" else ""
-        st.caption(f"{STATUS_ICONS[state.status]} {state.describe()} — {state.status}{done}")
+        st.caption(f"{STATUS_ICONS[state.status]} {display.plain(state.describe())} — {state.status}{done}")
         cancel_control(jobs.wise_job_id(state.run_id), key=f"sidebar-cancel-{jobs.wise_job_id(state.run_id)}",
                        what="WiSE-FT path")

@@ -1,6 +1,7 @@
 """The Plotly figures of a run's metrics that both the app and the HTML report draw (report.py): accuracy before and
 after per dataset, the concepts most surely forgotten, and runs side by side. Every bar carries its 95 % interval
-and n. Pure functions: plain metrics in, a figure out.
+and n, and every axis makes room for its labels (automargin) whichever template draws it. Pure functions: plain
+metrics in, a figure out.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def accuracy_change(metrics: dict, probe: str = "zs") -> go.Figure:
     after.update(text=[tables.signed(c) for c in rows["change"]], textposition="outside",
                  textfont=dict(color=change_colors(rows["change"]), size=14))
     fig.update_layout(barmode="group", title=f"Accuracy before and after fine-tuning ({tables.PROBES[probe]})",
-                      yaxis=dict(title="accuracy (%), bars with 95 % intervals", range=[0, 110]),
+                      yaxis=dict(title="accuracy (%), bars with 95 % intervals", range=[0, 110], automargin=True),
+                      xaxis=dict(automargin=True),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -66,7 +68,8 @@ def class_drops(metrics: dict, dataset: str, limit: int = 20, probe: str = "zs",
     if changes.empty:
         title += f": no concept has at least {min_n} test images"
     fig.update_layout(title=title, xaxis_title="change (accuracy points), bars with 95 % intervals",
-                      height=max(300, 22 * len(changes) + 120), yaxis=dict(type="category"))
+                      height=max(300, 22 * len(changes) + 120), yaxis=dict(type="category", automargin=True),
+                      xaxis=dict(automargin=True))
     return fig
 
 
@@ -78,5 +81,6 @@ def run_comparison(runs: dict[str, dict]) -> go.Figure:
         fig.add_bar(name=name, x=table["dataset"], y=table[name], text=[tables.signed(c) for c in table[name]],
                     textposition="outside", hovertemplate="%{x}: %{y:+.1f} points<extra>%{fullData.name}</extra>")
     fig.update_layout(barmode="group", title="Accuracy change per dataset (fine-tuning task first)",
-                      yaxis_title="change (accuracy points)", legend=dict(orientation="h", y=-0.2))
+                      yaxis=dict(title="change (accuracy points)", automargin=True), xaxis=dict(automargin=True),
+                      legend=dict(orientation="h", y=-0.2))
     return fig

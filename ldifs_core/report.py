@@ -33,6 +33,10 @@ from ldifs_core.store import RunStore
 TOP_CONCEPTS = 12  # bars in each "most surely forgotten" chart
 GALLERY_CONCEPTS = 3  # concepts per dataset whose flipped images are shown
 GALLERY_IMAGES = 8  # images per concept
+# The template every report figure is written with: a figure carries its own colours and margins whichever front
+# end made it (in the app's process Plotly's default is Streamlit's, whose colours are placeholders like #000001
+# that only Streamlit's front end fills in, and whose axes leave no room for long labels).
+REPORT_TEMPLATE = "plotly"
 
 
 @dataclass(frozen=True)
@@ -198,9 +202,14 @@ def _accuracy_table(metrics: dict) -> str:
 
 
 def _settings_table(metrics: dict, cfg: RunConfig) -> str:
-    rows = [["model", metrics.get("model", cfg.model or "embedded")], ["device", metrics.get("device", "")]]
-    rows += [[key, json.dumps(value) if isinstance(value, (list, dict)) else value]
-             for key, value in cfg.to_dict().items()]
+    """Each setting once: the model as the run named it (None in the config means the embedded one), the device
+    it ran on beside the one asked for."""
+    settings = cfg.to_dict()
+    settings["model"] = metrics.get("model") or cfg.model or "embedded"
+    ran_on = metrics.get("device")
+    if ran_on and ran_on != cfg.device:
+        settings["device"] = f"{ran_on} (asked: {cfg.device})"
+    rows = [[key, json.dumps(value) if isinstance(value, (list, dict)) else value] for key, value in settings.items()]
     return "<div><h4>Configuration</h4>" + _table(["setting", "value"], rows) + "</div>"
 
 
@@ -248,6 +257,7 @@ class _Page:
     def figure(self, fig) -> None:
         self.figures += 1
         figure_id = f"figure-{self.figures}"
+        fig.update_layout(template=REPORT_TEMPLATE)
         data = pio.to_json(fig, validate=False).replace("</", "<\\/")  # JSON text may not close its script tag
         self.parts.append(f"<div class='figure' id='{figure_id}'></div>"
                           f"<script type='application/json' id='{figure_id}-data'>{data}</script>"

@@ -29,7 +29,7 @@ def arrays() -> dict:
 def draw(arrays: dict, show: str = plots.SHOW_BOTH, colored=(), trails=()):
     return plots.feature_map(arrays[f"umap_pre/{DATASET}"], arrays[f"umap_post/{DATASET}"],
                              arrays[f"umap_labels/{DATASET}"], NAMES, arrays[f"umap_ids/{DATASET}"], show,
-                             plots.concept_colors(list(colored), len(colored)), trails)
+                             plots.concept_colors(list(colored), NAMES), trails)
 
 
 def concepts_drawn(arrays: dict) -> list[str]:
@@ -54,18 +54,34 @@ def test_the_key_names_each_coloured_concept_once_and_the_grey_rest(arrays):
     assert only_one.layout.showlegend is True
 
 
-def test_top_k_concepts_get_distinct_colours_in_rank_order_and_the_rest_is_grey(arrays):
+def test_a_concept_keeps_its_colour_across_runs_whatever_its_rank(arrays):
+    """Colours follow the concept's class in the dataset, so sneaker is the same colour in every run's picture."""
     ranked = concepts_drawn(arrays)
-    assert plots.concept_colors(ranked, 2) == {ranked[0]: plots.CLASS_PALETTE[0], ranked[1]: plots.CLASS_PALETTE[1]}
-    assert len(set(plots.concept_colors(ranked, 99).values())) == min(len(ranked), plots.MAX_COLOURED)
+    one_run = plots.concept_colors(ranked[:3], NAMES)
+    other_run = plots.concept_colors(ranked[::-1], NAMES)  # the same concepts ranked the other way round
+    assert all(other_run[concept] == one_run[concept] for concept in ranked[:3])
+    assert one_run[ranked[1]] == plots.CLASS_PALETTE[NAMES.index(ranked[1])]
+    assert list(one_run) == ranked[:3]  # the key lists them in the order given
+
+
+def test_coloured_concepts_of_a_many_class_dataset_never_share_a_colour():
+    names = [f"class {i}" for i in range(300)]
+    chosen = ["class 0", "class 48", "class 96", "class 5"]  # class 0, 48 and 96 fall on the same palette colour
+    colors = plots.concept_colors(chosen, names)
+    assert colors["class 0"] == plots.CLASS_PALETTE[0] and len(set(colors.values())) == len(chosen)
+    assert len(plots.concept_colors(names, names)) == plots.MAX_COLOURED
+
+
+def test_the_uncoloured_concepts_are_grey(arrays):
+    ranked = concepts_drawn(arrays)
     fig = draw(arrays, plots.SHOW_AFTER, colored=ranked[:2])
     labels = arrays[f"umap_labels/{DATASET}"]
     grey = next(trace for trace in fig.data if trace.name == plots.OTHER_CONCEPTS)
     assert grey.marker.color == plots.OTHER_COLOR
     assert len(grey.x) == sum(NAMES[int(label)] not in ranked[:2] for label in labels)
-    for rank, concept in enumerate(ranked[:2]):
+    for concept in ranked[:2]:
         (trace,) = [t for t in fig.data if t.name == concept]
-        assert trace.marker.color == plots.CLASS_PALETTE[rank]
+        assert trace.marker.color == plots.CLASS_PALETTE[NAMES.index(concept)]
         assert len(trace.x) == sum(NAMES[int(label)] == concept for label in labels)
 
 
@@ -74,7 +90,7 @@ def test_trails_wear_their_concepts_colour_and_hide_with_it(arrays):
     fig = draw(arrays, colored=[chosen], trails=[chosen])
     (trail,) = trails(fig)
     points = [t for t in markers(fig) if t.name == chosen]
-    assert trail.line.color == points[0].marker.color == plots.CLASS_PALETTE[0]
+    assert trail.line.color == points[0].marker.color == plots.CLASS_PALETTE[NAMES.index(chosen)]
     assert trail.legendgroup == chosen == points[0].legendgroup  # clicking the key hides points and trails
     members = np.flatnonzero([NAMES[int(label)] == chosen for label in arrays[f"umap_labels/{DATASET}"]])
     assert len(trail.x) == 3 * len(members)  # start, end, gap per image

@@ -179,3 +179,45 @@ def test_cli_refuses_bad_input_in_one_line_before_writing(store, real, tmp_path,
         assert not out.exists()
     with pytest.raises(Exception, match="is queued"):
         load_runs(store, [queued])
+
+
+def report_figures(report: str) -> list[dict]:
+    """The Plotly specs a report draws, in page order."""
+    return [json.loads(spec.replace("<\\/", "</")) for spec in
+            re.findall(r"<script type='application/json' id='figure-\d+-data'>(.*?)</script>", report, re.S)]
+
+
+@pytest.fixture
+def app_made_report(tmp_path, monkeypatch):
+    """Two runs' report as the app's Compare tab makes it: in a process where Streamlit made its own template,
+    whose colours are placeholders (#000001…) only its front end fills in, Plotly's default."""
+    import plotly.io as pio
+    import streamlit  # noqa: F401  registers the "streamlit" template
+
+    monkeypatch.setattr(pio.templates, "default", "streamlit")
+    store = RunStore(tmp_path / "runs")
+    runs = [add_finished_run(store, objective="ce"), add_finished_run(store, objective="ldifs", lam=10.0)]
+    return run_report(store, runs)
+
+
+def test_a_report_made_in_the_app_carries_real_colours_not_streamlits_placeholders(app_made_report):
+    assert not re.search(r"#0000[0-4][0-9]", app_made_report)
+    for figure in report_figures(app_made_report):
+        colorway = figure["layout"]["template"]["layout"]["colorway"]
+        assert len(set(colorway)) > 5 and not any(color.startswith("#0000") for color in colorway)
+
+
+def test_a_report_made_in_the_app_makes_room_for_its_axis_labels(app_made_report):
+    """Concept names on the left of a bar chart and dataset names under the bars are never cut off."""
+    for figure in report_figures(app_made_report):
+        template = figure["layout"]["template"]["layout"]
+        for axis in ("xaxis", "yaxis"):
+            assert figure["layout"].get(axis, {}).get("automargin", template[axis].get("automargin")), axis
+
+
+def test_the_reports_configuration_names_each_setting_once(app_made_report):
+    config = app_made_report.split("<h4>Configuration</h4>")[1].split("</table>")[0]
+    keys = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", config)
+    names = [key for key, _ in keys]
+    assert len(names) == len(set(names)), [name for name in names if names.count(name) > 1]
+    assert dict(keys)["model"] == "LabCLIP-ViT-28-p7 (test)" and dict(keys)["device"] == "CPU (test) (asked: auto)"

@@ -125,3 +125,34 @@ def test_seeds_of_one_lambda_share_one_label_on_their_most_accurate_run():
     ldifs = next(t for t in fig.data if t.name == "ldifs")
     assert list(ldifs.text) == ["λ=0", "λ=1", "", "λ=10"]  # λ = 10: seed 1 (94.9 %) carries the label
     assert next(t for t in fig.data if t.name == "ce").text is None
+
+
+FOUR_TASKS = points(*[(objective, lam, task, 0, base + shift, zs, 0.0)
+                      for task, base in (("a", 95.0), ("b", 60.0), ("c", 80.0), ("d", 40.0))
+                      for objective, lam, shift, zs in (("ce", 0.0, 0.6, -12.0), ("ldifs", 10.0, -0.4, -2.0))])
+
+
+def panel_axes(fig, letter: str) -> list:
+    return [fig.layout[name] for name in sorted(fig.layout, key=lambda n: (len(n), n))
+            if name.startswith(f"{letter}axis")]
+
+
+def test_the_tradeoff_panels_share_one_scale_so_a_one_point_gap_never_fills_a_panel():
+    """Accuracies of different tasks do not compare, but one point of accuracy (or of forgetting) is the same
+    length in every panel, and no panel stretches a 1-point spread over its whole height."""
+    fig = plots.tradeoff(FOUR_TASKS)
+    x_ranges = {tuple(axis.range) for axis in panel_axes(fig, "x")}
+    assert len(x_ranges) == 1
+    (low, high), = x_ranges
+    assert low < -12.0 and high >= 0.0  # every run's forgetting and "none" (0) on the shared axis
+    spans = {round(axis.range[1] - axis.range[0], 6) for axis in panel_axes(fig, "y")}
+    assert len(spans) == 1 and spans.pop() >= plots.MIN_ACCURACY_SPAN
+    for axis, (task, base) in zip(panel_axes(fig, "y"), (("a", 95.0), ("b", 60.0), ("c", 80.0), ("d", 40.0))):
+        assert axis.range[0] < base - 0.4 and axis.range[1] > base + 0.6  # each panel still shows its runs
+
+
+def test_a_panel_title_sits_clear_of_the_axis_title_of_the_panel_above():
+    fig = plots.tradeoff(FOUR_TASKS)
+    plot_height = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    upper, lower = fig.layout.yaxis.domain, fig.layout.yaxis3.domain
+    assert round((upper[0] - lower[1]) * plot_height, 6) >= plots.ROW_GAP_PX >= 110  # tick labels, axis title, panel title

@@ -117,3 +117,10 @@ def test_wise_ft_path_orders_the_mixes_by_alpha_and_marks_the_chosen_one(ldifs_m
     assert list(path.text) == ["α=0", "α=0.5", "α=1"]
     assert list(path.x) == [0.0, -0.5, -1.0]
     assert (chosen.name, list(chosen.x), list(chosen.y)) == ("α = 0.5", [-0.5], [ldifs_metrics["downstream"]["accuracy_after"]])
+
+
+def test_the_shared_figures_make_room_for_long_labels_whatever_template_draws_them(ldifs_metrics):
+    """Concept and dataset names are never cut off, in the app or in a report (the figures carry automargin)."""
+    for fig in (plots.accuracy_change(ldifs_metrics), plots.class_drops(ldifs_metrics, CHECKED[0]),
+                plots.run_comparison({"A": ldifs_metrics, "B": ldifs_metrics})):
+        assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin, fig.layout.title.text

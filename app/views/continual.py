@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from app import jobs, plots, results, tables, widgets
+from app import display, jobs, plots, results, tables, widgets
 from ldifs_core import export
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import LabError
@@ -34,9 +34,8 @@ def headline(summary: dict, probe: str) -> None:
                        "negative = forgotten.")
     right.metric("Change on datasets never trained on", "–" if unseen is None else f"{tables.signed(unseen[-1])} points",
                  help=f"Mean change from θ₀ on {', '.join(summary['matrix']['unseen']) or 'none'}.")
-    n = summary["matrix"]["n"]
-    st.caption(f"Each cell rests on n = {min(n)}–{max(n)} test images per dataset; the lines show every cell's 95 % "
-               f"interval, the JSON and CSV carry them.")
+    st.caption(f"Each cell rests on {display.sample_sizes(summary['matrix']['n'])} test images per dataset; the lines "
+               f"show every cell's 95 % interval, the JSON and CSV carry them.")
 
 
 def follow(summary: dict, key: str) -> None:
@@ -44,7 +43,7 @@ def follow(summary: dict, key: str) -> None:
     stages = summary["stage_status"]
     done = sum(s["status"] == "done" for s in stages)
     running = next((s for s in stages if s["status"] == "running"), None)
-    text = (f"Stage {running['stage']} of {len(stages)} ({running['task']}) is running" if running
+    text = (f"Stage {running['stage']} of {len(stages)} ({display.plain(running['task'])}) is running" if running
             else "Queued — jobs go one at a time")
     st.progress(done / len(stages), text=f"{text}; {done} of {len(stages)} stages done.")
     runner = jobs.job_runner()
@@ -55,7 +54,7 @@ def follow(summary: dict, key: str) -> None:
 
 
 def show_sequence(summary: dict, probe: str, key: str) -> None:
-    st.markdown(f"{widgets.STATUS_ICONS.get(summary['status'], '')} **{label(summary)}**")
+    st.markdown(f"{widgets.STATUS_ICONS.get(summary['status'], '')} **{display.plain(label(summary))}**")
     if summary["status"] in ACTIVE:
         follow(summary, key)
     elif summary["status"] == "failed":

@@ -1,7 +1,7 @@
 """Feature drift: where the image features of other datasets moved during fine-tuning."""
 import streamlit as st
 
-from app import plots, results, tables, widgets
+from app import display, plots, results, tables, widgets
 from ldifs_core import drift_records
 
 SHOW_LABELS = {plots.SHOW_BOTH: "Overlay with trails", plots.SHOW_SIDE: "Before | After", plots.SHOW_BEFORE: "Before",
@@ -47,9 +47,11 @@ def image_panel(run_arrays: dict, dataset: str, position: int, names: list[str])
     if facts.label is None:
         words.caption("This run stored no per-image predictions: run it again to see them here.")
         return
-    lines = [f"**{names[facts.label]}** (true concept), test image #{position} of {dataset}"]
+    lines = [f"**{display.plain(names[facts.label])}** (true concept), test image #{position} of "
+             f"{display.plain(dataset)}"]
     for probe, predicted in facts.predictions.items():
-        before, after = (f"{names[label]} {'✓' if label == facts.label else '✗'}" for label in predicted)
+        before, after = (f"{display.plain(names[label])} {'✓' if label == facts.label else '✗'}"
+                         for label in predicted)
         lines.append(f"{PROBE_NAMES.get(probe, probe)}: {before} → {after}")
     if facts.displacement is not None:
         lines.append(f"relative displacement: {facts.displacement:.2f}")
@@ -90,7 +92,7 @@ if metrics is not None:
                  "Starts on the two concepts first in the colour order.")
         coloured = list(dict.fromkeys(ranked[:int(k)] + trails))
         st.plotly_chart(plots.feature_map(run_arrays[f"umap_pre/{dataset}"], run_arrays[f"umap_post/{dataset}"],
-                                          labels, names, ids, show, plots.concept_colors(coloured, len(coloured)),
+                                          labels, names, ids, show, plots.concept_colors(coloured, names),
                                           trails),
                         key=chart_key(dataset), on_select=lambda: follow_click(dataset), selection_mode="points")
         st.caption("2-D distances are only a picture: UMAP bends space, so judge drift by the numbers below. "

@@ -2,7 +2,7 @@
 every number with its n and 95 % interval, and the test images of a concept whose verdict flipped."""
 import streamlit as st
 
-from app import plots, tables, widgets
+from app import display, plots, tables, widgets
 from ldifs_core import gallery
 
 GALLERY_IMAGES = 32
@@ -27,7 +27,7 @@ def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None
     ranked = (tables.class_changes if direction == gallery.BECAME_WRONG else tables.class_gains)(metrics, dataset,
                                                                                                 probe, min_n)
     if ranked.empty:
-        st.caption(f"No concept of {dataset} has at least {min_n} test images.")
+        st.caption(f"No concept of {display.plain(dataset)} has at least {min_n} test images.")
         return
     options = {row.class_name: f"{row.class_name} ({tables.signed(row.change)} points, n = {row.n})"
                for row in ranked.itertuples()}
@@ -36,18 +36,19 @@ def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None
                                     help="Most surely forgotten first (most surely gained first for 'became right').")
     flips = gallery.flipped_examples(arrays, metrics, dataset, concept, probe, direction, GALLERY_IMAGES)
     row = flips.row
-    st.metric(f"Accuracy on “{concept}” ({tables.measured_with(metrics, dataset, probe)})", f"{row['after']:.1f}%",
-              f"{tables.signed(row['change'])} points from {row['before']:.1f}%")
-    st.caption(f"{row['before']:.1f}% → {row['after']:.1f}%, change {tables.with_interval(row['change'], row['change_ci'])}"
-               f"; n = {row['n']} test images, of which {flips.total} {direction}.")
+    st.metric(f"Accuracy on “{display.plain(concept)}” ({tables.measured_with(metrics, dataset, probe)})",
+              f"{row['after']:.1f}%",
+              display.metric_delta(row["change"], f"points from {row['before']:.1f}%"))
+    st.caption(f"Change: {display.interval(row['change_ci'])}; n = {row['n']} test images, of which {flips.total} "
+               f"{direction}.")
     if not flips.examples:
-        st.caption(f"No test image of “{concept}” {direction}.")
+        st.caption(f"No test image of “{display.plain(concept)}” {direction}.")
         return
     shown = "" if len(flips.examples) == flips.total else f" (the first {len(flips.examples)} of {flips.total})"
     st.image([gallery.crisp(image.thumbnail) for image in flips.examples], output_format="PNG",  # JPEG would blur them
              caption=[f"now: {image.predicted_after}" if direction == gallery.BECAME_WRONG
                       else f"was: {image.predicted_before}" for image in flips.examples])
-    st.caption(f"Test images of “{concept}” that {direction}{shown}, each with what the model "
+    st.caption(f"Test images of “{display.plain(concept)}” that {direction}{shown}, each with what the model "
                f"{'now predicts' if direction == gallery.BECAME_WRONG else 'predicted before'}.")
 
 
@@ -61,17 +62,17 @@ metrics = widgets.finished_run_metrics()
 if metrics is not None:
     downstream = metrics["downstream"]
     gain, zs, lp = st.columns(3)
-    gain.metric(f"Accuracy on {downstream['dataset']} (fine-tuned)", f"{downstream['accuracy_after']:.1f}%",
-                f"{tables.signed(downstream['change'])} vs zero-shot before")
-    gain.caption(f"Gain {tables.with_interval(downstream['change'], downstream['change_ci'])}, "
-                 f"n = {downstream['n']} test images")
+    gain.metric(f"Accuracy on {display.plain(downstream['dataset'])} (fine-tuned)",
+                f"{downstream['accuracy_after']:.1f}%",
+                display.metric_delta(downstream["change"], "points vs zero-shot before"))
+    gain.caption(f"Gain: {display.interval(downstream['change_ci'])}, n = {downstream['n']} test images")
     zs.metric("Mean zero-shot change on the others", f"{tables.signed(metrics['mean_zs_delta'])} points",
               help="After − before, averaged over the datasets checked for forgetting; the interval is a bootstrap "
                    "over their test images.")
-    zs.caption(tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]))
+    zs.caption(widgets.interval_caption(metrics, "zs"))
     lp.metric("Mean linear-probe change on the others", f"{tables.signed(metrics['mean_lp_delta'])} points",
               help="Linear probes ask whether the features still separate the classes at all.")
-    lp.caption(tables.with_interval(metrics["mean_lp_delta"], metrics["mean_lp_delta_ci"]))
+    lp.caption(widgets.interval_caption(metrics, "lp"))
 
     probe = st.segmented_control("Measured with", list(tables.PROBES), default="zs", required=True,
                                  format_func=tables.PROBES.__getitem__,

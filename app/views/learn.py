@@ -1,4 +1,5 @@
-"""Learn: what concept forgetting and LDIFS are, and a one-click demo that shows both side by side."""
+"""Learn: a one-click demo and the λ slider first, so a newcomer sees concept forgetting and LDIFS at work; what
+they are (the formula, the objectives) after them."""
 import streamlit as st
 
 from app import demo
@@ -9,10 +10,18 @@ st.title("Concept forgetting and LDIFS")
 st.markdown("""
 A pre-trained CLIP recognises a broad range of concepts. **Fine-tuning** its image encoder on one task
 makes it better at that task — and often **worse at concepts from other datasets**, even though nobody
-asked it to change them. That loss is *concept forgetting* (Mukhoti et al., TMLR 2024).
+asked it to change them. That loss is *concept forgetting* (Mukhoti et al., TMLR 2024). **LDIFS** fine-tunes
+while keeping the encoder's features close to the pre-trained ones. See both below; how it works follows.
+""")
 
-The lab measures it on the image encoder alone: before and after fine-tuning, on datasets other than the
-fine-tuning task, with
+demo.guided_demo()  # read from the run store: a reload or a new tab shows it again
+
+lambda_intuition()
+
+st.subheader("How it works")
+st.markdown("""
+The lab measures concept forgetting on the image encoder alone: before and after fine-tuning, on datasets
+other than the fine-tuning task, with
 - **zero-shot accuracy**, whose class head always comes from the *original* text tower, and
 - **linear-probe accuracy**, a classifier refitted on each encoder's features — it asks whether the
   concepts are still separable at all.
@@ -38,7 +47,3 @@ concept · *Feature drift* shows how the features moved · *Runs & sweeps* compa
 weights with WiSE-FT.
 """)
 st.page_link("views/launch.py", label="Launch a run of your own", icon=":material/rocket_launch:")
-
-lambda_intuition()
-
-demo.guided_demo()  # read from the run store: a reload or a new tab shows it again

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
+from app import display, figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
 from ldifs_core import export, report, reuse
 from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
@@ -53,6 +53,8 @@ def tradeoff_section(points: pd.DataFrame) -> None:
     st.plotly_chart(figure_cache.tradeoff(points))
     st.caption("One panel per fine-tuning task, drawn from the runs the filters above keep. Up is better on the task, "
                "right is less forgetting elsewhere: a good regulariser moves points up and to the right of plain CE. "
+               f"The panels share one forgetting axis, and every accuracy axis spans the same number of points (at "
+               f"least {plots.MIN_ACCURACY_SPAN:g}), so a gap looks as large as it is. "
                "Runs that land on the same spot are nudged apart on a small ring; the hover gives each run and its "
                "exact numbers.")
     st.plotly_chart(figure_cache.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
@@ -64,7 +66,7 @@ def tradeoff_section(points: pd.DataFrame) -> None:
 
 def sweep_control(label: str, options: list, key: str, container: DeltaGenerator, default=None):
     """A selectbox over `options` that starts at `default` (when given and present): the sweep opens on the
-    task, model and step count with the most runs."""
+    task with the most λ values, then on its model and step count with the most runs."""
     index = options.index(default) if default in options else 0
     return container.selectbox(label, options, index=index, key=key, format_func=str)
 
@@ -80,7 +82,7 @@ def lambda_sweep_section(points: pd.DataFrame) -> None:
     objective = sweep_control("Regulariser", regularised, "sweep-objective", objective_col, default="ldifs")
     runs = points[points["objective"] == objective]
     task = sweep_control("Task", sorted(runs["dataset"].unique()), "sweep-task", task_col,
-                         default=runs["dataset"].mode().iloc[0])
+                         default=tables.sweep_task(points, objective))
     runs = runs[runs["dataset"] == task]
     model = sweep_control("Model", sorted(runs["model"].unique()), "sweep-model", model_col,
                           default=runs["model"].mode().iloc[0])
@@ -229,10 +231,10 @@ def wise_ft_results(run_id: str, mixes: dict[float, dict]) -> None:
     mixed = mixes[alpha]
     acc, zs = st.columns(2)
     acc.metric("Accuracy on the fine-tuning task", f"{mixed['downstream']['accuracy_after']:.1f}%",
-               f"{tables.signed(mixed['downstream']['accuracy_after'] - full['downstream']['accuracy_after'])} "
-               f"vs the run")
+               display.metric_delta(mixed["downstream"]["accuracy_after"] - full["downstream"]["accuracy_after"],
+                                    "points vs the run"))
     zs.metric("Mean zero-shot change elsewhere", f"{tables.signed(mixed['mean_zs_delta'])} points",
-              f"{tables.signed(mixed['mean_zs_delta'] - full['mean_zs_delta'])} vs the run")
+              display.metric_delta(mixed["mean_zs_delta"] - full["mean_zs_delta"], "points vs the run"))
     zs.caption(widgets.interval_caption(mixed, "zs"))
     st.plotly_chart(plots.wise_ft_path(mixes, chosen=alpha), key=f"wise-path-{run_id}")
     st.plotly_chart(plots.accuracy_change(mixed), key=f"wise-bars-{run_id}")

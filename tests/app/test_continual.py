@@ -7,7 +7,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from app import jobs, plots
+from app import display, jobs, plots
 from app.jobs import CANCELLED_BEFORE_START
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import TrainingDiverged
@@ -147,3 +147,31 @@ def test_matrix_plots_draw_every_cell_and_one_line_per_dataset(store):
     lines = plots.matrix_lines(summary, "zs").data
     assert [line.name for line in lines] == ["mnist (task 1)", "fashion_mnist (task 2)", "animals (never trained)"]
     assert [line.line.dash for line in lines] == ["solid", "solid", "dash"]
+
+
+def test_the_heatmap_gives_its_colour_bar_room_even_for_two_stages(store):
+    summary = sequence_state(store, finished_sequence(store, "ldifs")).to_dict()
+    fig = plots.forgetting_heatmap(summary)
+    assert fig.layout.height >= plots.MIN_HEATMAP_HEIGHT >= 300
+    colorbar = fig.data[0].colorbar
+    assert colorbar.len == 1 and colorbar.thickness >= 12
+
+
+def test_the_matrix_caption_says_n_once_when_every_dataset_has_the_same_n(app, store):
+    assert display.sample_sizes([300, 300, 300]) == "n = 300"
+    assert display.sample_sizes([140, 209, 155]) == "n = 140–209"
+    sequence_id = finished_sequence(store, "ldifs")
+    open_page(app, "continual")
+    counts = sequence_state(store, sequence_id).to_dict()["matrix"]["n"]
+    assert f"{display.sample_sizes(counts)} test images per dataset" in texts(app.caption)
+
+
+def test_only_the_first_stage_of_a_waiting_sequence_is_next_in_line(store, held):
+    runner = jobs.job_runner()
+    busy = runner.submit(RunConfig(steps=3))
+    wait_for_status(store, busy, ("running",))
+    sequence_id = runner.submit_sequence(SequenceConfig(TASKS, "original", RunConfig(objective="ce", **SETTINGS)))
+    app = open_page(AppTest.from_file(MAIN, default_timeout=60), "runs")
+    bars = [bar.proto.text for bar in app.get("progress")]
+    assert sum("next in line" in text for text in bars) == 1
+    assert any("waits for stage 1 of its sequence" in text for text in bars), bars

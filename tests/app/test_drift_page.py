@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import plots
+from app import display, plots
 from ldifs_core import drift_records
 from ldifs_core.store import RunStore
 from tests.app.conftest import open_page
@@ -104,7 +104,7 @@ def test_a_picked_test_image_shows_its_thumbnail_concept_and_predictions(app, st
     assert image.captions == [f"test image #{position.split(' · ')[0][1:]}"]
     facts = drift_records.image_facts(store.arrays(run_id), DATASET, int(position.split(" · ")[0][1:]))
     panel = texts(app.markdown)
-    assert f"test image #{facts.position} of {DATASET}" in panel
+    assert f"test image #{facts.position} of {display.plain(DATASET)}" in panel
     assert "zero-shot:" in panel and "linear probe:" in panel and "relative displacement" in panel
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import display
 from ldifs_core import gallery, metrics_tables
 from ldifs_core.store import RunStore
 from tests.app.conftest import open_page
@@ -56,7 +57,7 @@ def test_the_gallery_shows_a_concepts_lost_images_with_what_the_model_now_predic
     row = expected.row
     assert f"Accuracy on “{expected.concept}” (zero-shot)" in [m.label for m in app.metric]
     assert any(f"n = {row['n']} test images, of which {expected.total} became wrong" in c.value and
-               metrics_tables.with_interval(row["change"], row["change_ci"]) in c.value for c in app.caption)
+               display.interval(row["change_ci"]) in c.value for c in app.caption)
 
 
 def test_the_gallery_follows_the_probe_toggle(app, store, runs):

@@ -6,10 +6,11 @@ import base64
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import plots
+from app import plots, tables
 from ldifs_core import lambda_grid as grid
 from tests.app.conftest import open_page
 from tests.app.sample_runs import add_finished_run
@@ -72,6 +73,24 @@ def test_the_lambda_sweep_shows_ce_apart_and_seed_error_bars_for_the_chosen_task
     assert values(accuracy["x"]) == [1.0, 10.0]
     assert all(std > 0 for std in values(accuracy["error_y"]["array"]))  # two seeds at each λ
     assert any("standard deviation" in caption.value and "n and seeds" in caption.value for caption in app.caption)
+
+
+def test_the_lambda_sweep_opens_on_the_task_with_the_most_lambda_values(app, store):
+    """Three seeds of one λ on fashion_mnist are one point; mnist has CE and two λ: the sweep opens on mnist."""
+    for seed in (0, 1, 2):
+        add_finished_run(store, objective="ldifs", lam=10.0, dataset="fashion_mnist", seed=seed)
+    add_finished_run(store, objective="ce")
+    for lam in (1.0, 10.0):
+        add_finished_run(store, objective="ldifs", lam=lam)
+    open_page(app, "runs")
+    assert app.selectbox(key="sweep-task").value == "mnist"
+
+
+def test_the_sweeps_first_task_breaks_ties_by_runs_then_name():
+    points = pd.DataFrame({"objective": ["ldifs", "ldifs", "ldifs", "ldifs", "ldifs"], "λ": [1.0, 3.0, 1.0, 3.0, 3.0],
+                           "dataset": ["b", "b", "c", "c", "c"], "run": list("12345")})
+    assert tables.sweep_task(points, "ldifs") == "c"  # two λ each; c has more runs
+    assert tables.sweep_task(points[points["run"] != "5"], "ldifs") == "b"  # a full tie: by name
 
 
 def test_the_sweep_follows_its_regulariser_and_step_count_and_hides_without_one(app, sweeps):

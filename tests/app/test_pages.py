@@ -1,15 +1,19 @@
 """What a user sees on each page, checked headlessly with AppTest against a temporary store and a fake runner."""
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import socket
+from pathlib import Path
 
 import pytest
 from PIL import Image
+from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
-from app import jobs, results, tables
+from app import display, jobs, results, tables
 from app.jobs import WISE_ALPHAS as ALPHAS
 from app.jobs import JobRunner
 from app.widgets import MY_RUNS, NO_FINISHED_RUNS, OTHER_PROCESS
@@ -105,8 +109,8 @@ def test_forgetting_page_gives_every_mean_change_its_interval_and_every_concept_
     open_page(app, "forgetting")
     app.selectbox[0].set_value(populated["ldifs"]).run()
     captions = texts(app.caption)
-    assert tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]) in captions
-    assert tables.with_interval(metrics["mean_lp_delta"], metrics["mean_lp_delta_ci"]) in captions
+    assert display.interval(metrics["mean_zs_delta_ci"]) in captions
+    assert display.interval(metrics["mean_lp_delta_ci"]) in captions
     concepts = app.dataframe[0].value
     ranked = stats.rank_forgotten(metrics["forgetting"][0]["per_class"])
     assert list(concepts["class_name"]) == [row["class_name"] for row in ranked]
@@ -173,6 +177,22 @@ def test_learn_page_renders_the_ldifs_formula(app):
     assert r"\mathrm{LDIFS}(x)" in formulas and r"\lambda \cdot \mathrm{LDIFS}" in formulas
 
 
+def page_order(node) -> list:
+    """The page's elements in the order a reader meets them."""
+    return [element for child in getattr(node, "children", {}).values() for element in [child, *page_order(child)]]
+
+
+def test_learn_opens_on_the_demo_and_the_lambda_slider_with_the_theory_after_them(app):
+    open_page(app, "learn")
+    kinds = [(element.type, str(getattr(element, "value", getattr(element, "label", "")))) for element in
+             page_order(app.main)]
+    demo = next(k for k, (kind, text) in enumerate(kinds) if kind == "button" or text == "Run the demo")
+    slider = next(k for k, (kind, _) in enumerate(kinds) if kind == "select_slider")
+    formula = next(k for k, (kind, _) in enumerate(kinds) if kind == "latex")
+    assert demo < formula and slider < formula
+    assert sum(kind == "markdown" for kind, _ in kinds[:demo]) <= 2  # a short introduction, not a wall of text
+
+
 # -- launching -------------------------------------------------------------------------------------------
 
 
@@ -187,7 +207,7 @@ def test_launching_queues_a_run_that_is_recorded_in_the_store(app, store, runner
     app.run()
     assert "See what it forgot" in [link.label for link in app.get("page_link")]
     metrics = store.metrics(record.run_id)
-    assert tables.with_interval(metrics["mean_zs_delta"], metrics["mean_zs_delta_ci"]) in texts(app.caption)
+    assert display.interval(metrics["mean_zs_delta_ci"]) in texts(app.caption)
 
 
 def test_a_missing_checkpoint_is_a_short_error_and_queues_nothing(app, store):
@@ -527,3 +547,109 @@ def test_only_the_launch_page_asks_the_worker_to_warm_up(app, runner, monkeypatc
     assert asked == []
     open_page(app, "launch")
     assert asked
+
+
+# -- deltas: a loss reads as a loss everywhere -----------------------------------------------------------
+
+SIGNED_NUMBER = re.compile(r"[+\-−]\d+(?:\.\d+)?")
+
+
+def metric_deltas(app: AppTest) -> list[tuple[str, float, int, int]]:
+    """(delta text, its number, arrow, colour) of every metric on the page that shows a delta."""
+    return [(m.proto.delta, float(SIGNED_NUMBER.search(m.proto.delta).group().replace("−", "-")), m.proto.direction,
+             m.proto.color) for m in app.metric if m.proto.delta]
+
+
+def assert_deltas_follow_their_sign(app: AppTest) -> int:
+    """A loss is a red ↓, a gain a green ↑; returns how many deltas were checked."""
+    deltas = metric_deltas(app)
+    for text, number, direction, color in deltas:
+        loss = number < 0
+        assert direction == (MetricProto.MetricDirection.DOWN if loss else MetricProto.MetricDirection.UP), text
+        assert color == (MetricProto.MetricColor.RED if loss else MetricProto.MetricColor.GREEN), text
+    return len(deltas)
+
+
+def test_every_metric_delta_of_the_forgetting_page_and_its_gallery_reads_its_sign(app, store):
+    run_id = add_finished_run(store, objective="ce", records="matching")  # a CE run: its concepts lost a lot
+    open_page(app, "forgetting")
+    app.selectbox[0].set_value(run_id).run()
+    assert_no_exception(app)
+    assert any(number < 0 for _, number, _, _ in metric_deltas(app))  # the gallery's concept lost accuracy
+    assert assert_deltas_follow_their_sign(app) >= 2
+
+
+def test_the_wise_ft_deltas_against_the_run_read_their_sign(store, populated, monkeypatch):
+    runner, _ = wise_runner(store, monkeypatch)
+    app = open_tab(open_page(AppTest.from_file(MAIN, default_timeout=60), "runs"), "WiSE-FT")
+    evaluate_button(app).click().run()
+    wait_for_wise(runner, app.selectbox(key="wise-run").value, ("done",))
+    app.run()
+    assert {number < 0 for _, number, _, _ in metric_deltas(app)} == {True, False}  # a loss and a gain
+    assert assert_deltas_follow_their_sign(app) == 2
+
+
+def test_every_metric_with_a_delta_writes_it_with_the_one_delta_helper():
+    """A source check over the app: st.metric's arrow follows an ASCII sign only, so every delta is made by
+    display.metric_delta (directly or by a function of the same module that calls it)."""
+    app_dir = Path(__file__).resolve().parents[2] / "app"
+    for path in app_dir.rglob("*.py"):
+        source = path.read_text()
+        tree = ast.parse(source)
+        helpers = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                   and "metric_delta" in ast.unparse(node)}
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "metric"):
+                continue
+            delta = call.args[2] if len(call.args) > 2 else next((k.value for k in call.keywords if k.arg == "delta"),
+                                                                   None)
+            if delta is None:
+                continue
+            called = {node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+                      for node in ast.walk(delta) if isinstance(node, ast.Call)}
+            assert called & ({"metric_delta"} | helpers), f"{path.name}:{call.lineno}: {ast.unparse(delta)}"
+
+
+@pytest.mark.parametrize("page", ["forgetting", "launch"])
+def test_a_headline_number_is_printed_once_its_caption_adds_only_the_interval(app, store, page):
+    run_id = add_finished_run(store, objective="ce", records="matching")
+    open_page(app, page)
+    if page == "forgetting":
+        app.selectbox[0].set_value(run_id).run()
+    captions = texts(app.caption)
+    assert "95 % CI" in captions
+    shown = [m.value for m in app.metric if m.value.endswith(("points", "%"))]
+    assert shown and not [value for value in shown if value in captions]
+
+
+# -- what users named is shown as text ---------------------------------------------------------------------
+
+LINK_LABEL = "[Open the results](https://example.com/phish)"
+ODD_FOLDER = "/data/[click](javascript:alert(1))/**bold**"
+UNESCAPED_LINK = re.compile(r"(?<!\\)\]\(")
+
+
+def markdown_shown(app: AppTest) -> list[str]:
+    """Every text on the page that Streamlit renders as markdown."""
+    elements = [*app.markdown, *app.caption, *app.sidebar.caption, *app.info, *app.warning, *app.error]
+    return ([str(e.value) for e in elements] + [m.label for m in app.metric]
+            + [bar.proto.text for bar in app.get("progress")])
+
+
+def test_plain_escapes_every_markdown_meaning():
+    assert display.plain(LINK_LABEL) == r"\[Open the results\](https\://example.com/phish)"
+    assert not UNESCAPED_LINK.search(display.plain(ODD_FOLDER)) and "**" not in display.plain(ODD_FOLDER)
+
+
+def test_a_run_label_or_folder_with_markdown_is_shown_as_typed_never_as_a_link(app, store, held):
+    add_finished_run(store, label=LINK_LABEL)
+    add_ended_run(store, "failed", "It failed.", label=LINK_LABEL, dataset=ODD_FOLDER)
+    jobs.job_runner().submit(store_module.RunConfig(steps=5, label=LINK_LABEL, dataset=ODD_FOLDER))
+    for page in ("launch", "runs", "forgetting"):
+        open_page(app, page)
+        assert_no_exception(app)
+        shown = markdown_shown(app)
+        assert not [text for text in shown if UNESCAPED_LINK.search(text) or "**bold**" in text], page
+        if page == "launch":
+            assert any(display.plain(LINK_LABEL) in text for text in shown)
+            assert any(display.plain(ODD_FOLDER) in text for text in shown)
