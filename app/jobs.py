@@ -8,7 +8,7 @@ no st.* calls.
 Three kinds of job share the queue:
 - a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
 - a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
-  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store;
+  store as it is computed (`wise_records.wise_results`); its state lives here (`wise_state`), its results in the store;
 - a sequence (`submit_sequence`): `sequence.run_sequence`, its stages recorded as queued runs at once, each run
   through the same execute as a single run; cancelling any of its stages cancels the sequence.
 

@@ -23,6 +23,7 @@ from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig, TrainEv
 from ldifs_core.datasets import available_bank, check_known
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.reuse import run_identity
+from ldifs_core.sequence_records import create_sequence, read_sequence, save_sequence, sequence_ids
 from ldifs_core.store import RunStore
 
 PROBES = ("zs", "lp")
@@ -241,8 +242,8 @@ def plan_sequence(seq: SequenceConfig, store: RunStore) -> str:
     """Check the sequence, then record it with every stage as a queued run (each starting from the one before);
     returns the sequence id. Nothing is recorded when a check fails."""
     seq = replace(seq.validate(), base=seq.base.with_lambda_resolved())
-    sequence_id = store.create_sequence({"version": RECORD_VERSION, "config": seq.to_dict(), "created_at": time.time(),
-                                         "stages": [], "matrix": None})
+    sequence_id = create_sequence(store, {"version": RECORD_VERSION, "config": seq.to_dict(),
+                                          "created_at": time.time(), "stages": [], "matrix": None})
     stages: list[str] = []
     for stage in range(1, len(seq.tasks) + 1):
         stages.append(store.create(seq.stage_config(stage, sequence_id, stages[-1] if stages else None)))
@@ -252,14 +253,14 @@ def plan_sequence(seq: SequenceConfig, store: RunStore) -> str:
 
 def save_record(store: RunStore, sequence_id: str, seq: SequenceConfig, stages: list[str],
                 matrix: ForgettingMatrix | None) -> None:
-    record = store.sequence(sequence_id)
-    store.save_sequence(sequence_id, {**record, "config": seq.to_dict(), "stages": stages,
-                                      "matrix": matrix.to_dict() if matrix else None})
+    record = read_sequence(store, sequence_id)
+    save_sequence(store, sequence_id, {**record, "config": seq.to_dict(), "stages": stages,
+                                       "matrix": matrix.to_dict() if matrix else None})
 
 
 def sequence_state(store: RunStore, sequence_id: str) -> SequenceState:
     """The sequence as the store has it now (statuses from the stage runs, the matrix as last saved)."""
-    record = store.sequence(sequence_id)
+    record = read_sequence(store, sequence_id)
     seq = SequenceConfig.from_dict(record["config"])
     stages = []
     for stage, run_id in enumerate(record["stages"], 1):
@@ -273,9 +274,9 @@ def find_sequence(store: RunStore, seq: SequenceConfig) -> str | None:
     """The newest recorded sequence with these settings (to resume or reuse it), or None. Settings compare as two
     runs' do (reuse.run_identity): an explicit default λ or another objective's option makes no new sequence."""
     wanted = sequence_identity(seq)
-    for sequence_id in store.sequence_ids():
+    for sequence_id in sequence_ids(store):
         try:
-            if sequence_identity(SequenceConfig.from_dict(store.sequence(sequence_id)["config"])) == wanted:
+            if sequence_identity(SequenceConfig.from_dict(read_sequence(store, sequence_id)["config"])) == wanted:
                 return sequence_id
         except (LabError, KeyError, TypeError):  # unreadable, or not a sequence this version can read
             continue
@@ -306,7 +307,7 @@ def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = No
     """
     if execute is None:
         from ldifs_core.runner import execute
-    record = store.sequence(sequence_id)
+    record = read_sequence(store, sequence_id)
     seq, stages = SequenceConfig.from_dict(record["config"]), list(record["stages"])
     finished: list[dict] = []
     previous: str | None = None

@@ -15,6 +15,7 @@ from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.runner import prepare
 from ldifs_core.store import RunStore
 from ldifs_core.weights import run_weights, tuned_from_weights
+from ldifs_core.wise_records import save_wise, wise_results
 
 
 def mix_weights(base_clip: nn.Module, tuned_clip: nn.Module, alpha: float) -> nn.Module:
@@ -65,11 +66,11 @@ def wise_ft_path(store: RunStore, run_id: str, alphas: Iterable[float],
                  on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
     """Reports for every α (sorted), each computed once per run and kept in the store; cancellable between α."""
     alphas = sorted(set(alphas))
-    cached = store.wise_results(run_id)
+    cached = wise_results(store, run_id)
     missing = [a for a in alphas if a not in cached]
 
     def keep(alpha: float, metrics: dict) -> None:
-        store.save_wise(run_id, alpha, metrics)
+        save_wise(store, run_id, alpha, metrics)
         cached[alpha] = metrics
         if on_alpha is not None:
             on_alpha(alpha, metrics)

@@ -15,6 +15,7 @@ from ldifs_core.models import load_model
 from ldifs_core.runner import cached_model, execute
 from ldifs_core.sequence import (NOT_RUN, ForgettingMatrix, SequenceConfig, find_sequence, plan_sequence,
                                  run_sequence, sequence_state)
+from ldifs_core.sequence_records import create_sequence, read_sequence, sequence_ids
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
 
@@ -164,14 +165,14 @@ def test_bad_sequences_are_refused_with_one_line_before_anything_is_recorded(sto
 
 def test_a_damaged_sequence_record_is_unreadable_and_a_foreign_id_is_not_found(tmp_path):
     store = RunStore(tmp_path)
-    sequence_id = store.create_sequence({"config": {}, "stages": []})
-    assert store.sequence_ids() == [sequence_id]
+    sequence_id = create_sequence(store, {"config": {}, "stages": []})
+    assert sequence_ids(store) == [sequence_id]
     (tmp_path / "sequences" / f"{sequence_id}.json").write_text('{"config": {"tas')
     with pytest.raises(RunUnreadable, match="unreadable"):
-        store.sequence(sequence_id)
+        read_sequence(store, sequence_id)
     for foreign in ("seq-20260101-000000-abcdef", "../index.sqlite"):
         with pytest.raises(RunNotFound):
-            store.sequence(foreign)
+            read_sequence(store, foreign)
 
 
 def test_a_recorded_sequence_is_found_again_after_a_default_it_does_not_read_changed(tmp_path):
@@ -191,4 +192,4 @@ def test_the_continual_tables_rows_name_the_sequence_they_come_from_even_when_ju
     store = RunStore(tmp_path)
     settings = {key: value for key, value in TINY.items() if key != "umap_points"}
     (row,) = run_sequences(store, ["mnist", "fashion_mnist"], [0], ["ce"], **settings)
-    assert row["sequence_id"] in store.sequence_ids()
+    assert row["sequence_id"] in sequence_ids(store)

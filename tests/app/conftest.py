@@ -13,6 +13,7 @@ from app.jobs import JobRunner
 from ldifs_core.config import RunConfig, TrainEvent
 from ldifs_core.errors import RunCancelled
 from ldifs_core.store import RunStore
+from ldifs_core.wise_records import save_wise, wise_results
 from tests.app.sample_runs import finish_run, sample_wise
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -71,7 +72,7 @@ class FakeWisePath:
     def __call__(self, store: RunStore, run_id: str, alphas, should_stop=None, on_alpha=None) -> list[dict]:
         self.calls.append(run_id)
         self.threads.append(threading.current_thread().name)
-        cached = store.wise_results(run_id)
+        cached = wise_results(store, run_id)
         for alpha in sorted(set(alphas)):
             if alpha in cached:
                 continue
@@ -81,7 +82,7 @@ class FakeWisePath:
             if should_stop is not None and should_stop():
                 raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
             cached[alpha] = sample_wise(store.metrics(run_id), alpha)
-            store.save_wise(run_id, alpha, cached[alpha])
+            save_wise(store, run_id, alpha, cached[alpha])
             if on_alpha is not None:
                 on_alpha(alpha, cached[alpha])
         return [cached[alpha] for alpha in sorted(set(alphas))]
