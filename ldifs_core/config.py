@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ldifs_core.errors import BadConfig
@@ -242,15 +242,3 @@ def bench_problems(cfg: RunConfig) -> list[str]:
             problems.append("zscl_reference is the fine-tuning task itself: give other images")
     return problems
 
-
-@dataclass
-class TrainEvent:
-    """What the training loop reports after every step (and the app/CLI draw)."""
-
-    step: int
-    total_steps: int
-    loss: float
-    parts: dict[str, float] = field(default_factory=dict)  # e.g. {"ce": .., "ldifs": ..} (λ-weighted regulariser)
-    lr: float = 0.0
-    images_per_s: float = 0.0
-    eta_s: float = 0.0

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig, TrainEvent
+from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig
 from ldifs_core.datasets import available_bank, check_known
 from ldifs_core.errors import BadConfig, LabError
+from ldifs_core.hooks import NO_HOOKS, RunHooks
 from ldifs_core.reuse import run_identity
 from ldifs_core.sequence_records import create_sequence, read_sequence, save_sequence, sequence_ids
 from ldifs_core.store import RunStore
@@ -32,7 +33,7 @@ NOT_RUN = "Not run: stage {stage} ({task}) {status}."  # the message of the stag
 CANCELLED_BEFORE_START = "Cancelled before it started."
 REPLACED = "Replaced by a new run when the sequence was resumed."
 
-# runner.execute's signature: (cfg, store, run_id=..., on_event=..., should_stop=...) -> run id
+# runner.execute's signature: (cfg, store, run_id=..., hooks=...) -> run id
 Execute = Callable[..., str]
 
 
@@ -295,11 +296,9 @@ def cancel_rest(store: RunStore, run_ids: list[str], message: str) -> None:
 
 
 def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = None,
-                 on_stage: Callable[[int, str, RunConfig], None] | None = None,
-                 on_event: Callable[[TrainEvent], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> SequenceState:
-    """Run the stages of a planned sequence in order, each through `execute` (runner.execute by default);
-    `on_stage(stage, run_id, cfg)` is called as each one starts.
+                 hooks: RunHooks = NO_HOOKS) -> SequenceState:
+    """Run the stages of a planned sequence in order, each through `execute` (runner.execute by default) with
+    `hooks`, which hear each stage start (`hooks.stage`) and are asked before each stage whether to stop.
 
     Finished stages are kept, so an interrupted sequence resumes where it stopped: a stage that failed, was
     cancelled or interrupted (or whose start was replaced) gets a new run. A stage that does not finish stops the
@@ -321,14 +320,13 @@ def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = No
             cancel_rest(store, [run_id], REPLACED)
             stages[stage - 1] = run_id = store.create(seq.stage_config(stage, sequence_id, previous))
             save_record(store, sequence_id, seq, stages, forgetting_matrix(seq, finished))
-        if should_stop is not None and should_stop():
+        if hooks.should_stop():
             cancel_rest(store, stages[stage - 1:], CANCELLED_BEFORE_START)
             break
         cfg = store.get(run_id).config
-        if on_stage is not None:
-            on_stage(stage, run_id, cfg)
+        hooks.stage(stage, run_id, cfg)
         try:
-            execute(cfg, store, run_id=run_id, on_event=on_event, should_stop=should_stop)
+            execute(cfg, store, run_id=run_id, hooks=hooks)
         except LabError:
             pass  # recorded as failed with its reason; the sequence stops below
         finally:  # failed, cancelled, interrupted (Ctrl-C) or a bug: the later stages never stay queued

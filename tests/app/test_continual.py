@@ -84,12 +84,12 @@ def test_two_sequences_side_by_side(app, store):
 
 
 def test_a_failed_stage_stops_the_sequence_and_the_page_says_which(app, store):
-    def second_stage_diverges(cfg, store, run_id, on_event=None, should_stop=None):
+    def second_stage_diverges(cfg, store, run_id, hooks):
         if cfg.stage == 2:
             store.set_status(run_id, "running")
             store.fail(run_id, "failed", "The loss became nan at step 3: lower the learning rate.")
             raise TrainingDiverged("The loss became nan at step 3: lower the learning rate.")
-        return fake_execute(cfg, store, run_id, on_event, should_stop)
+        return fake_execute(cfg, store, run_id, hooks)
 
     three = SequenceConfig(THREE_TASKS, "previous", RunConfig(objective="ce", **{**SETTINGS, "eval_datasets": []}))
     state = run_sequence(store, plan_sequence(three, store), execute=second_stage_diverges)

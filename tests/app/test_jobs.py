@@ -9,6 +9,7 @@ import pytest
 from app.jobs import CANCELLED_BEFORE_START, JobRunner, wise_job_id
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import DatasetUnavailable, RunNotFound
+from ldifs_core.hooks import RunHooks
 from ldifs_core.store import RunStore
 from ldifs_core.wise_records import wise_results
 from tests.app.conftest import FakeWisePath, HeldExecute, fake_execute, wait_for_status, wait_for_wise
@@ -75,12 +76,18 @@ def test_live_history_has_every_step_of_the_running_run(store):
     seen = threading.Event()
     steps_seen: list[int] = []
 
-    def watched(cfg, store, run_id, on_event=None, should_stop=None):
-        def observe(event):
-            on_event(event)
-            steps_seen.append(len(runner.live_history(run_id)))
+    class Watched(RunHooks):
+        """The worker's hooks, and after each step how much of the live curve the worker shows."""
 
-        fake_execute(cfg, store, run_id, observe, should_stop)
+        def __init__(self, worker: RunHooks, run_id: str):
+            self.worker, self.run_id = worker, run_id
+
+        def step(self, event):
+            self.worker.step(event)
+            steps_seen.append(len(runner.live_history(self.run_id)))
+
+    def watched(cfg, store, run_id, hooks):
+        fake_execute(cfg, store, run_id, Watched(hooks, run_id))
         seen.set()
         return run_id
 
