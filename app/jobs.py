@@ -15,6 +15,9 @@ Three kinds of job share the queue:
 A sweep can also go to a Ray cluster instead (`submit_ray_sweep`): its runs bypass the queue, run side by side on
 the cluster (ldifs_core.ray_sweep), and are recorded in the store like any run, so the same cards follow them and
 Cancel reaches them. The cluster's address comes from $LDIFS_RAY_ADDRESS or the Runs & sweeps page.
+
+Why one module over 350 lines: the three kinds of job share one queue, one lock and one worker thread, whose
+state (queued, current, cancelling, live curves) every method reads under that lock.
 """
 from __future__ import annotations
 

@@ -13,6 +13,9 @@ What must be the same on every node: the project's code and the concept bank tra
 environment (the project folder as `working_dir`); torchvision datasets, ImageFolder datasets and local
 checkpoints do not, and must exist at the same path on every node. `check_cluster` verifies that on each node,
 and that a node can hold a trial at all, before any trial is recorded.
+
+Why one module over 350 lines: it is the only one that imports Ray; the session, the checks on each node, the
+trial on a worker and the driver share its types, and splitting them would spread that import.
 """
 from __future__ import annotations
 

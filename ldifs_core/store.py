@@ -8,6 +8,11 @@ A store is read through whatever happened to it: a run whose files are corrupt, 
 version is listed with status "unreadable" (its message says why) and reading its results raises
 RunUnreadable; a folder this process may not write is opened read-only and never written; a disk that fills
 up while results are saved records the run as failed. Parser errors never leave this module.
+
+Why one module over 350 lines: the index and the run folders keep one contract together (files first, then the
+row; a row is only "done" when its files read), so writing, reading and the verdict on a run's files share their
+internals. What is not that contract lives beside it: process ownership (ownership.py), the JSON files and disk
+advice (disk.py), WiSE-FT records (wise_records.py) and sequence records (sequence_records.py).
 """
 from __future__ import annotations
 
