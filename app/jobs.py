@@ -8,13 +8,16 @@ no st.* calls.
 Three kinds of job share the queue:
 - a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
 - a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
-  store as it is computed (`store.wise_results`); its state lives here (`wise_state`), its results in the store;
+  store as it is computed (`wise_records.wise_results`); its state lives here (`wise_state`), its results in the store;
 - a sequence (`submit_sequence`): `sequence.run_sequence`, its stages recorded as queued runs at once, each run
   through the same execute as a single run; cancelling any of its stages cancels the sequence.
 
 A sweep can also go to a Ray cluster instead (`submit_ray_sweep`): its runs bypass the queue, run side by side on
 the cluster (ldifs_core.ray_sweep), and are recorded in the store like any run, so the same cards follow them and
 Cancel reaches them. The cluster's address comes from $LDIFS_RAY_ADDRESS or the Runs & sweeps page.
+
+Why one module over 350 lines: the three kinds of job share one queue, one lock and one worker thread, whose
+state (queued, current, cancelling, live curves) every method reads under that lock.
 """
 from __future__ import annotations
 
@@ -31,8 +34,9 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from app.results import store_at, store_root
-from ldifs_core.config import RunConfig, TrainEvent
+from ldifs_core.config import RunConfig
 from ldifs_core.errors import LabError, RunCancelled
+from ldifs_core.hooks import RunHooks, TrainEvent
 from ldifs_core.store import RunStore
 
 if TYPE_CHECKING:
@@ -40,13 +44,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# runner.execute's signature: (cfg, store, run_id=..., on_event=..., should_stop=...) -> run id
+# runner.execute's signature: (cfg, store, run_id=..., hooks=RunHooks) -> run id
 Execute = Callable[..., str]
-# wise.wise_ft_path's signature: (store, run_id, alphas, should_stop=..., on_alpha=(α, metrics) -> None) -> list
+# wise.wise_ft_path's signature: (store, run_id, alphas, hooks=RunHooks, on_alpha=(α, metrics) -> None) -> list
 WisePath = Callable[..., list]
-# ray_sweep on a connected cluster: (store, [(run id, cfg)], address, should_stop=(run id) -> bool) -> None
+# ray_sweep on a connected cluster: (store, [(run id, cfg)], address, hooks_for=(run id) -> RunHooks) -> None
 SweepOnRay = Callable[..., None]
-# sequence.run_sequence's signature: (store, sequence_id, execute=..., on_stage=..., on_event=..., should_stop=...)
+# sequence.run_sequence's signature: (store, sequence_id, execute=..., hooks=RunHooks)
 RunSequence = Callable[..., object]
 CANCELLED_BEFORE_START = "Cancelled before it started."
 WISE_PREFIX = "wise-"
@@ -68,14 +72,14 @@ def wise_path_for_real(store: RunStore, run_id: str, alphas: Sequence[float], **
 
 
 def sweep_on_ray_for_real(store: RunStore, trials: Sequence[tuple[str, RunConfig]], address: str,
-                          should_stop: Callable[[str], bool]) -> None:
+                          hooks_for: Callable[[str], RunHooks]) -> None:
     """The recorded runs as Ray trials at `address` ('local' starts Ray in this process; see ray_sweep)."""
     from ldifs_core import ray_sweep
 
     with ray_sweep.ray_session(address):
         resources = ray_sweep.check_cluster([cfg for _, cfg in trials], ray_sweep.TrialResources())
         ray_sweep.run_trials(store, [ray_sweep.Trial(run_id, cfg) for run_id, cfg in trials], resources,
-                             should_stop=should_stop)
+                             hooks_for=hooks_for)
 
 
 def default_ray_address() -> str:
@@ -322,8 +326,7 @@ class JobRunner:
     def _run(self, job: RunJob) -> None:
         run_id = job.job_id
         try:
-            self._execute(job.cfg, self.store, run_id=run_id, on_event=lambda e: self._record(run_id, e),
-                          should_stop=self._should_stop)
+            self._execute(job.cfg, self.store, run_id=run_id, hooks=WorkerHooks(self, run_id))
         except LabError:
             pass  # execute recorded it as failed with the user-facing message
         except Exception as err:
@@ -333,7 +336,7 @@ class JobRunner:
     def _drive_ray(self, trials: list[tuple[str, RunConfig]], address: str) -> None:
         with self._ray_driver:
             try:
-                self._sweep_on_ray(self.store, trials, address, should_stop=self._ray_should_stop)
+                self._sweep_on_ray(self.store, trials, address, hooks_for=lambda run_id: RayTrialHooks(self, run_id))
             except LabError as err:  # before any trial ran: the cluster could not take them
                 for run_id, _ in trials:
                     self._fail_unfinished(run_id, str(err))
@@ -347,10 +350,6 @@ class JobRunner:
                         self._on_ray.pop(run_id, None)
                         self._ray_cancel.discard(run_id)
 
-    def _ray_should_stop(self, run_id: str) -> bool:
-        with self._changed:
-            return run_id in self._ray_cancel
-
     def _fail_unfinished(self, run_id: str, message: str) -> None:
         """Record a run that never got its outcome as failed; never raises (see _record_crash)."""
         try:
@@ -361,25 +360,18 @@ class JobRunner:
 
     def _run_stages(self, job: SequenceJob) -> None:
         """The stages in order; each one's live curve is kept under its run id while it trains."""
-        current: list[str] = []
-
-        def on_stage(stage: int, run_id: str, cfg: RunConfig) -> None:
-            with self._changed:
-                current[:] = [run_id]
-                self._live[run_id] = []
-
+        hooks = WorkerHooks(self, None)
         try:
-            self._run_sequence(self.store, job.job_id, execute=self._execute, on_stage=on_stage,
-                               on_event=lambda event: self._record(current[0], event), should_stop=self._should_stop)
+            self._run_sequence(self.store, job.job_id, execute=self._execute, hooks=hooks)
         except Exception as err:  # a bug: the stage that crashed is recorded (run_sequence cancels the rest)
             log.exception("sequence %s crashed", job.job_id)
-            if current:
-                self._record_crash(current[0], err)
+            if hooks.run_id is not None:
+                self._record_crash(hooks.run_id, err)
 
     def _run_wise(self, job: WiseJob) -> None:
         self._set_wise(job.run_id, status="running")
         try:
-            self._wise_path(self.store, job.run_id, job.alphas, should_stop=self._should_stop,
+            self._wise_path(self.store, job.run_id, job.alphas, hooks=WorkerHooks(self, None),
                             on_alpha=lambda alpha, metrics: self._wise_computed(job.run_id, alpha))
         except RunCancelled as cancel:
             self._set_wise(job.run_id, status="cancelled", message=str(cancel))
@@ -425,15 +417,50 @@ class JobRunner:
         with self._changed:
             return self._stop_requested
 
-    def _record(self, run_id: str, event: TrainEvent) -> None:
-        entry = {"step": event.step, "loss": event.loss, **event.parts, "images_per_s": event.images_per_s}
+    def _ray_should_stop(self, run_id: str) -> bool:
         with self._changed:
-            self._live.setdefault(run_id, []).append(entry)
+            return run_id in self._ray_cancel
+
+    def _start_live(self, run_id: str) -> None:
+        with self._changed:
+            self._live[run_id] = []
+
+    def _record(self, run_id: str, event: TrainEvent) -> None:
+        with self._changed:
+            self._live.setdefault(run_id, []).append(event.history_row())
 
     def _record_crash(self, run_id: str, err: Exception) -> None:
         """execute records its own crashes; this covers one that happened before it could. It never raises:
         the worker must outlive any run (a run the store cannot update shows as interrupted after a restart)."""
         self._fail_unfinished(run_id, f"Internal error ({type(err).__name__}: {err}). Please report it.")
+
+
+class WorkerHooks(RunHooks):
+    """The worker's job as it runs: each step goes into the live curve of the run that trains (a sequence's
+    current stage), and Cancel is heard through `JobRunner.cancel`. Progress reaches the pages through the store."""
+
+    def __init__(self, runner: JobRunner, run_id: str | None):
+        self.runner, self.run_id = runner, run_id
+
+    def step(self, event: TrainEvent) -> None:
+        self.runner._record(self.run_id, event)
+
+    def stage(self, stage: int, run_id: str, cfg: RunConfig) -> None:
+        self.run_id = run_id
+        self.runner._start_live(run_id)
+
+    def should_stop(self) -> bool:
+        return self.runner._should_stop()
+
+
+class RayTrialHooks(RunHooks):
+    """A run sent to Ray: Cancel reaches it through the driver (its progress reaches the store there)."""
+
+    def __init__(self, runner: JobRunner, run_id: str):
+        self.runner, self.run_id = runner, run_id
+
+    def should_stop(self) -> bool:
+        return self.runner._ray_should_stop(self.run_id)
 
 
 def job_ids(job: RunJob | WiseJob | SequenceJob) -> tuple[str, ...]:

@@ -83,12 +83,16 @@ def class_names(metrics_of_run: dict, dataset: str, labels: np.ndarray) -> list[
 def wise_results(run_id: str) -> dict[float, dict]:
     """WiSE-FT mixes of a run already computed by the worker (α → metrics), read fresh: a path fills in while
     its job runs."""
-    return run_store().wise_results(run_id)
+    from ldifs_core.wise_records import wise_results
+
+    return wise_results(run_store(), run_id)
 
 
 def sequence_ids() -> list[str]:
     """Every sequence in the store, newest first."""
-    return run_store().sequence_ids()
+    from ldifs_core.sequence_records import sequence_ids
+
+    return sequence_ids(run_store())
 
 
 def sequence(sequence_id: str) -> dict:

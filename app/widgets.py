@@ -13,6 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 from app import display, jobs, plots, results, tables
 from ldifs_core.errors import LabError
 from ldifs_core.objectives import OBJECTIVE_TYPES
+from ldifs_core.hooks import Progress
 from ldifs_core.store import RunRecord
 
 MY_RUNS = "my_runs"  # session_state: ids this session launched, oldest first
@@ -227,6 +228,8 @@ def progress_bar(record: RunRecord) -> tuple[float, str]:
         return step / max(1, total), (f"Training: step {step}/{total} · about "
                                       f"{format_duration(progress.get('eta_s', 0.0))} left · "
                                       f"{progress.get('images_per_s', 0):.0f} images/s{node}")
+    if phase == "evaluating" and progress.get("images_to_encode"):
+        return evaluation_bar(Progress.from_dict(progress), node)
     if phase == "evaluating":
         return 1.0, ("Training done — measuring forgetting on the other datasets (Cancel stops it before the next "
                      f"dataset)…{node}")
@@ -235,6 +238,16 @@ def progress_bar(record: RunRecord) -> tuple[float, str]:
         return done / total, (f"Loading data ({done:,} / {total:,} images decoded; decoded once, then "
                               f"cached)…{node}")
     return 0.0, f"Loading the model and data…{node}"
+
+
+def evaluation_bar(shown: Progress, node: str) -> tuple[float, str]:
+    """How far the evaluation after training is: the dataset measured, images encoded, probes fitted, time left."""
+    left = f" · about {format_duration(shown.eta_s)} left" if shown.eta_s is not None else ""
+    measuring = min(shown.datasets_done + 1, shown.datasets_total)
+    return shown.images_encoded / shown.images_to_encode, (
+        f"Measuring forgetting: {shown.dataset} (dataset {measuring} of {shown.datasets_total}) · "
+        f"{shown.images_encoded:,} / {shown.images_to_encode:,} images encoded · {shown.probes_fitted} of "
+        f"{shown.probes_total} probes fitted{left} (Cancel stops it before the next dataset){node}")
 
 
 def _running(record: RunRecord) -> None:

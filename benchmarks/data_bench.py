@@ -71,15 +71,25 @@ def fabricate(data: Path) -> tuple[Path, Path, Path]:
 def child(args: argparse.Namespace) -> None:
     """One measured run in this (fresh) process: prints a JSON line."""
     from ldifs_core.config import RunConfig
+    from ldifs_core.hooks import RunHooks
     from ldifs_core.runner import execute
     from ldifs_core.store import RunStore
 
     first_step: list[float] = []
+
+    class TwoSteps(RunHooks):
+        """Notes when each step ends and stops after the second: only the time to the first step is measured."""
+
+        def step(self, event) -> None:
+            first_step.append(time.perf_counter() - START)
+
+        def should_stop(self) -> bool:
+            return len(first_step) >= 2
+
     cfg = RunConfig(dataset=args.dataset, objective="ldifs", model="ViT-B-32", pretrained=args.checkpoint, steps=2,
                     batch_size=8, data_root=args.data_root, eval_datasets=args.eval_datasets.split(","),
                     save_weights=False)
-    execute(cfg, RunStore(Path(args.store)), on_event=lambda e: first_step.append(time.perf_counter() - START),
-            should_stop=lambda: len(first_step) >= 2)
+    execute(cfg, RunStore(Path(args.store)), hooks=TwoSteps())
     print(json.dumps({"first_step_s": first_step[0],
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                       "workers_peak_rss_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}))

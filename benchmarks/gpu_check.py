@@ -34,6 +34,7 @@ from PIL import Image  # noqa: E402
 from ldifs_core.config import RunConfig  # noqa: E402
 from ldifs_core.datasets import ImageSet  # noqa: E402
 from ldifs_core.encoding import model_inputs  # noqa: E402
+from ldifs_core.hooks import RunHooks  # noqa: E402
 from ldifs_core.ldifs import distance_from_taps, forward_with_taps  # noqa: E402
 from ldifs_core.models import describe_device, load_model, pick_device  # noqa: E402
 from ldifs_core.objectives import OBJECTIVE_TYPES, TrainingSetup  # noqa: E402
@@ -94,11 +95,12 @@ def ours_step_seconds(objective: str, model, data: ImageSet, device: torch.devic
     cfg = RunConfig(objective=objective, lam=LAM if objective == "ldifs" else None, steps=steps, batch_size=batch,
                     device=str(device), warmup_steps=1, precompute_frozen=precompute)
 
-    def on_event(event) -> None:
-        if event.step % interval == 0 or event.step == event.total_steps:
-            reads.append((time.perf_counter(), event.step))
+    class HostReads(RunHooks):
+        def step(self, event) -> None:
+            if event.step % interval == 0 or event.step == event.total_steps:
+                reads.append((time.perf_counter(), event.step))
 
-    finetune(cfg, model, data, device, on_event)
+    finetune(cfg, model, data, device, HostReads())
     return [(t2 - t1) / (s2 - s1) for (t1, s1), (t2, s2) in zip(reads, reads[1:])]
 
 

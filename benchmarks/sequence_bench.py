@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ldifs_core.config import RunConfig
     from ldifs_core.sequence import SequenceConfig, plan_sequence, run_sequence, sequence_state
+    from ldifs_core.sequence_records import sequence_ids
     from ldifs_core.store import RunStore
 
     if args.store is None:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"3-stage sequence at the default settings, wall time: {time.perf_counter() - started:.0f} s")
     else:
         store = RunStore(args.store)
-    states = [sequence_state(store, sid) for sid in store.sequence_ids()]
+    states = [sequence_state(store, sid) for sid in sequence_ids(store)]
     states = [s for s in states if s.status == "done" and len(s.stages) == 3]
     if not states:
         print("No finished 3-stage sequence to measure.")

@@ -26,6 +26,7 @@ from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG,
                                REGULARISED, RUN_SETTINGS, RunConfig)
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.objectives import OBJECTIVE_TYPES
+from ldifs_core.hooks import Progress, RunHooks
 from ldifs_core.store import LISTED_STATUSES, RunStore
 
 if TYPE_CHECKING:  # ray loads only for --ray
@@ -261,41 +262,52 @@ def sweep_configs(args: argparse.Namespace) -> list[RunConfig]:
 # -- commands ------------------------------------------------------------------------------------------
 
 
-class ProgressBar:
-    """A training progress bar on stderr, opened by the first step's event (a run that fails while loading prints
-    only its error); `start` begins a new bar for the next run (a sequence's next stage)."""
+class TerminalProgress(RunHooks):
+    """A run's progress on stderr: a bar over its training steps, opened by the first step (a run that fails while
+    loading prints only its error), then one over the evaluation's image encodings, naming the dataset measured
+    and the probes fitted, with tqdm's ETA. A sequence's stages each get their own bars, titled by stage."""
 
-    def __init__(self):
-        self.bar = None
-        self.title = ""
+    def __init__(self, title: str = "", stages: int = 0):
+        self.title, self.stages = title, stages
+        self.bar, self.phase = None, ""
 
-    def start(self, title: str) -> None:
+    def stage(self, stage: int, run_id: str, cfg: RunConfig) -> None:
         self.close()
-        self.title = title
+        self.title = f"stage {stage}/{self.stages}: {cfg.describe()}"
 
-    def __call__(self, event) -> None:
+    def progress(self, progress: Progress) -> None:
+        if progress.phase == "training":
+            bar = self._bar("training", progress.total_steps, self.title, "step")
+            bar.update(progress.step - bar.n)
+            bar.set_postfix(loss=f"{progress.loss:.3f}", img_s=f"{progress.images_per_s:.0f}")
+        elif progress.phase == "evaluating" and progress.dataset is not None:
+            bar = self._bar("evaluating", progress.images_to_encode, "", "img")
+            bar.total = progress.images_to_encode  # a sequence's stage plans its own task last
+            bar.set_description(progress.where(), refresh=False)
+            bar.set_postfix_str(f"probes {progress.probes_fitted}/{progress.probes_total}", refresh=False)
+            bar.update(progress.images_encoded - bar.n)
+
+    def _bar(self, phase: str, total: int, title: str, unit: str):
         from tqdm import tqdm
 
-        if self.bar is None:
-            self.bar = tqdm(total=event.total_steps, desc=self.title, unit="step", file=sys.stderr,
-                            dynamic_ncols=True)
-        self.bar.update(event.step - self.bar.n)
-        self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}")
+        if self.phase != phase:
+            self.close()
+            self.bar, self.phase = tqdm(total=total, desc=title, unit=unit, file=sys.stderr, dynamic_ncols=True), phase
+        return self.bar
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
+        self.bar, self.phase = None, ""
 
 
 def run_with_progress(cfg: RunConfig, store: RunStore, run_id: str) -> None:
-    """Execute the recorded run `run_id`, with a progress bar."""
+    """Execute the recorded run `run_id`, with its progress on stderr."""
     from ldifs_core.runner import execute
 
-    progress = ProgressBar()
-    progress.start(cfg.describe())
+    progress = TerminalProgress(cfg.describe())
     try:
-        execute(cfg, store, run_id, on_event=progress)
+        execute(cfg, store, run_id, progress)
     finally:
         progress.close()
 
@@ -404,9 +416,15 @@ def sweep_on_ray(configs: list[RunConfig], store: RunStore, address: str, resour
     bar = tqdm(total=len(trials), desc=f"trials on Ray ({address})", unit="trial", file=sys.stderr,
                dynamic_ncols=True)
 
-    def on_progress(run_id: str, progress: dict) -> None:
-        steps[run_id] = f"{progress['step']}/{progress['total_steps']}" if "step" in progress else progress["phase"]
-        bar.set_postfix_str(", ".join(f"{names[run_id]} {step}" for run_id, step in steps.items()))
+    class TrialOnBar(RunHooks):
+        """Where one trial is, among the running ones on the sweep's bar."""
+
+        def __init__(self, run_id: str):
+            self.run_id = run_id
+
+        def progress(self, progress: Progress) -> None:
+            steps[self.run_id] = progress.where()
+            bar.set_postfix_str(", ".join(f"{names[run_id]} {step}" for run_id, step in steps.items()))
 
     def on_end(run_id: str) -> None:
         steps.pop(run_id, None)
@@ -415,7 +433,7 @@ def sweep_on_ray(configs: list[RunConfig], store: RunStore, address: str, resour
         bar.update()
 
     try:
-        ray_sweep.run_trials(store, trials, resources, on_progress=on_progress, on_end=on_end)
+        ray_sweep.run_trials(store, trials, resources, hooks_for=TrialOnBar, on_end=on_end)
     finally:
         bar.close()
         results.extend(outcome(store, trial.run_id) for trial in trials)
@@ -463,9 +481,9 @@ def cmd_list(args) -> int:
 
 
 def progress_text(progress: dict) -> str:
-    """Where a running run is: its phase or step, and the node of a Ray trial."""
-    where = f"step {progress['step']}/{progress['total_steps']}" if "step" in progress else progress.get("phase", "")
-    return where + (f" on {progress['node']}" if "node" in progress else "")
+    """Where a running run is: its step, the dataset it measures or its phase, and the node of a Ray trial."""
+    shown = Progress.from_dict(progress)
+    return shown.where() + (f" on {shown.node}" if shown.node else "")
 
 
 def cmd_show(args) -> int:
@@ -595,11 +613,9 @@ def cmd_sequence(args) -> int:
     check_output("--json", args.json)
     store = RunStore(args.store)
     sequence_id = plan_sequence(seq, store)
-    progress = ProgressBar()
+    progress = TerminalProgress(stages=len(tasks))
     try:
-        state = run_sequence(store, sequence_id, on_event=progress,
-                             on_stage=lambda stage, run_id, cfg: progress.start(f"stage {stage}/{len(tasks)}: "
-                                                                        f"{cfg.describe()}"))
+        state = run_sequence(store, sequence_id, hooks=progress)
     finally:
         progress.close()
     summary = state.to_dict()

@@ -3,7 +3,7 @@ user needs, and a JSON round-trip."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
+from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 
 from ldifs_core.errors import BadConfig
 from ldifs_core.objectives import OBJECTIVE_TYPES
@@ -211,15 +211,3 @@ def parse_ldifs_taps(taps: int | str) -> int | tuple[str, ...]:
 
 RUN_SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(RunConfig)}  # every field's
 
-
-@dataclass
-class TrainEvent:
-    """What the training loop reports after every step (and the app/CLI draw)."""
-
-    step: int
-    total_steps: int
-    loss: float
-    parts: dict[str, float] = field(default_factory=dict)  # e.g. {"ce": .., "ldifs": ..} (λ-weighted regulariser)
-    lr: float = 0.0
-    images_per_s: float = 0.0
-    eta_s: float = 0.0

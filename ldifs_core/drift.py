@@ -7,6 +7,7 @@ positions are comparable.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -18,9 +19,11 @@ from ldifs_core.ldifs import distance_from_taps, forward_with_taps
 
 
 @torch.inference_mode()
-def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 256):
+def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 256,
+                    on_batch: Callable[[int], None] | None = None):
     """Pooled, normalised features of both towers [N, D] each (float32 on the CPU, computed in the same
-    precision as every other evaluation feature), and mean per-layer LDIFS distance [L]."""
+    precision as every other evaluation feature), and mean per-layer LDIFS distance [L]. `on_batch` hears how
+    many images each batch encoded, both towers counted."""
     pre, post, per_layer = [], [], []
     for start in range(0, n, batch_size):
         x = inputs_fn(start, start + batch_size)
@@ -30,6 +33,8 @@ def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, var
         pre.append(F.normalize(pooled0.float(), dim=-1).cpu())
         post.append(F.normalize(pooled1.float(), dim=-1).cpu())
         per_layer.append(distance_from_taps(taps0, taps1, variant).sum(dim=1).cpu())
+        if on_batch is not None:
+            on_batch(2 * len(x))
     return torch.cat(pre), torch.cat(post), (torch.stack(per_layer).sum(dim=0) / n)
 
 

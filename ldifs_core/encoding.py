@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from contextlib import suppress
 
 import open_clip
@@ -78,14 +79,17 @@ def model_inputs(model: FoundationModel, images: torch.Tensor, device: torch.dev
 
 @torch.inference_mode()
 def encode_images(visual: torch.nn.Module, images: torch.Tensor, model: FoundationModel,
-                  batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised image embeddings [N, D] (float32, on the CPU) of uint8 images [N, C, H, W]."""
+                  batch_size: int = 256, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """L2-normalised image embeddings [N, D] (float32, on the CPU) of uint8 images [N, C, H, W]; `on_batch`
+    hears how many images each batch encoded (an evaluation's progress)."""
     device = module_device(visual)
     chunks = []
     for start in range(0, len(images), batch_size):
         with autocast_for(device):
             chunks.append(F.normalize(visual(model_inputs(model, images[start:start + batch_size], device)).float(),
                                       dim=-1).cpu())
+        if on_batch is not None:
+            on_batch(len(chunks[-1]))
     return torch.cat(chunks) if chunks else torch.empty(0, model.clip.visual.output_dim)
 
 

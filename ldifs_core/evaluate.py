@@ -20,7 +20,7 @@ from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import ImageSet
 from ldifs_core.drift_records import displacement_key
 from ldifs_core.encoding import encode_images, model_inputs, module_device, zero_shot_head, zero_shot_predictions
-from ldifs_core.errors import RunCancelled
+from ldifs_core.hooks import EvaluationProgress
 from ldifs_core.image_records import image_records
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel
@@ -48,11 +48,13 @@ def _entry_bytes(entry: torch.Tensor | LinearProbe) -> int:
 BASE_CACHE = ByteBudgetCache(int(float(os.environ.get("LDIFS_FEATURE_CACHE_GB", 1)) * 2**30), _entry_bytes)
 
 
-def probe_before(base: FoundationModel, data: ImageSet, seed: int) -> LinearProbe:
-    """The linear probe fitted on θ₀'s features of `data` (the probe-train subset)."""
+def probe_before(base: FoundationModel, data: ImageSet, seed: int,
+                 on_batch: Callable[[int], None] | None = None) -> LinearProbe:
+    """The linear probe fitted on θ₀'s features of `data` (the probe-train subset); `on_batch` hears the images
+    encoded when they are not cached."""
     key = (base.name, base.pretrained, data.name, data.split, data.selection, data.version,
            module_device(base.clip).type)
-    features = BASE_CACHE.get(key, lambda: encode_images(base.clip.visual, data.images, base))
+    features = BASE_CACHE.get(key, lambda: encode_images(base.clip.visual, data.images, base, on_batch=on_batch))
     return BASE_CACHE.get((*key, "probe", seed),
                           lambda: fit_linear_probe(features, data.labels, data.num_classes, seed=seed))
 
@@ -64,19 +66,29 @@ def delta_fields(prefix: str, summary: dict) -> dict:
             f"{prefix}_delta": summary["change"], f"{prefix}_delta_ci": summary["change_ci"]}
 
 
+def planned_work(data: EvalData) -> tuple[int, int]:
+    """(images encoded, probes fitted) by `dataset_report`: the test set through both towers, the probe-train set
+    through both (θ₀'s often cached), and a probe on each."""
+    return 2 * (len(data.test) + len(data.train)), 2
+
+
 def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, data: EvalData,
-                   with_umap: bool = True) -> tuple[dict, dict[str, np.ndarray], dict[str, Correct]]:
+                   with_umap: bool = True, progress: EvaluationProgress | None = None,
+                   ) -> tuple[dict, dict[str, np.ndarray], dict[str, Correct]]:
     """Before/after zero-shot and linear probe (with intervals), per-concept rows, per-layer distance and drift
     for one dataset; also the per-image correctness the mean-over-datasets interval is bootstrapped from."""
+    progress = progress or EvaluationProgress()
     test = data.test
     device = module_device(base.clip)
     pre, post, per_layer = drift.paired_features(base.clip.visual, tuned_visual,
                                                  lambda a, b: model_inputs(base, test.images[a:b], device), len(test),
-                                                 cfg.ldifs_taps, cfg.ldifs_variant)
+                                                 cfg.ldifs_taps, cfg.ldifs_variant, on_batch=progress.add_encoded)
     head = zero_shot_head(base, test.class_names, test.templates)
-    before = probe_before(base, data.train, cfg.seed)
-    probe_after = fit_linear_probe(encode_images(tuned_visual, data.train.images, base), data.train.labels,
-                                   test.num_classes, seed=cfg.seed)
+    before = probe_before(base, data.train, cfg.seed, on_batch=progress.add_encoded)
+    progress.add_probe()
+    probe_after = fit_linear_probe(encode_images(tuned_visual, data.train.images, base, on_batch=progress.add_encoded),
+                                   data.train.labels, test.num_classes, seed=cfg.seed)
+    progress.add_probe()
     predictions = {"zs": (zero_shot_predictions(pre, head), zero_shot_predictions(post, head)),
                    "lp": (before.predict(pre), probe_after.predict(post))}
     correct = {probe: (first == test.labels, then == test.labels) for probe, (first, then) in predictions.items()}
@@ -108,13 +120,14 @@ def dataset_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Modul
     return report, arrays, correct
 
 
-def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
-                      test: ImageSet) -> tuple[dict, dict[str, np.ndarray]]:
+def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear, test: ImageSet,
+                      progress: EvaluationProgress | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Fine-tuning task: zero-shot of the pre-trained model vs the tuned model with its trained head; also the
-    per-image records (image_records.py)."""
+    per-image records (image_records.py). Its test set goes through both towers."""
+    on_batch = (progress or EvaluationProgress()).add_encoded
     zs_head = zero_shot_head(base, test.class_names, test.templates)
-    pre = encode_images(base.clip.visual, test.images, base)
-    post = encode_images(tuned_visual, test.images, base)
+    pre = encode_images(base.clip.visual, test.images, base, on_batch=on_batch)
+    post = encode_images(tuned_visual, test.images, base, on_batch=on_batch)
     with torch.no_grad():
         tuned = head(F.normalize(post, dim=-1)).argmax(1)  # heads live on the CPU
     predictions = {"zs": (zero_shot_predictions(pre, zs_head), zero_shot_predictions(post, zs_head)),
@@ -135,22 +148,25 @@ def downstream_report(base: FoundationModel, tuned_visual: nn.Module, head: nn.L
 
 def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
                       downstream_test: ImageSet, others: dict[str, EvalData], with_umap: bool = True,
-                      should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+                      progress: EvaluationProgress | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Downstream gain and, for every other dataset, what the image tower lost.
 
-    `tuned_visual` must live where `base` does. `should_stop` is checked before each dataset (the task's
-    included), so a cancel during evaluation takes effect within one dataset's report.
+    `tuned_visual` must live where `base` does. `progress` hears each dataset, encoding batch and probe, and its
+    hooks are asked before each dataset (the task's included) whether to stop, so a cancel during evaluation
+    takes effect within one dataset's report.
     """
-    def check(before: str) -> None:
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled while evaluating (before {before}).")
-
-    check(downstream_test.name)
-    downstream, arrays = downstream_report(base, tuned_visual, head, downstream_test)
+    progress = progress or EvaluationProgress()
+    progress.plan(downstream_test.name, 2 * len(downstream_test), 0)
+    for data in others.values():
+        progress.plan(data.test.name, *planned_work(data))
+    progress.begin(downstream_test.name)
+    downstream, arrays = downstream_report(base, tuned_visual, head, downstream_test, progress)
+    progress.end()
     forgetting, correct = [], []
     for data in others.values():
-        check(data.test.name)
-        report, extra, flags = dataset_report(cfg, base, tuned_visual, data, with_umap)
+        progress.begin(data.test.name)
+        report, extra, flags = dataset_report(cfg, base, tuned_visual, data, with_umap, progress)
+        progress.end()
         forgetting.append(report)
         arrays.update(extra)
         correct.append(flags)

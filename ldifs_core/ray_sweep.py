@@ -13,6 +13,9 @@ What must be the same on every node: the project's code and the concept bank tra
 environment (the project folder as `working_dir`); torchvision datasets, ImageFolder datasets and local
 checkpoints do not, and must exist at the same path on every node. `check_cluster` verifies that on each node,
 and that a node can hold a trial at all, before any trial is recorded.
+
+Why one module over 350 lines: it is the only one that imports Ray; the session, the checks on each node, the
+trial on a worker and the driver share its types, and splitting them would spread that import.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import BadConfig, ClusterUnavailable, DatasetUnavailable, LabError
+from ldifs_core.hooks import NO_HOOKS, Progress, RunHooks
 from ldifs_core.paths import PROJECT_ROOT
 from ldifs_core.store import FinishedRun, RunStore
 
@@ -43,7 +47,6 @@ WORKING_DIR_EXCLUDES = ["runs", ".ldifs", "tests", "docs", "benchmarks", "app", 
                         "test-artifacts", "__pycache__", "*.pyc"]
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2  # results are megabytes; Ray spills larger objects to disk
 POLL_S = 0.25  # how often the driver drains progress and looks for cancellations
-PROGRESS_EVERY = 5  # training steps between progress reports (as runner.execute writes its own store)
 
 
 @dataclass(frozen=True)
@@ -220,13 +223,13 @@ class TrialBoard:
     interrupt from outside could land inside an import and leave the worker broken for the next trial."""
 
     def __init__(self):
-        self._posted: list[tuple[str, dict]] = []
+        self._posted: list[tuple[str, Progress]] = []
         self._cancelled: set[str] = set()
 
-    def post(self, run_id: str, progress: dict) -> None:
+    def post(self, run_id: str, progress: Progress) -> None:
         self._posted.append((run_id, progress))
 
-    def take(self) -> list[tuple[str, dict]]:
+    def take(self) -> list[tuple[str, Progress]]:
         posted, self._posted = self._posted, []
         return posted
 
@@ -237,6 +240,28 @@ class TrialBoard:
         return run_id in self._cancelled
 
 
+class BoardHooks(RunHooks):
+    """A trial's hooks on its worker: the progress worth recording goes to the sweep's board, tagged with the
+    node; a cancel is read from the board."""
+
+    def __init__(self, board: ray.actor.ActorHandle, run_id: str):
+        self.board, self.run_id, self.node = board, run_id, socket.gethostname()
+        self.answer = board.is_cancelled.remote(run_id)
+
+    def progress(self, progress: Progress) -> None:
+        if progress.worth_recording():
+            self.board.post.remote(self.run_id, replace(progress, node=self.node))
+
+    def should_stop(self) -> bool:
+        """The board's latest answer, never waited for: a task blocked in ray.get lends its CPUs to the next
+        trial, which would put more trials on a node than it has CPUs for."""
+        ready, _ = ray.wait([self.answer], timeout=0)
+        if not ready:
+            return False
+        self.answer = self.board.is_cancelled.remote(self.run_id)
+        return ray.get(ready[0])
+
+
 @ray.remote(max_retries=0)
 def _run_trial(cfg: RunConfig, run_id: str, board: ray.actor.ActorHandle, threads: int) -> TrialOutcome:
     """One ordinary run in a temporary store on this worker; its record goes back to the driver as a value."""
@@ -245,31 +270,13 @@ def _run_trial(cfg: RunConfig, run_id: str, board: ray.actor.ActorHandle, thread
     from ldifs_core.runner import execute
 
     torch.set_num_threads(threads)  # as many threads as CPUs reserved: trials sharing a node do not oversubscribe
-    node = socket.gethostname()
-    board.post.remote(run_id, {"phase": "loading", "node": node})
-    answer = [board.is_cancelled.remote(run_id)]
-
-    def report(event) -> None:
-        if event.step % PROGRESS_EVERY == 0 or event.step == event.total_steps:
-            done = event.step == event.total_steps
-            board.post.remote(run_id, {"phase": "evaluating" if done else "training", "step": event.step,
-                                       "total_steps": event.total_steps, "loss": event.loss, "parts": event.parts,
-                                       "eta_s": event.eta_s, "images_per_s": event.images_per_s, "node": node})
-
-    def should_stop() -> bool:
-        """The board's latest answer, never waited for: a task blocked in ray.get lends its CPUs to the next
-        trial, which would put more trials on a node than it has CPUs for."""
-        ready, _ = ray.wait(answer, timeout=0)
-        if not ready:
-            return False
-        answer[0] = board.is_cancelled.remote(run_id)
-        return ray.get(ready[0])
-
+    hooks = BoardHooks(board, run_id)
+    hooks.progress(Progress("loading"))
     with tempfile.TemporaryDirectory(prefix="ldifs-trial-") as folder:
         store = RunStore(folder)
         local_id = store.create(cfg)
         try:
-            execute(cfg, store, local_id, on_event=report, should_stop=should_stop)
+            execute(cfg, store, local_id, hooks)
         except Exception:  # recorded by execute: a LabError with its message, anything else as an internal error
             pass
         record = store.get(local_id)
@@ -281,26 +288,26 @@ def _run_trial(cfg: RunConfig, run_id: str, board: ray.actor.ActorHandle, thread
 # -- the driver ------------------------------------------------------------------------------------------
 
 
-ProgressHook = Callable[[str, dict], None]
+TrialHooks = Callable[[str], RunHooks]  # run id -> the hooks of that trial, as the driver hears it
 EndHook = Callable[[str], None]
 
 
 def run_trials(store: RunStore, trials: Sequence[Trial], resources: TrialResources,
-               should_stop: Callable[[str], bool] | None = None, on_progress: ProgressHook | None = None,
-               on_end: EndHook | None = None) -> None:
+               hooks_for: TrialHooks | None = None, on_end: EndHook | None = None) -> None:
     """Run recorded (queued) runs as Ray tasks and write each outcome into `store`; Ray must be connected.
 
-    A failing trial is recorded failed with its message and the others go on. `should_stop(run_id)` cancels one
-    trial: a running one stops at its next check, a queued one never starts. Ctrl-C (KeyboardInterrupt) stops
-    every unfinished trial at once, records it cancelled and is raised again. `on_progress(run_id, progress)` and
-    `on_end(run_id)` let a front end draw them.
+    A failing trial is recorded failed with its message and the others go on. `hooks_for(run_id)` hears that
+    trial's progress as it arrives and, when its `should_stop()` says so, cancels it: a running one stops at its
+    next check, a queued one never starts. Ctrl-C (KeyboardInterrupt) stops every unfinished trial at once,
+    records it cancelled and is raised again. `on_end(run_id)` lets a front end draw each trial's end.
     """
+    hooks_for = hooks_for or (lambda run_id: NO_HOOKS)
     resources = resources.on_cluster()
     board = TrialBoard.remote()
     threads = max(1, int(resources.cpus))
     pending = {_run_trial.options(num_cpus=resources.cpus, num_gpus=resources.gpus)
                .remote(trial.cfg, trial.run_id, board, threads): trial.run_id for trial in trials}
-    latest: dict[str, dict] = {}  # run id -> its last progress: a run with one has started
+    latest: dict[str, Progress] = {}  # run id -> its last progress: a run with one has started
     cancelled: set[str] = set()
 
     def take_progress() -> None:
@@ -310,9 +317,8 @@ def run_trials(store: RunStore, trials: Sequence[Trial], resources: TrialResourc
             if run_id not in latest:
                 store.set_status(run_id, "running")
             latest[run_id] = progress
-            store.update_progress(run_id, progress)
-            if on_progress is not None:
-                on_progress(run_id, progress)
+            store.update_progress(run_id, progress.to_dict())
+            hooks_for(run_id).progress(progress)
 
     def cancel(ref: ray.ObjectRef, run_id: str) -> None:
         cancelled.add(run_id)
@@ -331,7 +337,7 @@ def run_trials(store: RunStore, trials: Sequence[Trial], resources: TrialResourc
                 if on_end is not None:
                     on_end(run_id)
             for ref, run_id in pending.items():
-                if run_id not in cancelled and should_stop is not None and should_stop(run_id):
+                if run_id not in cancelled and hooks_for(run_id).should_stop():
                     cancel(ref, run_id)
     except KeyboardInterrupt:
         for ref, run_id in pending.items():
@@ -343,7 +349,7 @@ def run_trials(store: RunStore, trials: Sequence[Trial], resources: TrialResourc
         ray.kill(board, no_restart=True)
 
 
-def _record_outcome(store: RunStore, run_id: str, ref: ray.ObjectRef, progress: dict | None,
+def _record_outcome(store: RunStore, run_id: str, ref: ray.ObjectRef, progress: Progress | None,
                     was_cancelled: bool) -> None:
     """Write what became of one trial into the driver's store (never raises for a trial's own failure)."""
     try:
@@ -367,12 +373,12 @@ def _record_outcome(store: RunStore, run_id: str, ref: ray.ObjectRef, progress: 
                     outcome.message, outcome.history)
 
 
-def where_stopped(progress: dict | None) -> str:
+def where_stopped(progress: Progress | None) -> str:
     """Where a trial was when it was stopped, from its last progress report."""
-    if not progress:
+    if progress is None:
         return "before it started"
-    if "step" in progress:
-        return f"at step {progress['step']} of {progress['total_steps']}"
+    if progress.step is not None:
+        return f"at step {progress.step} of {progress.total_steps}"
     return "while loading"
 
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ldifs_core.config import RunConfig, TrainEvent
+from ldifs_core.config import RunConfig
 from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, listing_snapshot, load_subset
-from ldifs_core.datasets.decoding import Progress
+from ldifs_core.datasets import decoding
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
-from ldifs_core.evaluate import EvalData, dataset_report, forgetting_report
+from ldifs_core.evaluate import EvalData, dataset_report, forgetting_report, planned_work
+from ldifs_core.hooks import NO_HOOKS, EvaluationProgress, Progress, RunHooks, TrainEvent
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
 from ldifs_core.objectives import OBJECTIVE_TYPES
@@ -54,7 +54,7 @@ def cached_model(name: str | None, pretrained: str | None) -> FoundationModel:
 
 
 def cached_subset(name: str, split: str, selection: Selection, image_size: int, root: str | None, download: bool,
-                  limit_hint: str, progress: Progress | None = None) -> ImageSet:
+                  limit_hint: str, progress: decoding.Progress | None = None) -> ImageSet:
     """Shared by every thread: an ImageSet is never written in place. The key holds the dataset's version
     (datasets.data_version), so a folder edited since is loaded afresh; the disk cache makes that quick."""
     key = (name, split, selection, image_size, root, data_version(name, root))
@@ -78,14 +78,14 @@ def require_classes(data: ImageSet, role: str) -> None:
                                  f"measuring forgetting need at least two. Add a sub-folder (class) with images.")
 
 
-def prepare(cfg: RunConfig, progress: Progress | None = None) -> PreparedRun:
+def prepare(cfg: RunConfig, progress: decoding.Progress | None = None) -> PreparedRun:
     """Everything a run reads, loaded and checked before any training starts. Only the images the limits pick
     are decoded; `progress` hears (images decoded, images to decode) for each split that must be decoded."""
     with listing_snapshot():  # each folder is listed once while this run's data is gathered
         return _prepare(cfg, progress)
 
 
-def _prepare(cfg: RunConfig, progress: Progress | None) -> PreparedRun:
+def _prepare(cfg: RunConfig, progress: decoding.Progress | None) -> PreparedRun:
     device = pick_device(cfg.device)
     shared = cached_model(cfg.model, cfg.pretrained)
     names = cfg.forgetting_datasets(available_bank())
@@ -107,7 +107,7 @@ def _prepare(cfg: RunConfig, progress: Progress | None) -> PreparedRun:
     return PreparedRun(shared.private_copy(device), train, test, others, device)
 
 
-def evaluation_data(cfg: RunConfig, name: str, image_size: int, progress: Progress | None = None) -> EvalData:
+def evaluation_data(cfg: RunConfig, name: str, image_size: int, progress: decoding.Progress | None = None) -> EvalData:
     """The fixed probe-train and test subsets on which every run checks `name`."""
     load = lambda split, selection, hint: cached_subset(name, split, selection, image_size, cfg.data_root,
                                                         cfg.download, hint, progress)
@@ -124,10 +124,30 @@ def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.T
     return weights
 
 
-def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
-            on_event: Callable[[TrainEvent], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> str:
-    """Run `cfg` and record it in `store` whatever happens; returns the run id.
+class StoreRecorder(RunHooks):
+    """The caller's hooks, with the run's curves kept for its history.json and its progress written to the store
+    on the way (training steps every RECORD_EVERY)."""
+
+    def __init__(self, store: RunStore, run_id: str, caller: RunHooks):
+        self.store, self.run_id, self.caller = store, run_id, caller
+        self.history: list[dict] = []
+
+    def step(self, event: TrainEvent) -> None:
+        self.history.append(event.history_row())
+        self.caller.step(event)
+
+    def progress(self, progress: Progress) -> None:
+        if progress.worth_recording():
+            self.store.update_progress(self.run_id, progress.to_dict())
+        self.caller.progress(progress)
+
+    def should_stop(self) -> bool:
+        return self.caller.should_stop()
+
+
+def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: RunHooks = NO_HOOKS) -> str:
+    """Run `cfg` and record it in `store` whatever happens; returns the run id. `hooks` hear its steps and
+    progress (loading, training, evaluation) and are asked whether to stop.
 
     Settings that cannot work raise BadConfig before a new run is recorded; errors found later are recorded as
     failed with their message and re-raised as LabError; cancellation is recorded as cancelled and returns normally.
@@ -135,53 +155,42 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
     if run_id is None:
         run_id = store.create(cfg.validate())
     store.set_status(run_id, "running")
-    history: list[dict] = []
+    recorder = StoreRecorder(store, run_id, hooks)
     started = time.perf_counter()
 
-    def record(event: TrainEvent) -> None:
-        history.append({"step": event.step, "loss": event.loss, **event.parts, "lr": event.lr,
-                        "images_per_s": event.images_per_s})
-        if event.step == event.total_steps or event.step % 5 == 0:
-            store.update_progress(run_id, {"phase": "training", "step": event.step, "total_steps": event.total_steps,
-                                           "loss": event.loss, "parts": event.parts, "eta_s": event.eta_s,
-                                           "images_per_s": event.images_per_s})
-        if on_event is not None:
-            on_event(event)
-
     def loading(done: int, total: int) -> None:
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled while decoding images ({done:,} of {total:,} done).")
-        store.update_progress(run_id, {"phase": "loading", "images_done": done, "images_total": total})
+        recorder.check(f"while decoding images ({done:,} of {total:,} done)")
+        recorder.progress(Progress("loading", images_done=done, images_total=total))
 
     try:
-        store.update_progress(run_id, {"phase": "loading"})
+        recorder.progress(Progress("loading"))
         run = prepare(cfg, loading)
-        if should_stop is not None and should_stop():
-            raise RunCancelled("Cancelled before training started.")
+        recorder.check("before training started")
         sequence_started = time.perf_counter()  # a sequence's own work is timed apart (benchmarks/sequence_bench.py)
         start = starting_clip(store, cfg, run.base)
         sequence_s = time.perf_counter() - sequence_started
-        result = finetune(cfg, run.base, run.train, run.device, record, should_stop, start)
-        store.update_progress(run_id, {"phase": "evaluating", "step": cfg.steps, "total_steps": cfg.steps})
+        result = finetune(cfg, run.base, run.train, run.device, recorder, start)
+        evaluation = EvaluationProgress(recorder, Progress("evaluating", step=cfg.steps, total_steps=cfg.steps))
         eval_started = time.perf_counter()
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
-                                           should_stop=should_stop)
+                                           progress=evaluation)
         if cfg.sequence_id:
             sequence_started = time.perf_counter()
-            report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, should_stop)
+            report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, evaluation)
             sequence_s += time.perf_counter() - sequence_started
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
-        store.fail(run_id, "cancelled", str(cancel), history)
+        store.fail(run_id, "cancelled", str(cancel), recorder.history)
         return run_id
     except KeyboardInterrupt:
-        store.fail(run_id, "cancelled", "Interrupted from the keyboard.", history)
+        store.fail(run_id, "cancelled", "Interrupted from the keyboard.", recorder.history)
         raise
     except LabError as err:
-        store.fail(run_id, "failed", str(err), history)
+        store.fail(run_id, "failed", str(err), recorder.history)
         raise
     except Exception as err:  # a bug: still recorded, never left "running"
-        store.fail(run_id, "failed", f"Internal error ({type(err).__name__}: {err}). Please report it.", history)
+        store.fail(run_id, "failed", f"Internal error ({type(err).__name__}: {err}). Please report it.",
+                   recorder.history)
         raise
     metrics = {
         "run_id": run_id,
@@ -194,7 +203,8 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None,
                     "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3),
                     **({"sequence_s": round(sequence_s, 3)} if cfg.sequence_id else {})},
     }
-    store.finish(run_id, metrics, arrays, history, weights_to_save(result, cfg.objective) if cfg.save_weights else None)
+    weights = weights_to_save(result, cfg.objective) if cfg.save_weights else None
+    store.finish(run_id, metrics, arrays, recorder.history, weights)
     return run_id
 
 
@@ -211,10 +221,15 @@ def starting_clip(store: RunStore, cfg: RunConfig, base: FoundationModel) -> nn.
 
 
 def stage_task_report(cfg: RunConfig, run: PreparedRun, tuned_visual: nn.Module,
-                      should_stop: Callable[[], bool] | None) -> dict:
+                      progress: EvaluationProgress | None = None) -> dict:
     """A stage's own task checked exactly as the other datasets are (zero-shot and linear probe, θ₀ vs now), so
-    the forgetting matrix has its diagonal on the same footing as every other cell."""
-    if should_stop is not None and should_stop():
-        raise RunCancelled(f"Cancelled while evaluating (before {cfg.dataset}).")
+    the forgetting matrix has its diagonal on the same footing as every other cell; the last dataset `progress`
+    hears of."""
+    progress = progress or EvaluationProgress()
+    progress.hooks.check(f"while evaluating (before {cfg.dataset})")
     task = evaluation_data(cfg, cfg.dataset, run.base.image_size)
-    return dataset_report(cfg, run.base, tuned_visual, task, with_umap=False)[0]
+    progress.plan(cfg.dataset, *planned_work(task))
+    progress.begin(cfg.dataset)
+    report = dataset_report(cfg, run.base, tuned_visual, task, with_umap=False, progress=progress)[0]
+    progress.end()
+    return report

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig, TrainEvent
+from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig
 from ldifs_core.datasets import available_bank, check_known, same_dataset
 from ldifs_core.errors import BadConfig, LabError
+from ldifs_core.hooks import NO_HOOKS, RunHooks
 from ldifs_core.reuse import run_identity
+from ldifs_core.sequence_records import create_sequence, read_sequence, save_sequence, sequence_ids
 from ldifs_core.store import RunStore
 
 PROBES = ("zs", "lp")
@@ -31,7 +33,7 @@ NOT_RUN = "Not run: stage {stage} ({task}) {status}."  # the message of the stag
 CANCELLED_BEFORE_START = "Cancelled before it started."
 REPLACED = "Replaced by a new run when the sequence was resumed."
 
-# runner.execute's signature: (cfg, store, run_id=..., on_event=..., should_stop=...) -> run id
+# runner.execute's signature: (cfg, store, run_id=..., hooks=...) -> run id
 Execute = Callable[..., str]
 
 
@@ -242,8 +244,8 @@ def plan_sequence(seq: SequenceConfig, store: RunStore) -> str:
     """Check the sequence, then record it with every stage as a queued run (each starting from the one before);
     returns the sequence id. Nothing is recorded when a check fails."""
     seq = replace(seq.validate(), base=seq.base.with_lambda_resolved())
-    sequence_id = store.create_sequence({"version": RECORD_VERSION, "config": seq.to_dict(), "created_at": time.time(),
-                                         "stages": [], "matrix": None})
+    sequence_id = create_sequence(store, {"version": RECORD_VERSION, "config": seq.to_dict(),
+                                          "created_at": time.time(), "stages": [], "matrix": None})
     stages: list[str] = []
     for stage in range(1, len(seq.tasks) + 1):
         stages.append(store.create(seq.stage_config(stage, sequence_id, stages[-1] if stages else None)))
@@ -253,14 +255,14 @@ def plan_sequence(seq: SequenceConfig, store: RunStore) -> str:
 
 def save_record(store: RunStore, sequence_id: str, seq: SequenceConfig, stages: list[str],
                 matrix: ForgettingMatrix | None) -> None:
-    record = store.sequence(sequence_id)
-    store.save_sequence(sequence_id, {**record, "config": seq.to_dict(), "stages": stages,
-                                      "matrix": matrix.to_dict() if matrix else None})
+    record = read_sequence(store, sequence_id)
+    save_sequence(store, sequence_id, {**record, "config": seq.to_dict(), "stages": stages,
+                                       "matrix": matrix.to_dict() if matrix else None})
 
 
 def sequence_state(store: RunStore, sequence_id: str) -> SequenceState:
     """The sequence as the store has it now (statuses from the stage runs, the matrix as last saved)."""
-    record = store.sequence(sequence_id)
+    record = read_sequence(store, sequence_id)
     seq = SequenceConfig.from_dict(record["config"])
     stages = []
     for stage, run_id in enumerate(record["stages"], 1):
@@ -274,9 +276,9 @@ def find_sequence(store: RunStore, seq: SequenceConfig) -> str | None:
     """The newest recorded sequence with these settings (to resume or reuse it), or None. Settings compare as two
     runs' do (reuse.run_identity): an explicit default λ or another objective's option makes no new sequence."""
     wanted = sequence_identity(seq)
-    for sequence_id in store.sequence_ids():
+    for sequence_id in sequence_ids(store):
         try:
-            if sequence_identity(SequenceConfig.from_dict(store.sequence(sequence_id)["config"])) == wanted:
+            if sequence_identity(SequenceConfig.from_dict(read_sequence(store, sequence_id)["config"])) == wanted:
                 return sequence_id
         except (LabError, KeyError, TypeError):  # unreadable, or not a sequence this version can read
             continue
@@ -295,11 +297,9 @@ def cancel_rest(store: RunStore, run_ids: list[str], message: str) -> None:
 
 
 def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = None,
-                 on_stage: Callable[[int, str, RunConfig], None] | None = None,
-                 on_event: Callable[[TrainEvent], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> SequenceState:
-    """Run the stages of a planned sequence in order, each through `execute` (runner.execute by default);
-    `on_stage(stage, run_id, cfg)` is called as each one starts.
+                 hooks: RunHooks = NO_HOOKS) -> SequenceState:
+    """Run the stages of a planned sequence in order, each through `execute` (runner.execute by default) with
+    `hooks`, which hear each stage start (`hooks.stage`) and are asked before each stage whether to stop.
 
     Finished stages are kept, so an interrupted sequence resumes where it stopped: a stage that failed, was
     cancelled or interrupted (or whose start was replaced) gets a new run. A stage that does not finish stops the
@@ -307,7 +307,7 @@ def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = No
     """
     if execute is None:
         from ldifs_core.runner import execute
-    record = store.sequence(sequence_id)
+    record = read_sequence(store, sequence_id)
     seq, stages = SequenceConfig.from_dict(record["config"]), list(record["stages"])
     finished: list[dict] = []
     previous: str | None = None
@@ -321,14 +321,13 @@ def run_sequence(store: RunStore, sequence_id: str, execute: Execute | None = No
             cancel_rest(store, [run_id], REPLACED)
             stages[stage - 1] = run_id = store.create(seq.stage_config(stage, sequence_id, previous))
             save_record(store, sequence_id, seq, stages, forgetting_matrix(seq, finished))
-        if should_stop is not None and should_stop():
+        if hooks.should_stop():
             cancel_rest(store, stages[stage - 1:], CANCELLED_BEFORE_START)
             break
         cfg = store.get(run_id).config
-        if on_stage is not None:
-            on_stage(stage, run_id, cfg)
+        hooks.stage(stage, run_id, cfg)
         try:
-            execute(cfg, store, run_id=run_id, on_event=on_event, should_stop=should_stop)
+            execute(cfg, store, run_id=run_id, hooks=hooks)
         except LabError:
             pass  # recorded as failed with its reason; the sequence stops below
         finally:  # failed, cancelled, interrupted (Ctrl-C) or a bug: the later stages never stay queued

@@ -8,16 +8,19 @@ A store is read through whatever happened to it: a run whose files are corrupt, 
 version is listed with status "unreadable" (its message says why) and reading its results raises
 RunUnreadable; a folder this process may not write is opened read-only and never written; a disk that fills
 up while results are saved records the run as failed. Parser errors never leave this module.
+
+Why one module over 350 lines: the index and the run folders keep one contract together (files first, then the
+row; a row is only "done" when its files read), so writing, reading and the verdict on a run's files share their
+internals. What is not that contract lives beside it: process ownership (ownership.py), the JSON files and disk
+advice (disk.py), WiSE-FT records (wise_records.py) and sequence records (sequence_records.py).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import sqlite3
 import threading
 import time
@@ -33,6 +36,7 @@ import numpy as np
 
 from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES,
                                 STORED_DEFAULT_LAMBDA, RunConfig)
+from ldifs_core import disk, ownership
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.paths import default_store_dir, write_atomic
 
@@ -48,9 +52,6 @@ LISTED_STATUSES = (*STORED_STATUSES, UNREADABLE)
 EMBEDDED_MODEL = "embedded"  # the index's model column for the default model (config.model is None)
 INTERRUPTED_MESSAGE = "The process running it stopped (app restart or crash); start it again."
 RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
-SEQUENCE_ID_PATTERN = re.compile(r"seq-\d{8}-\d{6}-[0-9a-f]{6}")
-SEQUENCE_FOLDER = "sequences"
-PROC = Path("/proc")
 # What a readable metrics.json has at its top level (the store reads no deeper).
 RESULT_KEYS = {"downstream": dict, "forgetting": list, "mean_zs_delta": (int, float), "mean_lp_delta": (int, float)}
 
@@ -133,20 +134,20 @@ class RunStore:
 
     def create(self, config: RunConfig, status: str = "queued") -> str:
         _check_status(status)
-        self._check_writable()
+        self.check_writable()
         config = config.with_lambda_resolved()  # the λ it is made with, whatever the defaults become
         run_id, run_dir = self._claim_run_dir()
         try:
-            _write_json(run_dir / "config.json", config.to_dict())
+            disk.write_json(run_dir / "config.json", config.to_dict())
         except OSError as err:
             shutil.rmtree(run_dir, ignore_errors=True)
-            raise StoreUnavailable(f"Could not start a run in {self.root}: {_os_reason(err)}. {_os_advice(err)}") \
+            raise StoreUnavailable(f"Could not start a run in {self.root}: {disk.os_reason(err)}. {disk.os_advice(err)}") \
                 from err
         now = time.time()
         row = {
-            "run_id": run_id, "config": _dumps(config.to_dict()), "dataset": config.dataset,
+            "run_id": run_id, "config": disk.dumps(config.to_dict()), "dataset": config.dataset,
             "objective": config.objective, "model": config.model or EMBEDDED_MODEL, "status": status,
-            "created_at": now, "updated_at": now, **_current_owner(),
+            "created_at": now, "updated_at": now, **ownership.current_owner(),
         }
         try:
             with self._connect() as db:
@@ -160,11 +161,11 @@ class RunStore:
     def set_status(self, run_id: str, status: str, message: str = "") -> None:
         """Setting "running" also makes this process the owner, so a restart can tell the run was orphaned."""
         _check_status(status)
-        owner = _current_owner() if status == "running" else {}
+        owner = ownership.current_owner() if status == "running" else {}
         self._update(run_id, status=status, message=message, **owner)
 
     def update_progress(self, run_id: str, progress: dict) -> None:
-        self._update(run_id, progress=_dumps(progress))
+        self._update(run_id, progress=disk.dumps(progress))
 
     def finish(self, run_id: str, metrics: dict, arrays: dict[str, np.ndarray] | None = None,
                history: list[dict] | None = None, weights: dict[str, torch.Tensor] | None = None) -> None:
@@ -175,7 +176,7 @@ class RunStore:
         (a full disk, a folder turned read-only), the files written so far are removed (the history stays, for
         the curves), the run is recorded as failed with the reason, and StoreUnavailable says the same.
         """
-        self._check_writable()
+        self.check_writable()
         run_dir = self._existing_run_dir(run_id)
         metrics = {"code_version": CODE_VERSION, **metrics, "schema_version": SCHEMA_VERSION, "status": "done",
                    "run_id": run_id}
@@ -187,20 +188,20 @@ class RunStore:
 
         try:
             if history is not None:
-                _write_json(run_dir / "history.json", history)
+                disk.write_json(run_dir / "history.json", history)
             if arrays is not None:
                 save("arrays.npz", lambda path: np.savez_compressed(path, **arrays))
             if weights is not None:
                 save("weights.safetensors", lambda path: _save_weights(path, weights))
-            _write_json(run_dir / "metrics.json", metrics)
+            disk.write_json(run_dir / "metrics.json", metrics)
             written.append(run_dir / "metrics.json")
         except OSError as err:
             for path in written:
                 path.unlink(missing_ok=True)
-            message = f"Could not save the results: {_os_reason(err)}. {_os_advice(err)}"
+            message = f"Could not save the results: {disk.os_reason(err)}. {disk.os_advice(err)}"
             self._update(run_id, status="failed", message=message)
             raise StoreUnavailable(message) from err
-        self._update(run_id, status="done", message="", summary=_dumps(_summarise(metrics)))
+        self._update(run_id, status="done", message="", summary=disk.dumps(_summarise(metrics)))
 
     def import_finished(self, run_id: str, run: FinishedRun) -> None:
         """Record `run` (read from another store) as the result of this store's run `run_id`, like `finish`."""
@@ -210,13 +211,13 @@ class RunStore:
         """Record a failed or cancelled run; its history is kept so the partial curves can still be drawn."""
         if status not in ENDED_STATUSES:
             raise ValueError(f"fail() takes status 'failed' or 'cancelled', not {status!r}")
-        self._check_writable()
+        self.check_writable()
         run_dir = self._run_dir(run_id)
         if history is not None:
             try:
-                _write_json(run_dir / "history.json", history)
+                disk.write_json(run_dir / "history.json", history)
             except OSError as err:  # the status matters more than the curves: record it even on a full disk
-                warnings.warn(f"The history of run {run_id} could not be saved: {_os_reason(err)}.", stacklevel=2)
+                warnings.warn(f"The history of run {run_id} could not be saved: {disk.os_reason(err)}.", stacklevel=2)
         self._update(run_id, status=status, message=message)
 
     def mark_interrupted(self) -> int:
@@ -231,7 +232,8 @@ class RunStore:
                 "SELECT run_id, updated_at, owner_host, owner_pid, owner_started FROM runs"
                 " WHERE status IN ('queued', 'running')"
             ).fetchall()
-        orphans = [row for row in active if not _owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"])]
+        orphans = [row for row in active
+                   if not ownership.owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"])]
         count = 0
         with self._connect() as db:
             for row in orphans:
@@ -276,7 +278,7 @@ class RunStore:
         return metrics
 
     def arrays(self, run_id: str) -> dict[str, np.ndarray]:
-        path = self._readable_run_dir(run_id) / "arrays.npz"
+        path = self.run_folder(run_id) / "arrays.npz"
         if not path.exists():
             return {}
         try:
@@ -286,7 +288,7 @@ class RunStore:
             raise RunUnreadable(_unreadable_file(run_id, path, err)) from err
 
     def history(self, run_id: str) -> list[dict]:
-        path = self._readable_run_dir(run_id) / "history.json"
+        path = self.run_folder(run_id) / "history.json"
         try:
             history = json.loads(path.read_bytes())
         except FileNotFoundError:
@@ -300,7 +302,7 @@ class RunStore:
     def weights_path(self, run_id: str) -> Path | None:
         """The run's tuned weights (None when it kept none); a file that is not whole safetensors raises
         RunUnreadable (only its header is read here)."""
-        path = self._readable_run_dir(run_id) / "weights.safetensors"
+        path = self.run_folder(run_id) / "weights.safetensors"
         if not path.exists():
             return None
         from safetensors import SafetensorError, safe_open
@@ -324,101 +326,17 @@ class RunStore:
             weights = load_file(str(weights_path))
         return FinishedRun(metrics, self.arrays(run_id), self.history(run_id), weights)
 
-    # -- WiSE-FT results, cached per (run, α) ---------------------------------------------------------------
+    # -- for the records kept beside the runs (wise_records.py, sequence_records.py) ------------------------
 
-    def wise_results(self, run_id: str) -> dict[float, dict]:
-        """WiSE-FT metrics already computed for a run, by α ({} when none). Cache files that are unreadable or
-        from another version are skipped, so their α is computed again."""
-        folder = self._readable_run_dir(run_id) / "wise"
-        results: dict[float, dict] = {}
-        for path in sorted(folder.glob("alpha-*.json")) if folder.is_dir() else []:
-            try:
-                data = json.loads(path.read_bytes())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-                continue
-            alpha, metrics = data.get("alpha"), data.get("metrics")
-            if _is_alpha(alpha) and isinstance(metrics, dict):
-                results[float(alpha)] = metrics
-        return results
+    def check_writable(self) -> None:
+        """StoreUnavailable, saying what to do, when this process may not write the store."""
+        if self.read_only:
+            raise self._read_only_error()
 
-    def save_wise(self, run_id: str, alpha: float, metrics: dict) -> bool:
-        """Cache the WiSE-FT metrics of a finished run at `alpha` (atomically, in <run>/wise/). Returns False,
-        with a warning, when the cache cannot be written (read-only store, full disk): the result stays valid."""
-        if not _is_alpha(alpha):
-            raise ValueError(f"WiSE-FT α must be a number between 0 and 1, not {alpha!r}")
-        record = self.get(run_id)
-        self._check_readable(record)
-        if record.status != "done":
-            raise RunNotFound(f"Run {run_id} has no results yet: it is {record.status}; WiSE-FT needs a finished run.")
-        path = self._run_dir(run_id) / "wise" / f"alpha-{float(alpha)!r}.json"
-        try:
-            if self.read_only:
-                raise OSError(errno.EROFS, "the run store is read-only here", str(self.root))
-            path.parent.mkdir(exist_ok=True)
-            _write_json(path, {"schema_version": SCHEMA_VERSION, "alpha": float(alpha), "metrics": metrics})
-        except OSError as err:
-            warnings.warn(f"WiSE-FT α={alpha:g} of run {run_id} could not be cached ({_os_reason(err)}); it will be "
-                          f"computed again next time.", stacklevel=2)
-            return False
-        return True
-
-    # -- sequences (continual fine-tuning): one JSON record per sequence in sequences/ --------------------------
-    # The record links a sequence's stage runs (ordinary runs, listed above) and keeps its forgetting matrix;
-    # what a record holds is sequence.py's business, the store only keeps it safe.
-
-    def create_sequence(self, record: dict) -> str:
-        """Save a new sequence record under a fresh id (claimed atomically, like a run id); returns the id."""
-        self._check_writable()
-        folder = self.root / SEQUENCE_FOLDER
-        try:
-            folder.mkdir(exist_ok=True)
-            while True:
-                sequence_id = f"seq-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-                try:
-                    (folder / f"{sequence_id}.json").open("x").close()
-                    break
-                except FileExistsError:
-                    continue
-            _write_json(folder / f"{sequence_id}.json", {**record, "sequence_id": sequence_id})
-        except OSError as err:
-            raise StoreUnavailable(f"Could not record a sequence in {self.root}: {_os_reason(err)}. "
-                                   f"{_os_advice(err)}") from err
-        return sequence_id
-
-    def save_sequence(self, sequence_id: str, record: dict) -> None:
-        self._check_writable()
-        try:
-            _write_json(self._sequence_path(sequence_id), {**record, "sequence_id": sequence_id})
-        except OSError as err:
-            raise StoreUnavailable(f"Could not save sequence {sequence_id}: {_os_reason(err)}. {_os_advice(err)}") \
-                from err
-
-    def sequence(self, sequence_id: str) -> dict:
-        """A sequence's record; RunNotFound for an unknown id, RunUnreadable for a damaged file."""
-        path = self._sequence_path(sequence_id)
-        try:
-            record = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise RunNotFound(f"No sequence '{sequence_id}' in {self.root}. Sequence ids are printed by `python -m ldifs_core "
-                              f"the runs of each sequence.") from None
-        except (OSError, ValueError) as err:
-            raise RunUnreadable(f"unreadable: the record of sequence {sequence_id} cannot be read ({err}).") from None
-        if not isinstance(record, dict):
-            raise RunUnreadable(f"unreadable: the record of sequence {sequence_id} is not a JSON object.")
-        return record
-
-    def sequence_ids(self) -> list[str]:
-        """Every sequence of the store, newest first."""
-        folder = self.root / SEQUENCE_FOLDER
-        names = [path.stem for path in folder.glob("seq-*.json")] if folder.is_dir() else []
-        return sorted((name for name in names if SEQUENCE_ID_PATTERN.fullmatch(name)), reverse=True)
-
-    def _sequence_path(self, sequence_id: str) -> Path:
-        if not SEQUENCE_ID_PATTERN.fullmatch(sequence_id):
-            raise RunNotFound(f"'{sequence_id}' is not a sequence id (they look like seq-20261129-081500-a1b2c3).")
-        return self.root / SEQUENCE_FOLDER / f"{sequence_id}.json"
+    def run_folder(self, run_id: str) -> Path:
+        """The folder of a known run that is not unreadable (it may be missing for a run that never finished)."""
+        self._check_readable(self.get(run_id))
+        return self._run_dir(run_id)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -479,10 +397,6 @@ class RunStore:
         return StoreUnavailable(f"The run store {self.root} is read-only here: its runs can be listed, shown and "
                                 f"exported, not recorded. Point --store (or $LDIFS_STORE) at a folder you can write.")
 
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise self._read_only_error()
-
     def _row(self, run_id: str) -> sqlite3.Row:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
@@ -493,13 +407,8 @@ class RunStore:
         if record.status == UNREADABLE:
             raise RunUnreadable(_unreadable_message(record.run_id, record.message.removeprefix("unreadable: ")))
 
-    def _readable_run_dir(self, run_id: str) -> Path:
-        """The folder of a known run that is not unreadable (it may be missing for a run that never finished)."""
-        self._check_readable(self.get(run_id))
-        return self._run_dir(run_id)
-
     def _update(self, run_id: str, **columns: object) -> None:
-        self._check_writable()
+        self.check_writable()
         assignments = ", ".join(f"{column} = ?" for column in columns)
         with self._connect() as db:
             cursor = db.execute(
@@ -519,8 +428,8 @@ class RunStore:
             except FileExistsError:
                 continue
             except OSError as err:
-                raise StoreUnavailable(f"Could not start a run in {self.root}: {_os_reason(err)}. "
-                                       f"{_os_advice(err)}") from err
+                raise StoreUnavailable(f"Could not start a run in {self.root}: {disk.os_reason(err)}. "
+                                       f"{disk.os_advice(err)}") from err
             return run_id, run_dir
 
     def _run_dir(self, run_id: str) -> Path:
@@ -550,7 +459,7 @@ def _open_folder(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise StoreUnavailable(f"Could not create the run store {root}: {_os_reason(err)}. {hint} you can write.") \
+        raise StoreUnavailable(f"Could not create the run store {root}: {disk.os_reason(err)}. {hint} you can write.") \
             from err
     if not os.access(root, os.R_OK | os.X_OK):
         raise StoreUnavailable(f"The run store {root} cannot be read here (permission denied). {hint} you can read.")
@@ -698,10 +607,6 @@ def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _is_alpha(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-
-
 def _check_status(status: str) -> None:
     if status not in STORED_STATUSES:
         raise ValueError(f"unknown run status {status!r}; expected one of {STORED_STATUSES}")
@@ -721,22 +626,6 @@ def _summarise(metrics: dict) -> dict:
 # -- writing files ---------------------------------------------------------------------------------------
 
 
-def _dumps(value: object) -> str:
-    """JSON that also takes the numpy scalars and arrays metrics tend to contain."""
-    return json.dumps(value, default=_jsonable)
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _write_json(path: Path, value: object) -> None:
-    text = _dumps(value)
-    write_atomic(path, lambda temp: temp.write_text(text))
-
-
 def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     import safetensors.torch
     from safetensors import SafetensorError
@@ -749,65 +638,3 @@ def _save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
         if code is None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from err
-
-
-def _os_reason(err: OSError) -> str:
-    reason = err.strerror or str(err)
-    return f"{reason} ({err.filename})" if err.filename else reason
-
-
-def _os_advice(err: OSError) -> str:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "Free some space and run it again."
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "Make the run store writable (or point --store at another folder) and run it again."
-    return "Check the disk and run it again."
-
-
-# -- who owns a run --------------------------------------------------------------------------------------
-
-
-def _current_owner() -> dict[str, object]:
-    """Host, pid and start time: together they tell a live owner from a dead one whose pid was reused."""
-    pid = os.getpid()
-    return {"owner_host": socket.gethostname(), "owner_pid": pid, "owner_started": _start_time(pid)}
-
-
-def _owner_alive(host: str | None, pid: int | None, started: str | None) -> bool:
-    """Same host, process still there, and not a recycled pid (e.g. pid 1 again in a restarted container)."""
-    if host != socket.gethostname() or pid is None:
-        return False
-    stat = _proc_stat(pid)
-    if stat is not None:
-        state, start = stat
-        return state != "Z" and (started is None or start == started)  # a zombie has already exited
-    if PROC.is_dir():
-        return False  # procfs but no entry: the process is gone
-    if os.name == "posix":
-        return _signal_reaches(pid)
-    return pid == os.getpid()  # elsewhere (Windows) only this process can vouch for itself
-
-
-def _start_time(pid: int) -> str | None:
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) from /proc/<pid>/stat; None without procfs or once the process is gone."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()  # the command name in (...) may contain spaces
-    return fields[0], fields[19]  # fields 3 and 22 of proc(5)
-
-
-def _signal_reaches(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 only probes; safe on POSIX
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    return True

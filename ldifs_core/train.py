@@ -6,16 +6,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ldifs_core.config import RunConfig, TrainEvent
+from ldifs_core.config import RunConfig
 from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import autocast_for, model_inputs, random_shift
-from ldifs_core.errors import RunCancelled, TrainingDiverged
+from ldifs_core.errors import TrainingDiverged
+from ldifs_core.hooks import NO_HOOKS, Progress, RunHooks, TrainEvent
 from ldifs_core.models import FoundationModel
 from ldifs_core.objectives import OBJECTIVE_TYPES, Batch, Objective, TrainingSetup
 
@@ -72,9 +73,9 @@ def set_training_mode(clip: nn.Module, cfg: RunConfig, objective: Objective) -> 
 
 
 def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: torch.device,
-             on_event: Callable[[TrainEvent], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, start: nn.Module | None = None) -> FinetuneResult:
+             hooks: RunHooks = NO_HOOKS, start: nn.Module | None = None) -> FinetuneResult:
     """Fine-tune a copy of `start` (default: `base`, a run's private θ₀ on `device`) on `train`; neither changes.
+    `hooks` hear every step (its event and its progress record) and are asked before each step whether to stop.
 
     A stage of a sequence passes the previous stage's CLIP as `start`: the new head is initialised on it (its
     text tower, which only FLYP tunes, or a probe on its image tower), and with cfg.anchor "previous" LDIFS and
@@ -110,15 +111,15 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
                                        f"learning rate (now {cfg.lr:g})"
                                        + (f" or λ (now {cfg.effective_lam:g})" if cfg.regularised else "")
                                        + " and start again.")
-            if on_event is not None:
-                on_event(TrainEvent(step, cfg.steps, loss, dict(zip(part_names, parts)), lr,
-                                    step * cfg.batch_size / elapsed, elapsed / step * (cfg.steps - step)))
+            event = TrainEvent(step, cfg.steps, loss, dict(zip(part_names, parts)), lr,
+                               step * cfg.batch_size / elapsed, elapsed / step * (cfg.steps - step))
+            hooks.step(event)
+            hooks.progress(Progress.training(event))
         pending.clear()
 
     part_names: list[str] = []
     for step, idx in enumerate(batch_order(len(train), cfg.steps, cfg.batch_size, generator), start=1):
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled at step {step - 1} of {cfg.steps}.")
+        hooks.check(f"at step {step - 1} of {cfg.steps}")
         raw, labels = train.images[idx], train.labels[idx]
         if cfg.augment:
             raw = random_shift(raw, generator)

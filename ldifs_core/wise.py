@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from ldifs_core.errors import BadConfig, RunCancelled, RunUnreadable
+from ldifs_core.errors import BadConfig, RunUnreadable
 from ldifs_core.evaluate import forgetting_report
+from ldifs_core.hooks import NO_HOOKS, EvaluationProgress, RunHooks
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.runner import prepare
 from ldifs_core.store import RunStore
 from ldifs_core.weights import run_weights, tuned_from_weights
+from ldifs_core.wise_records import save_wise, wise_results
 
 
 def mix_weights(base_clip: nn.Module, tuned_clip: nn.Module, alpha: float) -> nn.Module:
@@ -27,9 +29,9 @@ def mix_weights(base_clip: nn.Module, tuned_clip: nn.Module, alpha: float) -> nn
 
 
 def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_umap: bool = False,
-                   should_stop: Callable[[], bool] | None = None,
-                   on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
-    """Evaluate each α afresh (no cache); the run's data and weights are loaded once for all of them."""
+                   hooks: RunHooks = NO_HOOKS, on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
+    """Evaluate each α afresh (no cache); the run's data and weights are loaded once for all of them. `hooks` hear
+    each α's evaluation progress and are asked before each α and each of its datasets whether to stop."""
     alphas = list(alphas)
     bad = [a for a in alphas if not 0.0 <= a <= 1.0]
     if bad:
@@ -44,11 +46,11 @@ def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_u
     kind = OBJECTIVE_TYPES[cfg.objective]
     results = []
     for alpha in alphas:
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
+        hooks.check(f"before WiSE-FT α = {alpha:g}")
         mixed = mix_weights(run.base.clip, tuned_clip, alpha)
         head = kind.mixed_head(run.base, mixed, initial, final, alpha, run.test)
-        report, _ = forgetting_report(cfg, run.base, mixed.visual, head, run.test, run.others, with_umap)
+        report, _ = forgetting_report(cfg, run.base, mixed.visual, head, run.test, run.others, with_umap,
+                                      EvaluationProgress(hooks))
         results.append({"run_id": run_id, "alpha": alpha, **report})
         if on_alpha is not None:
             on_alpha(alpha, results[-1])
@@ -60,20 +62,19 @@ def wise_ft_metrics(store: RunStore, run_id: str, alpha: float) -> dict:
     return evaluate_mixes(store, run_id, [alpha])[0]
 
 
-def wise_ft_path(store: RunStore, run_id: str, alphas: Iterable[float],
-                 should_stop: Callable[[], bool] | None = None,
+def wise_ft_path(store: RunStore, run_id: str, alphas: Iterable[float], hooks: RunHooks = NO_HOOKS,
                  on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
     """Reports for every α (sorted), each computed once per run and kept in the store; cancellable between α."""
     alphas = sorted(set(alphas))
-    cached = store.wise_results(run_id)
+    cached = wise_results(store, run_id)
     missing = [a for a in alphas if a not in cached]
 
     def keep(alpha: float, metrics: dict) -> None:
-        store.save_wise(run_id, alpha, metrics)
+        save_wise(store, run_id, alpha, metrics)
         cached[alpha] = metrics
         if on_alpha is not None:
             on_alpha(alpha, metrics)
 
     if missing:
-        evaluate_mixes(store, run_id, missing, should_stop=should_stop, on_alpha=keep)
+        evaluate_mixes(store, run_id, missing, hooks=hooks, on_alpha=keep)
     return [cached[a] for a in alphas]

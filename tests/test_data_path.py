@@ -24,6 +24,7 @@ from ldifs_core.datasets import Selection, decoding, load_split, load_subset, sp
 from ldifs_core.datasets import folder as folder_module
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.runner import prepare
+from tests.recording_hooks import RecordingHooks
 
 S = 24
 PROJECT = Path(__file__).resolve().parent.parent
@@ -421,7 +422,8 @@ def test_cancelling_while_images_decode_stops_the_decoding_and_records_the_run_c
     cfg = RunConfig(dataset=str(photos), steps=1, batch_size=4, train_limit=None, eval_datasets=["animals"])
     real_update = store.update_progress
     store.update_progress = lambda run_id, p: (decoded_chunks.append(p.get("images_done", 0)), real_update(run_id, p))
-    run_id = execute(cfg, store, should_stop=lambda: len(decoded_chunks) >= 1)  # after the "loading" phase
+    after_loading = RecordingHooks(stop_when=lambda hooks: len(decoded_chunks) >= 1)  # after the "loading" phase
+    run_id = execute(cfg, store, hooks=after_loading)
     record = store.get(run_id)
     assert record.status == "cancelled"
     assert re.search(r"while decoding images \((32|64) of 96 done\)", record.message)  # the first of 2 chunks

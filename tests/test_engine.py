@@ -16,6 +16,7 @@ from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
 from ldifs_core.wise import mix_weights, wise_ft_metrics
+from tests.recording_hooks import RecordingHooks
 
 TINY = dict(steps=4, batch_size=16, eval_limit=120, probe_limit=12, umap_points=40, train_limit=200,
             eval_datasets=["animals"])
@@ -166,8 +167,7 @@ def test_wise_ft_of_a_finished_run_at_alpha_zero_is_the_pretrained_model(store_d
 
 def test_cancelling_stops_within_a_step_and_is_recorded(store_dir):
     store = RunStore()
-    steps = []
-    run_id = execute(RunConfig(**TINY), store, on_event=lambda e: steps.append(e.step), should_stop=lambda: len(steps) >= 2)
+    run_id = execute(RunConfig(**TINY), store, hooks=RecordingHooks(stop_when=lambda hooks: len(hooks.events) >= 2))
     record = store.get(run_id)
     assert record.status == "cancelled" and "step 2" in record.message
     assert len(store.history(run_id)) == 2
@@ -286,11 +286,12 @@ def test_reading_losses_every_few_steps_reports_every_step_unchanged_and_still_c
     from ldifs_core import train
 
     cfg = RunConfig(objective="ldifs", **{**TINY, "steps": 7})
-    every_step: list = []
-    finetune(cfg, model, digits, torch.device("cpu"), every_step.append)
+    every_step = RecordingHooks()
+    finetune(cfg, model, digits, torch.device("cpu"), every_step)
     monkeypatch.setattr(train, "host_read_interval", lambda device: 3)
-    batched: list = []
-    finetune(cfg, model, digits, torch.device("cpu"), batched.append)
+    batched = RecordingHooks()
+    finetune(cfg, model, digits, torch.device("cpu"), batched)
+    every_step, batched = every_step.events, batched.events
     assert [e.step for e in batched] == list(range(1, 8))
     assert [(e.loss, e.parts, e.lr) for e in batched] == [(e.loss, e.parts, e.lr) for e in every_step]
 

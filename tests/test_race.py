@@ -12,6 +12,7 @@ from ldifs_core.config import RunConfig
 from ldifs_core.runner import cached_model, execute
 from ldifs_core.store import RunStore
 from ldifs_core.wise import wise_ft_metrics
+from tests.recording_hooks import RecordingHooks
 
 SETTINGS = dict(steps=3, batch_size=16, train_limit=200, eval_limit=600, probe_limit=10, umap_points=0,
                 eval_datasets=["animals", "fashion_mnist"])
@@ -48,11 +49,11 @@ def side_by_side(*jobs):
 
 def run_job(store, cfg):
     def job(barrier):
-        def on_event(event):
+        def on_step(event):
             if event.step == event.total_steps:
                 barrier.wait(timeout=120)  # both runs enter evaluation together
 
-        return execute(cfg, store, on_event=on_event)
+        return execute(cfg, store, hooks=RecordingHooks(on_step=on_step))
 
     return job
 

@@ -16,6 +16,7 @@ from ldifs_core import ray_sweep
 from ldifs_core.cli import main
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import ClusterUnavailable, DatasetUnavailable
+from ldifs_core.hooks import Progress, RunHooks
 from ldifs_core.ray_sweep import TrialResources, record_trials, run_trials
 from ldifs_core.store import RunStore
 
@@ -79,13 +80,17 @@ def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cl
     progress: dict[str, list[str]] = {}
     listed: list[str] = []
 
-    def on_progress(run_id: str, report: dict) -> None:
-        progress.setdefault(run_id, []).append(report["phase"])
-        if "step" in report and not listed:  # what `list` shows meanwhile
-            main(["list", "--store", str(tmp_path / "store")])
-            listed.append(capsys.readouterr().out)
+    class Watch(RunHooks):
+        def __init__(self, run_id: str):
+            self.run_id = run_id
 
-    run_trials(store, [failed, finished], resources, on_progress=on_progress)
+        def progress(self, report: Progress) -> None:
+            progress.setdefault(self.run_id, []).append(report.phase)
+            if report.step is not None and not listed:  # what `list` shows meanwhile
+                main(["list", "--store", str(tmp_path / "store")])
+                listed.append(capsys.readouterr().out)
+
+    run_trials(store, [failed, finished], resources, hooks_for=Watch)
 
     assert store.get(finished.run_id).status == "done"
     assert progress[finished.run_id][0] == "loading" and "evaluating" in progress[finished.run_id]
@@ -96,20 +101,26 @@ def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cl
 
 
 def test_cancelling_stops_the_running_trial_and_the_queued_ones(cluster, tmp_path):
-    """A front end cancels runs through should_stop: here all three, once the first one trains."""
+    """A front end cancels runs through their hooks' should_stop: here all three, once the first one trains."""
     store = RunStore(tmp_path / "store")
     long_run = replace(TINY_CONFIG, steps=100_000)
     trials = record_trials(store, [replace(long_run, seed=seed) for seed in range(3)])
     started: set[str] = set()
     training: set[str] = set()
 
-    def on_progress(run_id: str, progress: dict) -> None:
-        started.add(run_id)
-        if progress["phase"] == "training":
-            training.add(run_id)
+    class CancelOnceOneTrains(RunHooks):
+        def __init__(self, run_id: str):
+            self.run_id = run_id
 
-    run_trials(store, trials, TrialResources(cpus=2), should_stop=lambda run_id: bool(training),
-               on_progress=on_progress)
+        def progress(self, progress: Progress) -> None:
+            started.add(self.run_id)
+            if progress.phase == "training":
+                training.add(self.run_id)
+
+        def should_stop(self) -> bool:
+            return bool(training)
+
+    run_trials(store, trials, TrialResources(cpus=2), hooks_for=CancelOnceOneTrains)
 
     assert started == {trials[0].run_id}  # each trial takes both CPUs: never two at once, even while one waits
     records = [store.get(trial.run_id) for trial in trials]
@@ -124,12 +135,13 @@ def test_ctrl_c_in_the_driver_records_every_unfinished_trial_cancelled(cluster, 
     store = RunStore(tmp_path / "store")
     trials = record_trials(store, [replace(TINY_CONFIG, steps=100_000, seed=seed) for seed in range(2)])
 
-    def interrupt_once_training(run_id: str, progress: dict) -> None:
-        if progress["phase"] == "training":
-            raise KeyboardInterrupt  # what Ctrl-C raises in the driver's loop
+    class InterruptOnceTraining(RunHooks):
+        def progress(self, progress: Progress) -> None:
+            if progress.phase == "training":
+                raise KeyboardInterrupt  # what Ctrl-C raises in the driver's loop
 
     with pytest.raises(KeyboardInterrupt):
-        run_trials(store, trials, TrialResources(cpus=2), on_progress=interrupt_once_training)
+        run_trials(store, trials, TrialResources(cpus=2), hooks_for=lambda run_id: InterruptOnceTraining())
 
     first, second = (store.get(trial.run_id) for trial in trials)
     assert (first.status, second.status) == ("cancelled", "cancelled")

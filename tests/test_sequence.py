@@ -15,8 +15,10 @@ from ldifs_core.models import load_model
 from ldifs_core.runner import cached_model, execute
 from ldifs_core.sequence import (NOT_RUN, ForgettingMatrix, SequenceConfig, find_sequence, plan_sequence,
                                  run_sequence, sequence_state)
+from ldifs_core.sequence_records import create_sequence, read_sequence, sequence_ids
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
+from tests.recording_hooks import RecordingHooks
 
 TINY = dict(steps=3, batch_size=16, eval_limit=100, probe_limit=10, umap_points=0, train_limit=200,
             eval_datasets=["animals"])
@@ -72,10 +74,10 @@ def test_with_anchor_previous_ldifs_compares_to_the_start_of_the_stage_and_with_
     digits = load_split("mnist", "train").subset(64, seed=0)
 
     def first_step_ldifs(anchor: str) -> float:
-        events = []
+        hooks = RecordingHooks()
         cfg = RunConfig(objective="ldifs", lam=10.0, anchor=anchor, **{**TINY, "steps": 1})
-        finetune(cfg, model, digits, torch.device("cpu"), events.append, start=start)
-        return events[0].parts["ldifs"]
+        finetune(cfg, model, digits, torch.device("cpu"), hooks, start=start)
+        return hooks.events[0].parts["ldifs"]
 
     assert first_step_ldifs("previous") < 1e-9  # the stage starts where its anchor is
     assert first_step_ldifs("original") > 1e-3  # the distance from θ₀ the earlier stages built up
@@ -115,9 +117,7 @@ def test_cancelling_mid_sequence_records_the_stages_left_as_cancelled_and_a_resu
     store = RunStore(tmp_path)
     seq = SequenceConfig(("mnist", "fashion_mnist", "animals"), "previous", RunConfig(objective="ce", **TINY))
     sequence_id = plan_sequence(seq, store)
-    stage_started = []
-    state = run_sequence(store, sequence_id, on_stage=lambda stage, run_id, cfg: stage_started.append(stage),
-                         should_stop=lambda: len(stage_started) >= 2)
+    state = run_sequence(store, sequence_id, hooks=RecordingHooks(stop_when=lambda hooks: len(hooks.stages) >= 2))
     assert [s.status for s in state.stages] == ["done", "cancelled", "cancelled"]
     assert state.stages[2].message == NOT_RUN.format(stage=2, task="fashion_mnist", status="cancelled")
     assert state.status == "cancelled" and state.message.startswith("Stage 2 (fashion_mnist) cancelled")
@@ -164,14 +164,14 @@ def test_bad_sequences_are_refused_with_one_line_before_anything_is_recorded(sto
 
 def test_a_damaged_sequence_record_is_unreadable_and_a_foreign_id_is_not_found(tmp_path):
     store = RunStore(tmp_path)
-    sequence_id = store.create_sequence({"config": {}, "stages": []})
-    assert store.sequence_ids() == [sequence_id]
+    sequence_id = create_sequence(store, {"config": {}, "stages": []})
+    assert sequence_ids(store) == [sequence_id]
     (tmp_path / "sequences" / f"{sequence_id}.json").write_text('{"config": {"tas')
     with pytest.raises(RunUnreadable, match="unreadable"):
-        store.sequence(sequence_id)
+        read_sequence(store, sequence_id)
     for foreign in ("seq-20260101-000000-abcdef", "../index.sqlite"):
         with pytest.raises(RunNotFound):
-            store.sequence(foreign)
+            read_sequence(store, foreign)
 
 
 def test_a_recorded_sequence_is_found_again_after_a_default_it_does_not_read_changed(tmp_path):
@@ -191,4 +191,4 @@ def test_the_continual_tables_rows_name_the_sequence_they_come_from_even_when_ju
     store = RunStore(tmp_path)
     settings = {key: value for key, value in TINY.items() if key != "umap_points"}
     (row,) = run_sequences(store, ["mnist", "fashion_mnist"], [0], ["ce"], **settings)
-    assert row["sequence_id"] in store.sequence_ids()
+    assert row["sequence_id"] in sequence_ids(store)

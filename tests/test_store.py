@@ -17,10 +17,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ldifs_core import disk, ownership
 from ldifs_core import store as store_module
 from ldifs_core.config import CODE_VERSION, SCHEMA_VERSION, RunConfig
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
+from ldifs_core.wise_records import save_wise, wise_results
 
 METRICS = {  # the top level of a metrics.json (schema 2); the store reads no deeper
     "downstream": {"dataset": "mnist", "accuracy_after": 97.1, "zero_shot_before": 48.5, "per_class": []},
@@ -160,8 +162,8 @@ def test_missing_optional_results_read_as_empty(store):
 def test_an_unknown_run_id_raises_run_not_found_that_points_to_the_list_command(store, run_id):
     calls = [
         lambda: store.get(run_id), lambda: store.metrics(run_id), lambda: store.arrays(run_id),
-        lambda: store.history(run_id), lambda: store.weights_path(run_id), lambda: store.wise_results(run_id),
-        lambda: store.save_wise(run_id, 0.5, METRICS),
+        lambda: store.history(run_id), lambda: store.weights_path(run_id), lambda: wise_results(store, run_id),
+        lambda: save_wise(store, run_id, 0.5, METRICS),
         lambda: store.set_status(run_id, "running"), lambda: store.update_progress(run_id, {"step": 1}),
         lambda: store.finish(run_id, METRICS), lambda: store.fail(run_id, "failed", "x"),
     ]
@@ -424,7 +426,7 @@ def _read_everything(root: Path) -> dict:
         "statuses": sorted(r.status for r in records),
         "accuracy": store.metrics(done)["downstream"]["accuracy_after"],
         "history": store.history(done),
-        "wise": store.wise_results(done),
+        "wise": wise_results(store, done),
         "refused": refused,
     }
 
@@ -434,7 +436,7 @@ def test_a_read_only_store_can_be_listed_and_read_and_opening_it_writes_nothing(
     store = RunStore(root)
     done = store.create(RunConfig())
     store.finish(done, METRICS, history=[{"step": 1, "loss": 2.0}])
-    monkeypatch.setattr(store_module.socket, "gethostname", lambda: "other-machine")
+    monkeypatch.setattr(ownership.socket, "gethostname", lambda: "other-machine")
     orphan = store.create(RunConfig(), status="running")  # its owner is gone: a writable store would mark it
     monkeypatch.undo()
     with closing(sqlite3.connect(root / "index.sqlite")) as db:
@@ -472,15 +474,15 @@ def _no_space_in_safetensors(*args, **kwargs):
 
 
 @pytest.mark.parametrize("writer", [
-    "store_module._write_json", "numpy.savez_compressed", "safetensors.torch.save_file", "safetensors (rust error)",
+    "disk.write_json", "numpy.savez_compressed", "safetensors.torch.save_file", "safetensors (rust error)",
 ])
 def test_a_full_disk_while_saving_results_records_the_run_as_failed_and_leaves_no_half_files(store, monkeypatch,
                                                                                              writer):
     run_id = store.create(RunConfig())
     store.set_status(run_id, "running")
-    if writer == "store_module._write_json":
-        real = store_module._write_json
-        monkeypatch.setattr(store_module, "_write_json",
+    if writer == "disk.write_json":
+        real = disk.write_json
+        monkeypatch.setattr(disk, "write_json",
                             lambda path, value: _no_space() if path.name.endswith("metrics.json") else real(path, value))
     elif writer == "numpy.savez_compressed":
         monkeypatch.setattr(np, "savez_compressed", _no_space)
@@ -505,14 +507,14 @@ def test_a_full_disk_while_saving_results_records_the_run_as_failed_and_leaves_n
 
 def test_a_full_disk_while_recording_a_failure_still_records_it(store, monkeypatch):
     run_id = store.create(RunConfig(), status="running")
-    monkeypatch.setattr(store_module, "_write_json", _no_space)
+    monkeypatch.setattr(disk, "write_json", _no_space)
     with pytest.warns(UserWarning, match="history .* could not be saved: No space left on device"):
         store.fail(run_id, "failed", "The loss became NaN at step 2.", history=[{"step": 1}])
     assert (store.get(run_id).status, store.get(run_id).message) == ("failed", "The loss became NaN at step 2.")
 
 
 def test_a_full_disk_while_creating_a_run_leaves_neither_row_nor_folder(store, monkeypatch):
-    monkeypatch.setattr(store_module, "_write_json", _no_space)
+    monkeypatch.setattr(disk, "write_json", _no_space)
     with pytest.raises(StoreUnavailable, match="No space left on device"):
         store.create(RunConfig())
     assert store.list() == []
@@ -524,13 +526,13 @@ def test_a_full_disk_while_creating_a_run_leaves_neither_row_nor_folder(store, m
 
 def test_wise_results_are_cached_per_alpha_and_survive_a_restart(store):
     run_id = _finish_quickly(store, RunConfig())
-    assert store.wise_results(run_id) == {}
+    assert wise_results(store, run_id) == {}
     half = {**METRICS, "alpha": 0.5}
-    assert store.save_wise(run_id, 0.5, half) is True
-    store.save_wise(run_id, 0.0, {**METRICS, "alpha": 0.0})
-    store.save_wise(run_id, 0.5, {**half, "mean_zs_delta": -1.0})  # recomputed: the newer one wins
+    assert save_wise(store, run_id, 0.5, half) is True
+    save_wise(store, run_id, 0.0, {**METRICS, "alpha": 0.0})
+    save_wise(store, run_id, 0.5, {**half, "mean_zs_delta": -1.0})  # recomputed: the newer one wins
 
-    cached = RunStore(store.root).wise_results(run_id)
+    cached = wise_results(RunStore(store.root), run_id)
     assert sorted(cached) == [0.0, 0.5]
     assert cached[0.5] == {**half, "mean_zs_delta": -1.0}
     assert [p.name for p in (store.root / run_id / "wise").iterdir() if p.name.startswith(".")] == []
@@ -538,41 +540,41 @@ def test_wise_results_are_cached_per_alpha_and_survive_a_restart(store):
 
 def test_a_corrupt_wise_cache_file_is_ignored_so_that_alpha_is_computed_again(store):
     run_id = _finish_quickly(store, RunConfig())
-    store.save_wise(run_id, 0.25, {**METRICS, "alpha": 0.25})
-    store.save_wise(run_id, 0.75, {**METRICS, "alpha": 0.75})
+    save_wise(store, run_id, 0.25, {**METRICS, "alpha": 0.25})
+    save_wise(store, run_id, 0.75, {**METRICS, "alpha": 0.75})
     files = sorted((store.root / run_id / "wise").iterdir())
     files[0].write_text('{"alpha": 0.25, "metr')
     (store.root / run_id / "wise" / "alpha-0.9.json").write_text(json.dumps({"alpha": "high"}))
-    assert sorted(store.wise_results(run_id)) == [0.75]
+    assert sorted(wise_results(store, run_id)) == [0.75]
 
 
 def test_wise_results_written_by_another_version_are_ignored(store):
     run_id = _finish_quickly(store, RunConfig())
-    store.save_wise(run_id, 0.5, {**METRICS, "alpha": 0.5})
+    save_wise(store, run_id, 0.5, {**METRICS, "alpha": 0.5})
     (path,) = (store.root / run_id / "wise").iterdir()
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": SCHEMA_VERSION - 1}))
-    assert store.wise_results(run_id) == {}
+    assert wise_results(store, run_id) == {}
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
 def test_wise_alpha_outside_0_to_1_is_a_programming_error(store, alpha):
     run_id = _finish_quickly(store, RunConfig())
     with pytest.raises(ValueError):
-        store.save_wise(run_id, alpha, METRICS)
+        save_wise(store, run_id, alpha, METRICS)
 
 
 def test_wise_results_of_an_unfinished_run_cannot_be_saved(store):
     run_id = store.create(RunConfig())
     with pytest.raises(RunNotFound, match="queued"):
-        store.save_wise(run_id, 0.5, METRICS)
+        save_wise(store, run_id, 0.5, METRICS)
 
 
 def test_a_wise_result_that_cannot_be_cached_is_reported_not_raised(store, monkeypatch):
     run_id = _finish_quickly(store, RunConfig())
-    monkeypatch.setattr(store_module, "_write_json", _no_space)
+    monkeypatch.setattr(disk, "write_json", _no_space)
     with pytest.warns(UserWarning, match="No space left on device"):
-        assert store.save_wise(run_id, 0.5, METRICS) is False
-    assert store.wise_results(run_id) == {}
+        assert save_wise(store, run_id, 0.5, METRICS) is False
+    assert wise_results(store, run_id) == {}
 
 
 # -- concurrency ---------------------------------------------------------------------------------------
@@ -673,7 +675,7 @@ def test_runs_owned_by_this_process_stay_active_when_another_store_opens(tmp_pat
 
 
 def test_a_run_owned_by_another_machine_is_interrupted(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module.socket, "gethostname", lambda: "other-machine")
+    monkeypatch.setattr(ownership.socket, "gethostname", lambda: "other-machine")
     run_id = RunStore(tmp_path).create(RunConfig(), status="running")
     monkeypatch.undo()
     assert RunStore(tmp_path).get(run_id).status == "interrupted"
@@ -681,9 +683,9 @@ def test_a_run_owned_by_another_machine_is_interrupted(tmp_path, monkeypatch):
 
 def test_a_run_from_an_earlier_process_with_the_same_pid_is_interrupted(tmp_path, monkeypatch):
     """A restarted container can give the new app the old app's pid; the start time tells them apart."""
-    if store_module._start_time(os.getpid()) is None:
+    if ownership.start_time(os.getpid()) is None:
         pytest.skip("needs /proc to tell process start times apart")
-    monkeypatch.setattr(store_module, "_start_time", lambda pid: "1")
+    monkeypatch.setattr(ownership, "start_time", lambda pid: "1")
     run_id = RunStore(tmp_path).create(RunConfig(), status="running")
     monkeypatch.undo()
     assert RunStore(tmp_path).get(run_id).status == "interrupted"

@@ -10,9 +10,10 @@ from streamlit.testing.v1 import AppTest
 
 from app import jobs
 from app.jobs import JobRunner
-from ldifs_core.config import RunConfig, TrainEvent
-from ldifs_core.errors import RunCancelled
+from ldifs_core.config import RunConfig
+from ldifs_core.hooks import NO_HOOKS, RunHooks, TrainEvent
 from ldifs_core.store import RunStore
+from ldifs_core.wise_records import save_wise, wise_results
 from tests.app.sample_runs import finish_run, sample_wise
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -21,15 +22,14 @@ PAGES = {"learn": "views/learn.py", "launch": "views/launch.py", "forgetting": "
 LANDING = "learn"
 
 
-def fake_execute(cfg: RunConfig, store: RunStore, run_id: str, on_event=None, should_stop=None) -> str:
+def fake_execute(cfg: RunConfig, store: RunStore, run_id: str, hooks: RunHooks = NO_HOOKS) -> str:
     """runner.execute's contract in milliseconds: running, per-step events, cancellable, then done."""
     store.set_status(run_id, "running")
     for step in range(1, cfg.steps + 1):
-        if should_stop is not None and should_stop():
+        if hooks.should_stop():
             store.fail(run_id, "cancelled", f"Cancelled at step {step - 1} of {cfg.steps}.")
             return run_id
-        if on_event is not None:
-            on_event(TrainEvent(step, cfg.steps, 1.0 / step, {"ce": 1.0 / step}, 1e-4, 100.0, 0.0))
+        hooks.step(TrainEvent(step, cfg.steps, 1.0 / step, {"ce": 1.0 / step}, 1e-4, 100.0, 0.0))
     finish_run(store, run_id, cfg)
     return run_id
 
@@ -42,23 +42,24 @@ class HeldExecute:
         self.started: list[str] = []
         self.release = threading.Event()
 
-    def __call__(self, cfg: RunConfig, store: RunStore, run_id: str, on_event=None, should_stop=None) -> str:
+    def __call__(self, cfg: RunConfig, store: RunStore, run_id: str, hooks: RunHooks = NO_HOOKS) -> str:
         self.started.append(run_id)
         for step in (1, 2):  # two steps done, as the runner reports them, then hold
-            on_event(TrainEvent(step, cfg.steps, 2.0 / step, {"ce": 1.5 / step, "ldifs": 0.5 / step}, 1e-4, 64.0, 42.0))
+            parts = {"ce": 1.5 / step, "ldifs": 0.5 / step}
+            hooks.step(TrainEvent(step, cfg.steps, 2.0 / step, parts, 1e-4, 64.0, 42.0))
         store.update_progress(run_id, {"phase": "training", "step": 2, "total_steps": cfg.steps, "loss": 1.0,
                                        "parts": {"ce": 0.75, "ldifs": 0.25}, "eta_s": 42.0, "images_per_s": 64.0})
         store.set_status(run_id, "running")  # last: a test that sees "running" also sees the progress above
         while not self.release.wait(0.01):
-            if should_stop():
+            if hooks.should_stop():
                 store.fail(run_id, "cancelled", "Cancelled at step 0.")
                 return run_id
-        return fake_execute(cfg, store, run_id, on_event, should_stop)
+        return fake_execute(cfg, store, run_id, hooks)
 
 
 class FakeWisePath:
     """wise.wise_ft_path's contract without a model: cached α are reused, each new α is computed (from the run's
-    sample metrics), saved in the store and reported to on_alpha; should_stop is checked before each α. Holds
+    sample metrics), saved in the store and reported to on_alpha; the hooks are asked before each α. Holds
     before every new α until `release` is set, and notes which thread ran it."""
 
     def __init__(self, held: bool = False):
@@ -68,20 +69,18 @@ class FakeWisePath:
         self.calls: list[str] = []
         self.threads: list[str] = []
 
-    def __call__(self, store: RunStore, run_id: str, alphas, should_stop=None, on_alpha=None) -> list[dict]:
+    def __call__(self, store: RunStore, run_id: str, alphas, hooks: RunHooks = NO_HOOKS, on_alpha=None) -> list[dict]:
         self.calls.append(run_id)
         self.threads.append(threading.current_thread().name)
-        cached = store.wise_results(run_id)
+        cached = wise_results(store, run_id)
         for alpha in sorted(set(alphas)):
             if alpha in cached:
                 continue
             while not self.release.wait(0.01):
-                if should_stop is not None and should_stop():
-                    raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
-            if should_stop is not None and should_stop():
-                raise RunCancelled(f"Cancelled before WiSE-FT α = {alpha:g}.")
+                hooks.check(f"before WiSE-FT α = {alpha:g}")
+            hooks.check(f"before WiSE-FT α = {alpha:g}")
             cached[alpha] = sample_wise(store.metrics(run_id), alpha)
-            store.save_wise(run_id, alpha, cached[alpha])
+            save_wise(store, run_id, alpha, cached[alpha])
             if on_alpha is not None:
                 on_alpha(alpha, cached[alpha])
         return [cached[alpha] for alpha in sorted(set(alphas))]

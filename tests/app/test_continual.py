@@ -12,6 +12,7 @@ from app.jobs import CANCELLED_BEFORE_START
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import TrainingDiverged
 from ldifs_core.sequence import NOT_RUN, SequenceConfig, plan_sequence, run_sequence, sequence_state
+from ldifs_core.sequence_records import create_sequence, sequence_ids
 from ldifs_core.store import RunStore
 from tests.app.conftest import MAIN, fake_execute, open_page, wait_for_status
 
@@ -53,7 +54,7 @@ def test_launch_queues_a_sequence_that_the_worker_runs_stage_after_stage(app, st
     next(n for n in app.number_input if n.label == "Steps").set_value(3)
     next(b for b in app.button if b.label == "Start sequence").click().run()
     assert not app.exception and not app.error
-    (sequence_id,) = store.sequence_ids()
+    (sequence_id,) = sequence_ids(store)
     assert wait_for_sequence(store, sequence_id, ("done",)) == "done"
     state = sequence_state(store, sequence_id)
     assert [store.get(s.run_id).config.start_from for s in state.stages] == [None, *(s.run_id for s in state.stages[:-1])]
@@ -83,12 +84,12 @@ def test_two_sequences_side_by_side(app, store):
 
 
 def test_a_failed_stage_stops_the_sequence_and_the_page_says_which(app, store):
-    def second_stage_diverges(cfg, store, run_id, on_event=None, should_stop=None):
+    def second_stage_diverges(cfg, store, run_id, hooks):
         if cfg.stage == 2:
             store.set_status(run_id, "running")
             store.fail(run_id, "failed", "The loss became nan at step 3: lower the learning rate.")
             raise TrainingDiverged("The loss became nan at step 3: lower the learning rate.")
-        return fake_execute(cfg, store, run_id, on_event, should_stop)
+        return fake_execute(cfg, store, run_id, hooks)
 
     three = SequenceConfig(THREE_TASKS, "previous", RunConfig(objective="ce", **{**SETTINGS, "eval_datasets": []}))
     state = run_sequence(store, plan_sequence(three, store), execute=second_stage_diverges)
@@ -130,7 +131,7 @@ def test_cancelling_a_queued_sequence_or_any_of_its_stages_records_every_stage_c
 
 def test_a_damaged_sequence_record_is_named_and_the_other_sequences_still_show(app, store):
     good = finished_sequence(store, "ldifs")
-    damaged = store.create_sequence({"config": {}, "stages": []})
+    damaged = create_sequence(store, {"config": {}, "stages": []})
     (store.root / "sequences" / f"{damaged}.json").write_text("{cut short")
     open_page(app, "continual")
     assert not app.exception

@@ -9,7 +9,9 @@ import pytest
 from app.jobs import CANCELLED_BEFORE_START, JobRunner, wise_job_id
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import DatasetUnavailable, RunNotFound
+from ldifs_core.hooks import RunHooks
 from ldifs_core.store import RunStore
+from ldifs_core.wise_records import wise_results
 from tests.app.conftest import FakeWisePath, HeldExecute, fake_execute, wait_for_status, wait_for_wise
 from tests.app.sample_runs import add_finished_run
 
@@ -74,12 +76,18 @@ def test_live_history_has_every_step_of_the_running_run(store):
     seen = threading.Event()
     steps_seen: list[int] = []
 
-    def watched(cfg, store, run_id, on_event=None, should_stop=None):
-        def observe(event):
-            on_event(event)
-            steps_seen.append(len(runner.live_history(run_id)))
+    class Watched(RunHooks):
+        """The worker's hooks, and after each step how much of the live curve the worker shows."""
 
-        fake_execute(cfg, store, run_id, observe, should_stop)
+        def __init__(self, worker: RunHooks, run_id: str):
+            self.worker, self.run_id = worker, run_id
+
+        def step(self, event):
+            self.worker.step(event)
+            steps_seen.append(len(runner.live_history(self.run_id)))
+
+    def watched(cfg, store, run_id, hooks):
+        fake_execute(cfg, store, run_id, Watched(hooks, run_id))
         seen.set()
         return run_id
 
@@ -105,7 +113,7 @@ def test_a_real_run_and_its_wise_ft_path_go_through_the_worker_and_a_cancel_land
     assert runner.submit_wise(finished, (0.0, 1.0))
     state = wait_for_wise(runner, finished, ("done", "failed"), timeout_s=180)
     assert state.status == "done", state.message
-    mixes = store.wise_results(finished)
+    mixes = wise_results(store, finished)
     assert sorted(mixes) == [0.0, 1.0]
     assert mixes[1.0]["downstream"]["accuracy_after"] == pytest.approx(metrics["downstream"]["accuracy_after"], abs=1e-6)
     assert mixes[1.0]["mean_zs_delta"] == pytest.approx(metrics["mean_zs_delta"], abs=1e-6)
@@ -136,7 +144,7 @@ def test_a_wise_ft_path_runs_in_the_worker_and_caches_every_alpha_in_the_store(s
     assert runner.submit_wise(run_id, ALPHAS)
     state = wait_for_wise(runner, run_id, ("done",))
     assert wise.threads == ["ldifs-job-worker"]  # never the caller's (a page's) thread
-    assert sorted(store.wise_results(run_id)) == list(ALPHAS) and state.computed == list(ALPHAS)
+    assert sorted(wise_results(store, run_id)) == list(ALPHAS) and state.computed == list(ALPHAS)
 
 
 def test_a_wise_ft_path_waits_its_turn_behind_a_running_run_and_a_second_request_is_ignored(store):
@@ -172,7 +180,7 @@ def test_cancelling_a_queued_wise_ft_path_drops_it_and_a_running_one_stops_befor
     assert runner.owns(wise_job_id(first))
     runner.cancel(wise_job_id(first))
     state = wait_for_wise(runner, first, ("cancelled",))
-    assert "Cancelled before WiSE-FT α = 0" in state.message and store.wise_results(first) == {}
+    assert "Cancelled before WiSE-FT α = 0" in state.message and wise_results(store, first) == {}
     assert wise.calls == [first]
 
 

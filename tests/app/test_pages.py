@@ -17,10 +17,11 @@ from app import display, jobs, results, tables
 from app.jobs import WISE_ALPHAS as ALPHAS
 from app.jobs import JobRunner
 from app.widgets import MY_RUNS, NO_FINISHED_RUNS, OTHER_PROCESS
-from ldifs_core import export, models, stats
+from ldifs_core import export, models, ownership, stats
 from ldifs_core import store as store_module
 from ldifs_core.errors import RunUnreadable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
+from ldifs_core.wise_records import save_wise, wise_results
 from tests.app.conftest import (MAIN, PAGES, FakeWisePath, HeldExecute, fake_execute, open_page, wait_for_status,
                                 wait_for_wise)
 from tests.app.sample_runs import CHECKED, add_ended_run, add_finished_run, sample_wise
@@ -164,7 +165,7 @@ def test_runs_page_plots_the_tradeoff_and_offers_the_one_csv_export_and_the_json
 
 def test_interrupted_runs_show_as_interrupted_after_a_restart(app, store, monkeypatch):
     orphan = store.create(store_module.RunConfig(), status="running")
-    monkeypatch.setattr(store_module, "_owner_alive", lambda *owner: False)
+    monkeypatch.setattr(ownership, "owner_alive", lambda *owner: False)
     RunStore(store.root)  # what opening the store after a restart does
     open_page(app, "runs")
     row = app.dataframe[0].value.set_index("run").loc[orphan]
@@ -399,7 +400,7 @@ def test_a_run_that_turns_unreadable_after_it_was_listed_shows_its_reason_in_eve
         raise RunUnreadable(f"unreadable: metrics.json is missing (run {run_id}).")
 
     for run_id in (populated["ce"], populated["ldifs"]):  # a WiSE-FT path to show, read against the run's metrics
-        store.save_wise(run_id, 0.5, sample_wise(store.metrics(run_id), 0.5))
+        save_wise(store, run_id, 0.5, sample_wise(store.metrics(run_id), 0.5))
     open_page(app, "runs")
     monkeypatch.setattr(results, "metrics", unreadable)
     open_tab(app, tab)
@@ -430,7 +431,7 @@ def test_the_wise_ft_tab_queues_the_path_in_the_worker_and_draws_it_from_the_sto
     assert wise.threads == ["ldifs-job-worker"]  # evaluated by the worker, never in the page's thread
     app.run()
     assert_no_exception(app)
-    mixes = store.wise_results(run_id)
+    mixes = wise_results(store, run_id)
     path = next(f for f in figures(app) if f["layout"]["title"]["text"].startswith("WiSE-FT"))
     assert path["data"][0]["text"] == [f"α={a:g}" for a in ALPHAS]
     slider = app.select_slider[0]

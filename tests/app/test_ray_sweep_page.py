@@ -26,7 +26,7 @@ class FakeRay:
         self.calls: list[tuple[list[str], str]] = []
         self.release = threading.Event()
 
-    def __call__(self, store: RunStore, trials, address: str, should_stop) -> None:
+    def __call__(self, store: RunStore, trials, address: str, hooks_for) -> None:
         self.calls.append(([run_id for run_id, _ in trials], address))
         for run_id, cfg in trials:
             store.update_progress(run_id, {"phase": "training", "step": 5, "total_steps": cfg.steps, "loss": 1.0,
@@ -34,7 +34,7 @@ class FakeRay:
             store.set_status(run_id, "running")  # last: a test that sees "running" also sees the progress
         waiting = dict(trials)
         while waiting:
-            for run_id in [run_id for run_id in waiting if should_stop(run_id)]:
+            for run_id in [run_id for run_id in waiting if hooks_for(run_id).should_stop()]:
                 store.fail(run_id, "cancelled", "Cancelled at step 5.")
                 del waiting[run_id]
             if self.release.is_set():
@@ -136,7 +136,7 @@ def test_a_typed_address_overrides_the_environment(app, store, ray, monkeypatch)
 def test_a_cluster_that_cannot_take_the_sweep_fails_its_runs_with_the_reason(app, store, runner, monkeypatch):
     reason = "Could not reach the Ray cluster at ray://gone:10001 (ray client connection timeout)."
 
-    def unreachable(store, trials, address, should_stop):
+    def unreachable(store, trials, address, hooks_for):
         raise ClusterUnavailable(reason)
 
     refusing = JobRunner(store, execute=fake_execute, sweep_on_ray=unreachable)
