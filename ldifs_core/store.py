@@ -34,6 +34,7 @@ import numpy as np
 from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES,
                                 STORED_DEFAULT_LAMBDA, RunConfig)
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
+from ldifs_core.metrics import MetricsShapeError, RunMetrics
 from ldifs_core.paths import default_store_dir, write_atomic
 
 if TYPE_CHECKING:  # torch loads only when weights are written: the app's pages stay light
@@ -51,8 +52,6 @@ RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 SEQUENCE_ID_PATTERN = re.compile(r"seq-\d{8}-\d{6}-[0-9a-f]{6}")
 SEQUENCE_FOLDER = "sequences"
 PROC = Path("/proc")
-# What a readable metrics.json has at its top level (the store reads no deeper).
-RESULT_KEYS = {"downstream": dict, "forgetting": list, "mean_zs_delta": (int, float), "mean_lp_delta": (int, float)}
 
 # Headline numbers copied from metrics.json into the index, so run tables need not open every run folder.
 SUMMARY_KEYS = {
@@ -674,9 +673,10 @@ def _parse_results(path: Path) -> tuple[dict | None, str | None]:
     if version != SCHEMA_VERSION:
         return None, (f"metrics.json was written by another version of the lab (schema {version}; this one reads "
                       f"{SCHEMA_VERSION})")
-    missing = [key for key, kind in RESULT_KEYS.items() if not isinstance(metrics.get(key), kind)]
-    if missing:
-        return None, f"metrics.json lacks {', '.join(missing)}"
+    try:
+        RunMetrics.from_json(metrics)
+    except MetricsShapeError as err:
+        return None, _shorten(str(err))
     return metrics, None
 
 
