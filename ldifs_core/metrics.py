@@ -102,6 +102,10 @@ class Timings:
     step_ms: float
     sequence_s: float | None = None  # a sequence's stage only
 
+    def measured(self) -> dict[str, float]:
+        """Each timing the run has, by its metrics.json name."""
+        return _write(self)
+
 
 @dataclass(kw_only=True)
 class RunMetrics:

@@ -27,8 +27,8 @@ def test_class_changes_rank_concepts_by_the_upper_end_of_their_change_interval_w
     ranked = stats.rank_forgotten(report["per_class"])
     assert list(changes["class_name"]) == [row["class_name"] for row in ranked]
     assert list(changes["n"]) == [row["n"] for row in ranked]
-    assert list(changes["change_high"]) == [row["change_ci"][1] for row in ranked]
-    assert (changes["change_low"] <= changes["change"]).all() and (changes["change"] <= changes["change_high"]).all()
+    assert list(changes["change_ci_high"]) == [row["change_ci"][1] for row in ranked]
+    assert (changes["change_ci_low"] <= changes["change"]).all() and (changes["change"] <= changes["change_ci_high"]).all()
 
 
 def test_a_concept_resting_on_two_images_no_longer_tops_the_forgotten_list():
@@ -60,8 +60,8 @@ def test_accuracy_rows_carry_n_and_the_intervals_of_before_after_and_change():
     rows = tables.accuracy_rows(data, "zs")
     assert list(rows["n"]) == [data["downstream"]["n"]] + [r["n"] for r in data["forgetting"]]
     first = data["forgetting"][0]
-    assert rows.loc[1, ["change", "change_low", "change_high"]].tolist() == [first["zs_delta"], *first["zs_delta_ci"]]
-    assert rows.loc[0, ["after_low", "after_high"]].tolist() == data["downstream"]["accuracy_after_ci"]
+    assert rows.loc[1, ["change", "change_ci_low", "change_ci_high"]].tolist() == [first["zs_delta"], *first["zs_delta_ci"]]
+    assert rows.loc[0, ["after_ci_low", "after_ci_high"]].tolist() == data["downstream"]["accuracy_after_ci"]
 
 
 @pytest.mark.parametrize("value, interval, expected", [
