@@ -10,7 +10,7 @@ import csv
 import io
 import math
 
-from ldifs_core.metrics import ROW_COLUMNS, RunMetrics, estimate_rows
+from ldifs_core.metrics import ROW_COLUMNS, Evaluation, estimate_rows
 
 COLUMNS = ROW_COLUMNS
 NUMBERS = [column for column in COLUMNS if column.startswith(("before", "after", "change"))]
@@ -21,7 +21,7 @@ def metrics_rows(metrics: dict) -> list[dict]:
     """The rows of a metrics.json (`estimate_rows`, in its order) as the CSV holds them: numbers rounded to 2
     decimals; missing ones, and the class_name and label of dataset rows, are ""."""
     return [{column: _number(value) if column in NUMBERS else "" if value is None else value
-             for column, value in row.items()} for row in estimate_rows(RunMetrics.from_json(metrics))]
+             for column, value in row.items()} for row in estimate_rows(Evaluation.from_json(metrics))]
 
 
 def _csv(columns: list[str] | tuple[str, ...], rows: list[dict]) -> str:

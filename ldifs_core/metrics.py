@@ -3,7 +3,8 @@
 `RunMetrics.from_json` checks a parsed metrics.json against the record (the store reads every results file
 through it, so a file of the wrong shape shows as unreadable instead of failing a page or a command later);
 `to_json` gives back exactly the JSON the lab writes, keys in the same order. `estimate_rows` is the one
-flattening: the CSV export, the app's tables and the report all read a run's numbers through it.
+flattening: the CSV export, the app's tables and the report all read a run's numbers through it, from the
+`Evaluation` part that a WiSE-FT mix shares with a run.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import functools
 import types
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields, is_dataclass
-from typing import NewType, get_args, get_origin, get_type_hints
+from typing import ClassVar, NewType, Self, get_args, get_origin, get_type_hints
 
 from ldifs_core.config import RunConfig
 from ldifs_core.stats import forgotten_order
@@ -108,48 +109,55 @@ class Timings:
 
 
 @dataclass(kw_only=True)
-class RunMetrics:
-    """A finished run's metrics.json. Fields are in the order the lab writes them."""
+class Evaluation:
+    """What one evaluation of tuned weights measured: a run's, or a WiSE-FT mix's (wise.py: these keys plus
+    "alpha"). The tables, the charts and the CSV read this much of a metrics.json."""
 
-    code_version: int | None = None  # None: stored before runs carried it (counts as 1)
     run_id: str
-    config: dict  # RunConfig.to_dict() of the run
-    status: str
-    model: str
-    device: str
-    schema_version: int
     downstream: TaskReport
     forgetting: list[DatasetReport]
     mean_zs_delta: float
     mean_zs_delta_ci: Interval
     mean_lp_delta: float
     mean_lp_delta_ci: Interval
-    stage_task: DatasetReport | None = None  # a sequence's stage only: its own task, the matrix's diagonal
-    timings: Timings
 
     @classmethod
-    def from_json(cls, data: object) -> RunMetrics:
+    def from_json(cls, data: object) -> Self:
         """The record of a parsed metrics.json; MetricsShapeError says where it differs. Keys this version does
         not know are ignored."""
         try:
-            record = _reader(cls)(data)
+            return _reader(cls)(data)
         except _Misfit as misfit:
             raise MetricsShapeError(misfit.message()) from None
-        try:
-            RunConfig.from_dict(record.config)
-        except (TypeError, ValueError) as err:
-            raise MetricsShapeError(f"metrics.json: config does not parse ({err})") from None
-        return record
 
     def to_json(self) -> dict:
         """The metrics.json this record came from (absent optional keys stay absent)."""
         return _write(self)
 
+    def mean_delta(self, probe: str) -> tuple[float, Interval]:
+        return getattr(self, f"mean_{probe}_delta"), getattr(self, f"mean_{probe}_delta_ci")
+
+
+@dataclass(kw_only=True)
+class RunMetrics(Evaluation):
+    """A finished run's metrics.json: its evaluation and what made it."""
+
+    # the order the lab writes the keys in (from_json, to_json and messages follow it)
+    JSON_ORDER: ClassVar[tuple[str, ...]] = (
+        "code_version", "run_id", "config", "status", "model", "device", "schema_version", "downstream", "forgetting",
+        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "timings")
+    code_version: int | None = None  # None: stored before runs carried it (counts as 1)
+    config: dict  # RunConfig.to_dict() of the run
+    status: str
+    model: str
+    device: str
+    schema_version: int
+    stage_task: DatasetReport | None = None  # a sequence's stage only: its own task, the matrix's diagonal
+    timings: Timings
+
     def run_config(self) -> RunConfig:
         return RunConfig.from_dict(self.config)
 
-    def mean_delta(self, probe: str) -> tuple[float, Interval]:
-        return getattr(self, f"mean_{probe}_delta"), getattr(self, f"mean_{probe}_delta_ci")
 
 
 # -- the one flattening ----------------------------------------------------------------------------------
@@ -160,7 +168,10 @@ ROW_COLUMNS = ["run_id", "role", "dataset", "probe", "class_name", "label", "n",
 TUNED = "tuned"  # the task's probe: zero-shot of the base model before, the tuned classifier after
 
 
-def estimate_rows(metrics: RunMetrics) -> list[dict]:
+ConceptChoice = Callable[[str, str], bool]  # (dataset, probe) -> whether its concept rows are wanted
+
+
+def estimate_rows(metrics: Evaluation, concepts_of: ConceptChoice = lambda dataset, probe: True) -> list[dict]:
     """Every number of a run as rows with the keys of ROW_COLUMNS, in this order:
 
     - role "downstream" (the fine-tuning task): probe "tuned" (before: zero-shot of the base model, after: the
@@ -170,10 +181,13 @@ def estimate_rows(metrics: RunMetrics) -> list[dict]:
     - role "mean": the mean change over the forgetting datasets per probe (change and interval only).
 
     Dataset rows have class_name and label None; so do numbers that are not measured (no rounding here).
+    `concepts_of` keeps the concept rows of some (dataset, probe) pairs only (a table of one dataset's concepts
+    of a run with thousands of them need not flatten them all).
     """
     run_id, task = metrics.run_id, metrics.downstream
     row = lambda role, dataset, probe, **values: _row(run_id, role, dataset, probe, **values)
-    concepts = lambda role, dataset, probe, rows: _ranked([_class_row(run_id, role, dataset, probe, c) for c in rows])
+    concepts = lambda role, dataset, probe, rows: (_ranked([_class_row(run_id, role, dataset, probe, c) for c in rows])
+                                                   if concepts_of(dataset, probe) else [])
     rows = [row("downstream", task.dataset, TUNED, n=task.n, before=(task.zero_shot_before, task.zero_shot_before_ci),
                 after=(task.accuracy_after, task.accuracy_after_ci), change=(task.change, task.change_ci))]
     rows += concepts("downstream", task.dataset, TUNED, task.per_class)
@@ -219,9 +233,11 @@ def _row(run_id: str, role: str, dataset: str | None, probe: str, *, class_name:
 
 @functools.cache
 def _fields(cls: type) -> list[tuple[str, object, bool]]:
-    """(name, type, required) of each field of a record class, in order."""
+    """(name, type, required) of each field of a record class, in its JSON_ORDER if it has one."""
     hints = get_type_hints(cls)
-    return [(f.name, hints[f.name], f.default is MISSING) for f in fields(cls)]
+    spec = [(f.name, hints[f.name], f.default is MISSING) for f in fields(cls)]
+    order = getattr(cls, "JSON_ORDER", None)
+    return spec if order is None else sorted(spec, key=lambda field: order.index(field[0]))
 
 
 class _Misfit(Exception):

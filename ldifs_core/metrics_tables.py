@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ldifs_core.metrics import TUNED, RunMetrics, estimate_rows
+from ldifs_core.metrics import TUNED, Evaluation, estimate_rows
 
 PROBES = {"zs": "zero-shot", "lp": "linear probe"}
 PER_CLASS = {"zs": "per_class", "lp": "per_class_lp"}  # where a forgetting report keeps each probe's concepts
@@ -32,17 +32,17 @@ def with_interval(value: float, interval, unit: str = "points") -> str:
     return f"{signed(value)} {unit} (95 % CI {signed(low)} to {signed(high)})"
 
 
-def _rows(metrics: dict, dataset_rows: bool, *probes: tuple[str, str]) -> list[dict]:
-    """The estimate rows of the given (role, probe) pairs: dataset rows or concept rows."""
-    return [row for row in estimate_rows(RunMetrics.from_json(metrics))
-            if (row["class_name"] is None) == dataset_rows and (row["role"], row["probe"]) in probes]
+def _dataset_rows(metrics: dict, *probes: tuple[str, str]) -> list[dict]:
+    """The dataset rows of the given (role, probe) pairs."""
+    rows = estimate_rows(Evaluation.from_json(metrics), concepts_of=lambda dataset, probe: False)
+    return [row for row in rows if (row["role"], row["probe"]) in probes]
 
 
 def accuracy_rows(metrics: dict, probe: str = "zs") -> pd.DataFrame:
     """One row per dataset with n and the 95 % intervals: the fine-tuning task first (zero-shot before → tuned
     classifier after), then the forgetting datasets with the chosen probe (zero-shot or linear probe); role is
     "downstream" or "forgetting" (ROLE_NAMES says how to show it)."""
-    rows = _rows(metrics, True, ("downstream", TUNED), ("forgetting", probe))
+    rows = _dataset_rows(metrics, ("downstream", TUNED), ("forgetting", probe))
     return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
@@ -71,9 +71,10 @@ def class_changes(metrics: dict, dataset: str, probe: str = "zs", min_n: int = 1
     """Per-concept accuracy before and after on one dataset with n and the change's 95 % interval, for concepts
     with at least `min_n` test images, most surely forgotten first (`ldifs_core.stats.rank_forgotten`: by the
     upper end of the change's interval, so a concept resting on one or two images does not top the list)."""
-    task = dataset == metrics["downstream"]["dataset"] and probe == "zs"
-    rows = _rows(metrics, False, ("downstream", TUNED) if task else ("forgetting", probe))
-    table = pd.DataFrame([row for row in rows if row["dataset"] == dataset and row["n"] >= min_n],
+    if dataset == metrics["downstream"]["dataset"] and probe == "zs":
+        probe = TUNED  # the task's concepts: zero-shot before, its tuned classifier after
+    rows = estimate_rows(Evaluation.from_json(metrics), concepts_of=lambda *pair: pair == (dataset, probe))
+    table = pd.DataFrame([row for row in rows if row["class_name"] is not None and row["n"] >= min_n],
                          columns=CLASS_COLUMNS)
     return table.astype({"n": int})
 

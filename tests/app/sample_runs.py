@@ -15,7 +15,7 @@ from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import load_bank
 from ldifs_core.drift_records import displacement_key
 from ldifs_core.image_records import image_records
-from ldifs_core.metrics import ClassRow, DatasetReport, RunMetrics, TaskReport, Timings
+from ldifs_core.metrics import ClassRow, DatasetReport, Evaluation, RunMetrics, TaskReport, Timings
 from ldifs_core.store import RunStore
 
 TASK = "mnist"
@@ -110,7 +110,8 @@ def run_metrics(cfg: RunConfig, run_id: str, task: TaskReport, forgetting: list[
     """The record of a finished run of `cfg` around its reports (the model and timings of a test run)."""
     return RunMetrics(run_id=run_id, config=cfg.to_dict(), status="done", model="LabCLIP-ViT-28-p7 (test)",
                       device="CPU (test)", schema_version=SCHEMA_VERSION, downstream=task, forgetting=forgetting,
-                      **mean_delta(forgetting, outcomes_by_probe, "zs"), **mean_delta(forgetting, outcomes_by_probe, "lp"),
+                      **mean_delta(forgetting, outcomes_by_probe, "zs"),
+                      **mean_delta(forgetting, outcomes_by_probe, "lp"),
                       timings=Timings(train_s=1.0, eval_s=0.5, total_s=1.6, step_ms=50.0), **extra)
 
 
@@ -239,11 +240,13 @@ def add_ended_run(store: RunStore, status: str, message: str, **settings) -> str
 
 
 def sample_wise(metrics: dict, alpha: float) -> dict:
-    """A WiSE-FT mix's report as wise.wise_ft_path returns it (the run's report shape plus "alpha"): the task
-    accuracy and the forgetting both move from the pre-trained model's (α = 0) to the run's (α = 1)."""
+    """A WiSE-FT mix's report as wise.wise_ft_path returns it (run_id, "alpha" and the evaluation's keys, no
+    settings or timings): the task accuracy and the forgetting both move from the pre-trained model's (α = 0) to
+    the run's (α = 1)."""
     task = metrics["downstream"]
     after = task["zero_shot_before"] + alpha * (task["accuracy_after"] - task["zero_shot_before"])
-    return {**metrics, "alpha": alpha, "downstream": {**task, "accuracy_after": after},
+    return {**Evaluation.from_json(metrics).to_json(), "alpha": alpha, "schema_version": SCHEMA_VERSION,
+            "downstream": {**task, "accuracy_after": after},
             "mean_zs_delta": alpha * metrics["mean_zs_delta"],
             "mean_zs_delta_ci": [alpha * bound for bound in metrics["mean_zs_delta_ci"]],
             "mean_lp_delta": alpha * metrics["mean_lp_delta"],
