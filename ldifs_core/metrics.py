@@ -97,6 +97,8 @@ class DatasetReport:
 
 @dataclass
 class Timings:
+    """Seconds spent training, evaluating and in all; milliseconds per training step."""
+
     train_s: float
     eval_s: float
     total_s: float
@@ -157,7 +159,6 @@ class RunMetrics(Evaluation):
 
     def run_config(self) -> RunConfig:
         return RunConfig.from_dict(self.config)
-
 
 
 # -- the one flattening ----------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def _reader(kind) -> Reader:
         return lambda value: None if value is None else inner(value)
     if get_origin(kind) is list:
         return _list_reader(_reader(get_args(kind)[0]))
-    fits, name, _ = _LEAVES[kind]
+    fits, name = _LEAVES[kind]
 
     def read_leaf(value: object) -> object:
         if not fits(value):
@@ -293,10 +294,9 @@ def _list_reader(item: Reader) -> Reader:
 
 
 def _record_reader(cls: type) -> Reader:
-    # (name, how a leaf value is seen to fit at once: its check and the types that fit as they are (a fast path
-    # for the thousands of numbers of a run), the reader that says where and why a value does not fit)
-    leaf = lambda kind: (_LEAVES[kind][0], _LEAVES[kind][2]) if kind in _LEAVES else (None, ())
-    spec = [(name, *leaf(kind), _reader(kind)) for name, kind, _ in _fields(cls)]
+    # (name, a leaf's check (a fast path for the thousands of numbers of a run), the reader that also says where
+    # and why a value does not fit)
+    spec = [(name, _LEAVES[kind][0] if kind in _LEAVES else None, _reader(kind)) for name, kind, _ in _fields(cls)]
     required = {name for name, _, needed in _fields(cls) if needed}
 
     def read_record(value: object):
@@ -305,10 +305,10 @@ def _record_reader(cls: type) -> Reader:
         if not required <= value.keys():
             raise _Misfit(f"lacks {', '.join(name for name, *_ in spec if name in required - value.keys())}")
         values = {}
-        for name, fits, exact, read in spec:
+        for name, fits, read in spec:
             if name in value:
                 item = value[name]
-                if type(item) in exact or fits is not None and fits(item):
+                if fits is not None and fits(item):
                     values[name] = item
                     continue
                 try:
@@ -329,12 +329,12 @@ def _is_interval(value: object) -> bool:
     return type(value) is list and len(value) == 2 and _is_number(value[0]) and _is_number(value[1])
 
 
-_LEAVES = {  # type -> (does a JSON value fit it, how a message names it, the JSON types that fit it as they are)
-    float: (_is_number, "a number", (float, int)),
-    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number", (int,)),
-    str: (lambda v: isinstance(v, str), "text", (str,)),
-    dict: (lambda v: isinstance(v, dict), "an object", (dict,)),
-    Interval: (_is_interval, "an interval [low, high]", ()),
+_LEAVES = {  # type -> (does a JSON value fit it, how a message names it)
+    float: (_is_number, "a number"),
+    int: (lambda v: type(v) is int or isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    str: (lambda v: isinstance(v, str), "text"),
+    dict: (lambda v: isinstance(v, dict), "an object"),
+    Interval: (_is_interval, "an interval [low, high]"),
 }
 
 

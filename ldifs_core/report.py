@@ -28,7 +28,7 @@ from plotly.offline import get_plotlyjs
 from ldifs_core import figures, gallery, metrics_tables
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import RunNotFound
-from ldifs_core.metrics import PROBES, RunMetrics
+from ldifs_core.metrics import RunMetrics
 from ldifs_core.store import RunStore
 
 TOP_CONCEPTS = 12  # bars in each "most surely forgotten" chart
@@ -90,12 +90,11 @@ def html_report(runs: Sequence[ReportRun], created: datetime | None = None) -> s
 
 def _run_section(page: _Page, run: ReportRun, name: str | None) -> None:
     metrics, cfg = run.metrics, _config(run)
-    record = run.record
     page.add(f"<h2>{_text(name or cfg.describe())} <span class='id'>run {_text(run.run_id)}</span></h2>")
     if cfg.label:
         page.add(f"<p>Label: “{_text(cfg.label)}”</p>")
-    page.add(_headline(record))
-    page.add("<div class='columns'>" + _settings_table(record, cfg) + _timings_table(record) + "</div>")
+    page.add(_headline(run.record))
+    page.add("<div class='columns'>" + _settings_table(run.record, cfg) + _timings_table(run.record) + "</div>")
     page.add("<h3>Accuracy before and after, per dataset</h3>")
     page.add(_accuracy_table(metrics))
     for probe in metrics_tables.PROBES:
@@ -175,13 +174,14 @@ def _headline(record: RunMetrics) -> str:
              f"→ {task.accuracy_after:.1f}% after, {metrics_tables.with_interval(task.change, task.change_ci)}"
              f", n = {task.n} test images"]
     lines += [f"Mean {metrics_tables.PROBES[probe]} change on the other datasets: "
-              f"{metrics_tables.with_interval(*record.mean_delta(probe))}" for probe in PROBES]
+              f"{metrics_tables.with_interval(*record.mean_delta(probe))}" for probe in metrics_tables.PROBES]
     return "<ul class='headline'>" + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul>"
 
 
 def _headline_table(runs: Sequence[ReportRun], names: dict[str, str]) -> str:
     rows = [[names[run.run_id], run.run_id, f"{run.record.downstream.accuracy_after:.1f}%",
-             *(metrics_tables.with_interval(*run.record.mean_delta(probe)) for probe in PROBES)] for run in runs]
+             *(metrics_tables.with_interval(*run.record.mean_delta(probe)) for probe in metrics_tables.PROBES)]
+            for run in runs]
     return _table(["run", "id", "task accuracy after", "mean zero-shot change", "mean linear-probe change"], rows)
 
 
