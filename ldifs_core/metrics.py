@@ -163,13 +163,11 @@ class RunMetrics(Evaluation):
 
 # -- the one flattening ----------------------------------------------------------------------------------
 
-ROW_COLUMNS = ["run_id", "role", "dataset", "probe", "class_name", "label", "n",
-               "before", "before_ci_low", "before_ci_high", "after", "after_ci_low", "after_ci_high",
-               "change", "change_ci_low", "change_ci_high"]
+ROW_COLUMNS = ["run_id", "role", "dataset", "probe", "class_name", "label", "n", "before", "before_ci_low",
+               "before_ci_high", "after", "after_ci_low", "after_ci_high", "change", "change_ci_low", "change_ci_high"]
 TUNED = "tuned"  # the task's probe: zero-shot of the base model before, the tuned classifier after
-
-
 ConceptChoice = Callable[[str, str], bool]  # (dataset, probe) -> whether its concept rows are wanted
+Estimate = tuple[float | None, Interval | None]  # a number and its interval
 
 
 def estimate_rows(metrics: Evaluation, concepts_of: ConceptChoice = lambda dataset, probe: True) -> list[dict]:
@@ -208,9 +206,6 @@ def estimate_rows(metrics: Evaluation, concepts_of: ConceptChoice = lambda datas
 
 def _ranked(concept_rows: list[dict]) -> list[dict]:
     return sorted(concept_rows, key=lambda r: forgotten_order(r["change_ci_high"], r["change"], r["class_name"]))
-
-
-Estimate = tuple[float | None, Interval | None]
 
 
 def _class_row(run_id: str, role: str, dataset: str, probe: str, row: ClassRow) -> dict:
@@ -294,8 +289,7 @@ def _list_reader(item: Reader) -> Reader:
 
 
 def _record_reader(cls: type) -> Reader:
-    # (name, a leaf's check (a fast path for the thousands of numbers of a run), the reader that also says where
-    # and why a value does not fit)
+    # (name, a leaf's check: the fast path for a run's thousands of numbers, the reader that says what misfits)
     spec = [(name, _LEAVES[kind][0] if kind in _LEAVES else None, _reader(kind)) for name, kind, _ in _fields(cls)]
     required = {name for name, _, needed in _fields(cls) if needed}
 
