@@ -1,7 +1,8 @@
-"""A run's metrics as flat rows and CSV: the one export used by the CLI (`export --format csv`) and the app.
+"""A run's metrics as CSV: the one export used by the CLI (`export --format csv`) and the app.
 
-Every accuracy comes with the number of test images it rests on and its 95 % interval (from metrics.json,
-schema 2); concept rows follow `stats.rank_forgotten`, so the concepts that surely lost most come first.
+The rows are metrics.estimate_rows, the one flattening the app's tables and the report read too: every accuracy
+comes with the number of test images it rests on and its 95 % interval, and concept rows follow
+`stats.rank_forgotten`, so the concepts that surely lost most come first.
 """
 from __future__ import annotations
 
@@ -9,47 +10,18 @@ import csv
 import io
 import math
 
-COLUMNS = ["run_id", "role", "dataset", "probe", "class_name", "label", "n",
-           "before", "before_ci_low", "before_ci_high", "after", "after_ci_low", "after_ci_high",
-           "change", "change_ci_low", "change_ci_high"]
+from ldifs_core.metrics import ROW_COLUMNS, Evaluation, estimate_rows
+
+COLUMNS = ROW_COLUMNS
+NUMBERS = [column for column in COLUMNS if column.startswith(("before", "after", "change"))]
 DECIMALS = 2
 
 
 def metrics_rows(metrics: dict) -> list[dict]:
-    """Rows with the keys of COLUMNS, in this order:
-
-    - role "downstream" (the fine-tuning task): probe "tuned" (before: zero-shot of the base model, after: the
-      tuned classifier) with its concept rows, then probe "zs" (zero-shot before and after; no change interval);
-    - role "forgetting", per dataset checked: probe "zs" (zero-shot) then "lp" (linear probe), each a dataset
-      row followed by its concept rows;
-    - role "mean": the mean change over the forgetting datasets per probe (change and interval only).
-
-    Dataset rows leave class_name and label empty. Numbers are rounded to 2 decimals; missing ones are "".
-    """
-    from ldifs_core.stats import rank_forgotten
-
-    run_id = metrics["run_id"]
-    down = metrics["downstream"]
-    rows = [_row(run_id, "downstream", down["dataset"], "tuned", n=down["n"],
-                 before=(down["zero_shot_before"], down["zero_shot_before_ci"]),
-                 after=(down["accuracy_after"], down["accuracy_after_ci"]),
-                 change=(down["change"], down["change_ci"]))]
-    rows += [_class_row(run_id, "downstream", down["dataset"], "tuned", c) for c in rank_forgotten(down["per_class"])]
-    rows.append(_row(run_id, "downstream", down["dataset"], "zs", n=down["n"],
-                     before=(down["zero_shot_before"], down["zero_shot_before_ci"]),
-                     after=(down["zero_shot_after"], down["zero_shot_after_ci"]),
-                     change=(down["zero_shot_after"] - down["zero_shot_before"], None)))
-    for report in metrics["forgetting"]:
-        for probe, per_class in (("zs", report["per_class"]), ("lp", report["per_class_lp"])):
-            rows.append(_row(run_id, "forgetting", report["dataset"], probe, n=report["n"],
-                             before=(report[f"{probe}_before"], report[f"{probe}_before_ci"]),
-                             after=(report[f"{probe}_after"], report[f"{probe}_after_ci"]),
-                             change=(report[f"{probe}_delta"], report[f"{probe}_delta_ci"])))
-            rows += [_class_row(run_id, "forgetting", report["dataset"], probe, c) for c in rank_forgotten(per_class)]
-    for probe in ("zs", "lp"):
-        rows.append(_row(run_id, "mean", "", probe,
-                         change=(metrics[f"mean_{probe}_delta"], metrics[f"mean_{probe}_delta_ci"])))
-    return rows
+    """The rows of a metrics.json (`estimate_rows`, in its order) as the CSV holds them: numbers rounded to 2
+    decimals; missing ones, and the class_name and label of dataset rows, are ""."""
+    return [{column: _number(value) if column in NUMBERS else "" if value is None else value
+             for column, value in row.items()} for row in estimate_rows(Evaluation.from_json(metrics))]
 
 
 def _csv(columns: list[str] | tuple[str, ...], rows: list[dict]) -> str:
@@ -63,26 +35,6 @@ def _csv(columns: list[str] | tuple[str, ...], rows: list[dict]) -> str:
 def metrics_csv(metrics: dict) -> str:
     """metrics_rows as CSV text with a header line of COLUMNS."""
     return _csv(COLUMNS, metrics_rows(metrics))
-
-
-def _class_row(run_id: str, role: str, dataset: str, probe: str, row: dict) -> dict:
-    return _row(run_id, role, dataset, probe, class_name=row["class_name"], label=row["label"], n=row["n"],
-                before=(row["before"], row["before_ci"]), after=(row["after"], row["after_ci"]),
-                change=(row["change"], row["change_ci"]))
-
-
-Estimate = tuple[float | None, list[float] | None]
-
-
-def _row(run_id: str, role: str, dataset: str, probe: str, *, class_name: str = "", label: int | str = "",
-         n: int | str = "", before: Estimate = (None, None), after: Estimate = (None, None),
-         change: Estimate = (None, None)) -> dict:
-    row = {"run_id": run_id, "role": role, "dataset": dataset, "probe": probe, "class_name": class_name,
-           "label": label, "n": n}
-    for name, (value, interval) in (("before", before), ("after", after), ("change", change)):
-        low, high = interval if interval is not None else (None, None)
-        row.update({name: _number(value), f"{name}_ci_low": _number(low), f"{name}_ci_high": _number(high)})
-    return row
 
 
 def _number(value: float | None) -> float | str:

@@ -32,14 +32,14 @@ def accuracy_change(metrics: dict, probe: str = "zs") -> go.Figure:
     """Before vs after per dataset, each bar with its 95 % interval and each change written on its bar: the
     fine-tuning gain beside the losses."""
     rows = tables.accuracy_rows(metrics, probe)
-    labels = [f"{d}<br>({role})" for d, role in zip(rows["dataset"], rows["role"])]
+    labels = [f"{d}<br>({tables.ROLE_NAMES[role]})" for d, role in zip(rows["dataset"], rows["role"])]
     hover = ("%{x}<br>%{fullData.name}: %{y:.1f}% (95 % CI %{customdata[1]:.1f} to %{customdata[2]:.1f})"
              "<br>n = %{customdata[0]} test images<extra></extra>")
     fig = go.Figure()
     for name, key, color in (("before fine-tuning", "before", BEFORE_COLOR), ("after fine-tuning", "after", AFTER_COLOR)):
         fig.add_bar(name=name, x=labels, y=rows[key], marker_color=color, hovertemplate=hover,
-                    error_y=interval_bars(rows[key], rows[f"{key}_low"], rows[f"{key}_high"]),
-                    customdata=np.stack([rows["n"], rows[f"{key}_low"], rows[f"{key}_high"]], axis=1))
+                    error_y=interval_bars(rows[key], rows[f"{key}_ci_low"], rows[f"{key}_ci_high"]),
+                    customdata=np.stack([rows["n"], rows[f"{key}_ci_low"], rows[f"{key}_ci_high"]], axis=1))
     after = fig.data[1]
     after.update(text=[tables.signed(c) for c in rows["change"]], textposition="outside",
                  textfont=dict(color=change_colors(rows["change"]), size=14))
@@ -58,8 +58,8 @@ def class_drops(metrics: dict, dataset: str, limit: int = 20, probe: str = "zs",
         name="accuracy change", orientation="h", x=changes["change"],
         y=[f"{name} (n={n})" for name, n in zip(changes["class_name"], changes["n"])],
         marker_color=change_colors(changes["change"]),
-        error_x=interval_bars(changes["change"], changes["change_low"], changes["change_high"]),
-        customdata=changes[["class_name", "n", "before", "after", "change_low", "change_high"]].to_numpy(object),
+        error_x=interval_bars(changes["change"], changes["change_ci_low"], changes["change_ci_high"]),
+        customdata=changes[["class_name", "n", "before", "after", "change_ci_low", "change_ci_high"]].to_numpy(object),
         hovertemplate="<b>%{customdata[0]}</b> (n = %{customdata[1]} test images)<br>before: %{customdata[2]:.1f}%"
                       "<br>after: %{customdata[3]:.1f}%<br>change: %{x:+.1f} points "
                       "(95 % CI %{customdata[4]:+.1f} to %{customdata[5]:+.1f})<extra></extra>",

@@ -28,6 +28,7 @@ from plotly.offline import get_plotlyjs
 from ldifs_core import figures, gallery, metrics_tables
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import RunNotFound
+from ldifs_core.metrics import RunMetrics
 from ldifs_core.store import RunStore
 
 TOP_CONCEPTS = 12  # bars in each "most surely forgotten" chart
@@ -44,8 +45,12 @@ class ReportRun:
     """What a report needs of one finished run: its metrics.json and its stored arrays (image records)."""
 
     run_id: str
-    metrics: dict
+    metrics: dict  # as the figures and the gallery read it; the tables read `record`
     arrays: dict[str, np.ndarray]
+
+    @functools.cached_property
+    def record(self) -> RunMetrics:
+        return RunMetrics.from_json(self.metrics)
 
 
 def load_runs(store: RunStore, run_ids: Sequence[str]) -> list[ReportRun]:
@@ -92,8 +97,8 @@ def _run_section(page: _Page, run: ReportRun, name: str | None) -> None:
     page.add(f"<h2>{_text(name or cfg.describe())} <span class='id'>run {_text(run.run_id)}</span></h2>")
     if cfg.label:
         page.add(f"<p>Label: “{_text(cfg.label)}”</p>")
-    page.add(_headline(metrics))
-    page.add("<div class='columns'>" + _settings_table(metrics, cfg) + _timings_table(metrics) + "</div>")
+    page.add(_headline(run.record))
+    page.add("<div class='columns'>" + _settings_table(run.record, cfg) + _timings_table(run.record) + "</div>")
     page.add("<h3>Accuracy before and after, per dataset</h3>")
     page.add(_accuracy_table(metrics))
     for probe in metrics_tables.PROBES:
@@ -167,21 +172,19 @@ def _png(thumbnail: np.ndarray) -> str:
 # -- tables --------------------------------------------------------------------------------------------------
 
 
-def _headline(metrics: dict) -> str:
-    task = metrics["downstream"]
-    lines = [f"Accuracy on {task['dataset']} (the fine-tuning task): {task['zero_shot_before']:.1f}% zero-shot before "
-             f"→ {task['accuracy_after']:.1f}% after, {metrics_tables.with_interval(task['change'], task['change_ci'])}"
-             f", n = {task['n']} test images"]
+def _headline(record: RunMetrics) -> str:
+    task = record.downstream
+    lines = [f"Accuracy on {task.dataset} (the fine-tuning task): {task.zero_shot_before:.1f}% zero-shot before "
+             f"→ {task.accuracy_after:.1f}% after, {metrics_tables.with_interval(task.change, task.change_ci)}"
+             f", n = {task.n} test images"]
     lines += [f"Mean {metrics_tables.PROBES[probe]} change on the other datasets: "
-              f"{metrics_tables.with_interval(metrics[f'mean_{probe}_delta'], metrics[f'mean_{probe}_delta_ci'])}"
-              for probe in metrics_tables.PROBES]
+              f"{metrics_tables.with_interval(*record.mean_delta(probe))}" for probe in metrics_tables.PROBES]
     return "<ul class='headline'>" + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul>"
 
 
 def _headline_table(runs: Sequence[ReportRun], names: dict[str, str]) -> str:
-    rows = [[names[run.run_id], run.run_id, f"{run.metrics['downstream']['accuracy_after']:.1f}%",
-             metrics_tables.with_interval(run.metrics["mean_zs_delta"], run.metrics["mean_zs_delta_ci"]),
-             metrics_tables.with_interval(run.metrics["mean_lp_delta"], run.metrics["mean_lp_delta_ci"])]
+    rows = [[names[run.run_id], run.run_id, f"{run.record.downstream.accuracy_after:.1f}%",
+             *(metrics_tables.with_interval(*run.record.mean_delta(probe)) for probe in metrics_tables.PROBES)]
             for run in runs]
     return _table(["run", "id", "task accuracy after", "mean zero-shot change", "mean linear-probe change"], rows)
 
@@ -191,31 +194,29 @@ def _accuracy_table(metrics: dict) -> str:
     for probe in metrics_tables.PROBES:
         table = metrics_tables.accuracy_rows(metrics, probe)
         for row in table.itertuples():
-            if probe == "lp" and row.role == metrics_tables.FINE_TUNED:
+            if probe == "lp" and row.role == "downstream":
                 continue  # the task has one pair of numbers, listed with the zero-shot rows
             how = metrics_tables.measured_with(metrics, row.dataset, probe)
-            rows.append([row.dataset, row.role, how, row.n,
-                         f"{row.before:.1f}% [{row.before_low:.1f}, {row.before_high:.1f}]",
-                         f"{row.after:.1f}% [{row.after_low:.1f}, {row.after_high:.1f}]",
-                         metrics_tables.with_interval(row.change, (row.change_low, row.change_high))])
+            rows.append([row.dataset, metrics_tables.ROLE_NAMES[row.role], how, row.n,
+                         f"{row.before:.1f}% [{row.before_ci_low:.1f}, {row.before_ci_high:.1f}]",
+                         f"{row.after:.1f}% [{row.after_ci_low:.1f}, {row.after_ci_high:.1f}]",
+                         metrics_tables.with_interval(row.change, (row.change_ci_low, row.change_ci_high))])
     return _table(["dataset", "role", "measured with", "n", "before (95 % CI)", "after (95 % CI)", "change"], rows)
 
 
-def _settings_table(metrics: dict, cfg: RunConfig) -> str:
+def _settings_table(record: RunMetrics, cfg: RunConfig) -> str:
     """Each setting once: the model as the run named it (None in the config means the embedded one), the device
     it ran on beside the one asked for."""
     settings = cfg.to_dict()
-    settings["model"] = metrics.get("model") or cfg.model or "embedded"
-    ran_on = metrics.get("device")
-    if ran_on and ran_on != cfg.device:
-        settings["device"] = f"{ran_on} (asked: {cfg.device})"
+    settings["model"] = record.model or cfg.model or "embedded"
+    if record.device and record.device != cfg.device:
+        settings["device"] = f"{record.device} (asked: {cfg.device})"
     rows = [[key, json.dumps(value) if isinstance(value, (list, dict)) else value] for key, value in settings.items()]
     return "<div><h4>Configuration</h4>" + _table(["setting", "value"], rows) + "</div>"
 
 
-def _timings_table(metrics: dict) -> str:
-    timings = metrics.get("timings", {})
-    rows = [[key, f"{value:g}"] for key, value in timings.items()]
+def _timings_table(record: RunMetrics) -> str:
+    rows = [[key, f"{value:g}"] for key, value in record.timings.measured().items()]
     return "<div><h4>Timings</h4>" + _table(["measure", "value (s, or ms per step)"], rows) + "</div>"
 
 
@@ -230,7 +231,7 @@ def _text(value: object) -> str:
 
 
 def _config(run: ReportRun) -> RunConfig:
-    return RunConfig.from_dict(run.metrics["config"])
+    return run.record.run_config()
 
 
 # -- the page ------------------------------------------------------------------------------------------------

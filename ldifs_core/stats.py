@@ -181,4 +181,9 @@ def rank_forgotten(rows: Sequence[dict]) -> list[dict]:
     200 images surely lost more than one that fell 100 points on a single image, whose interval reaches above 0.
     Ties by change, then by class name, so the order is total and stable.
     """
-    return sorted(rows, key=lambda row: (row["change_ci"][1], row["change"], row["class_name"]))
+    return sorted(rows, key=lambda row: forgotten_order(row["change_ci"][1], row["change"], row["class_name"]))
+
+
+def forgotten_order(change_high: float, change: float, class_name: str) -> tuple[float, float, str]:
+    """The sort key of rank_forgotten, for concept rows of any shape."""
+    return change_high, change, class_name

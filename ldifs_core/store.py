@@ -38,6 +38,7 @@ from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_
                                 STORED_DEFAULT_LAMBDA, RunConfig)
 from ldifs_core import disk, ownership
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
+from ldifs_core.metrics import MetricsShapeError, RunMetrics
 from ldifs_core.paths import default_store_dir, write_atomic
 
 if TYPE_CHECKING:  # torch loads only when weights are written: the app's pages stay light
@@ -52,8 +53,6 @@ LISTED_STATUSES = (*STORED_STATUSES, UNREADABLE)
 EMBEDDED_MODEL = "embedded"  # the index's model column for the default model (config.model is None)
 INTERRUPTED_MESSAGE = "The process running it stopped (app restart or crash); start it again."
 RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
-# What a readable metrics.json has at its top level (the store reads no deeper).
-RESULT_KEYS = {"downstream": dict, "forgetting": list, "mean_zs_delta": (int, float), "mean_lp_delta": (int, float)}
 
 # Headline numbers copied from metrics.json into the index, so run tables need not open every run folder.
 SUMMARY_KEYS = {
@@ -584,9 +583,10 @@ def _parse_results(path: Path) -> tuple[dict | None, str | None]:
     if version != SCHEMA_VERSION:
         return None, (f"metrics.json was written by another version of the lab (schema {version}; this one reads "
                       f"{SCHEMA_VERSION})")
-    missing = [key for key, kind in RESULT_KEYS.items() if not isinstance(metrics.get(key), kind)]
-    if missing:
-        return None, f"metrics.json lacks {', '.join(missing)}"
+    try:
+        RunMetrics.from_json(metrics)
+    except MetricsShapeError as err:
+        return None, _shorten(str(err))
     return metrics, None
 
 

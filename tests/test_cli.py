@@ -12,15 +12,14 @@ import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from ldifs_core import stats
 from ldifs_core.cli import main
 from ldifs_core.config import RunConfig
 from ldifs_core.export import COLUMNS
 from ldifs_core.store import RunStore
+from tests.app.sample_runs import small_metrics
 
 PROJECT = Path(__file__).resolve().parent.parent
 TINY = ["--steps", "3", "--batch-size", "16", "--eval-datasets", "animals", "--no-umap", "--train-limit", "200",
@@ -193,34 +192,9 @@ def test_a_run_that_fails_while_loading_exits_2_with_its_recorded_reason(store_d
 # -- runs that cannot be read, and runs that cannot be mixed -------------------------------------------------
 
 
-def metrics_v2(seed: int = 0) -> dict:
-    """A small but complete schema-2 report, numbers from the engine's statistics."""
-    rng = np.random.default_rng(seed)
-    before, after = rng.random(40) < 0.6, rng.random(40) < 0.5
-    labels = np.repeat([0, 1], 20)
-    numbers = stats.summary(before, after)
-    rows = stats.class_rows(before, after, labels, ["cat", "dog"])
-    probe = lambda p: {f"{p}_before": numbers["before"], f"{p}_before_ci": numbers["before_ci"],
-                       f"{p}_after": numbers["after"], f"{p}_after_ci": numbers["after_ci"],
-                       f"{p}_delta": numbers["change"], f"{p}_delta_ci": numbers["change_ci"]}
-    return {
-        "config": RunConfig(objective="ce").to_dict(),
-        "downstream": {"dataset": "mnist", "n": 40, "zero_shot_before": numbers["before"],
-                       "zero_shot_before_ci": numbers["before_ci"], "accuracy_after": numbers["after"],
-                       "accuracy_after_ci": numbers["after_ci"], "change": numbers["change"],
-                       "change_ci": numbers["change_ci"], "zero_shot_after": numbers["after"],
-                       "zero_shot_after_ci": numbers["after_ci"], "per_class": rows},
-        "forgetting": [{"dataset": "animals", "n": 40, "test_images": 40, "probe_images": 20, **probe("zs"),
-                        **probe("lp"), "per_class": rows, "per_class_lp": rows}],
-        "mean_zs_delta": numbers["change"], "mean_zs_delta_ci": numbers["change_ci"],
-        "mean_lp_delta": numbers["change"], "mean_lp_delta_ci": numbers["change_ci"],
-        "timings": {"train_s": 1.0, "eval_s": 1.0, "total_s": 2.0, "step_ms": 5.0},
-    }
-
-
 def finished_run(store: RunStore, weights: bool = True) -> str:
     run_id = store.create(RunConfig(objective="ce"))
-    store.finish(run_id, metrics_v2(), history=[{"step": 1, "loss": 1.0}],
+    store.finish(run_id, small_metrics(run_id=run_id), history=[{"step": 1, "loss": 1.0}],
                  weights={"head.weight": torch.zeros(2, 4), "head.bias": torch.zeros(2)} if weights else None)
     return run_id
 
@@ -248,6 +222,33 @@ def test_list_show_and_export_say_which_run_is_unreadable_and_keep_the_others(st
 
     assert run_cli("export", bad, "--format", "csv") == 2
     assert one_error_line(capsys).startswith("error: unreadable: metrics.json is corrupt")
+    assert run_cli("export", good, "--format", "csv") == 0
+    assert capsys.readouterr().out.startswith(",".join(COLUMNS))
+
+
+WRONG_SHAPES = {"downstream": {}, "forgetting": [1, "x"], "config": "str"}
+
+
+@pytest.mark.parametrize("key", list(WRONG_SHAPES))
+def test_a_metrics_json_of_the_wrong_shape_is_listed_as_unreadable_and_refused_in_one_line(store, tmp_path, capsys,
+                                                                                          key):
+    """Valid JSON, wrong shape (issue 20 item 20): never a traceback, and the other runs stay usable."""
+    good, bad = finished_run(store), finished_run(store)
+    path = store.root / bad / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: WRONG_SHAPES[key]}))
+
+    assert run_cli("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(good in line and "done" in line for line in lines)
+    (bad_line,) = [line for line in lines if bad in line]
+    assert "unreadable: metrics.json" in bad_line and key in bad_line
+
+    assert run_cli("export", bad, "--format", "csv") == 2
+    assert one_error_line(capsys).startswith(f"error: unreadable: metrics.json")
+    assert run_cli("report", bad, "-o", str(tmp_path / "r.html")) == 2
+    assert key in one_error_line(capsys) and not (tmp_path / "r.html").exists()
+    assert run_cli("report", good, bad, "-o", str(tmp_path / "r.html")) == 2
+    assert one_error_line(capsys).startswith(f"error: unreadable: metrics.json")
     assert run_cli("export", good, "--format", "csv") == 0
     assert capsys.readouterr().out.startswith(",".join(COLUMNS))
 

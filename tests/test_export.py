@@ -1,12 +1,15 @@
 """The CSV export: one row per dataset and probe and one per concept, each number with its n and 95 % interval."""
 import csv
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from ldifs_core import stats
 from ldifs_core.export import COLUMNS, metrics_csv, metrics_rows
+from ldifs_core.metrics import ClassRow, RunMetrics, TaskReport
+from tests.app.sample_runs import small_metrics
 
 RNG = np.random.default_rng(0)
 
@@ -15,21 +18,22 @@ def flags(n: int, p: float) -> np.ndarray:
     return RNG.random(n) < p
 
 
-def class_rows(spec: dict[str, tuple[int, float, float]]) -> list[dict]:
-    """Class rows as the report builds them: name -> (test images, accuracy before, after)."""
+def class_rows(spec: dict[str, tuple[int, float, float]]) -> list[ClassRow]:
+    """Concept rows as the report builds them: name -> (test images, accuracy before, after)."""
     before, after, labels = [], [], []
     for label, (n, p_before, p_after) in enumerate(spec.values()):
         before.append(flags(n, p_before))
         after.append(flags(n, p_after))
         labels.append(np.full(n, label))
-    return stats.class_rows(np.concatenate(before), np.concatenate(after), np.concatenate(labels), list(spec))
+    rows = stats.class_rows(np.concatenate(before), np.concatenate(after), np.concatenate(labels), list(spec))
+    return [ClassRow(**row) for row in rows]
 
 
-def dataset_numbers(prefix: str, rows: list[dict]) -> dict:
+def dataset_numbers(prefix: str, rows: list[ClassRow]) -> dict:
     """The dataset-level fields of one probe, from the same images as its class rows."""
-    n = sum(r["n"] for r in rows)
-    before = sum(r["before"] * r["n"] for r in rows) / n
-    after = sum(r["after"] * r["n"] for r in rows) / n
+    n = sum(r.n for r in rows)
+    before = sum(r.before * r.n for r in rows) / n
+    after = sum(r.after * r.n for r in rows) / n
     return {f"{prefix}_before": before, f"{prefix}_before_ci": [before - 3.004, before + 2.996],
             f"{prefix}_after": after, f"{prefix}_after_ci": [after - 2.5, after + 2.5],
             f"{prefix}_delta": after - before, f"{prefix}_delta_ci": [after - before - 4.0, after - before + 4.0]}
@@ -44,18 +48,15 @@ def metrics() -> dict:
         "owl": (150, 0.6, 0.62),
     })
     lp_rows = class_rows({"cat": (1, 1.0, 1.0), "dog": (200, 0.95, 0.9), "owl": (150, 0.7, 0.7)})
-    return {
-        "run_id": "20250101-000000-abcdef", "schema_version": 2, "status": "done",
-        "downstream": {"dataset": "mnist", "n": 170, "zero_shot_before": 44.7059, "zero_shot_before_ci": [37.42, 52.2],
-                       "accuracy_after": 98.2353, "accuracy_after_ci": [94.95, 99.4], "change": 53.5294,
-                       "change_ci": [45.8, 60.9], "zero_shot_after": 20.0, "zero_shot_after_ci": [14.7, 26.6],
-                       "per_class": task_rows},
-        "forgetting": [{"dataset": "animals", "n": 351, "test_images": 351, "probe_images": 1000,
-                        **dataset_numbers("zs", zs_rows), **dataset_numbers("lp", lp_rows),
-                        "per_class": zs_rows, "per_class_lp": lp_rows}],
-        "mean_zs_delta": -35.123, "mean_zs_delta_ci": [-40.0, -30.004],
-        "mean_lp_delta": -2.5, "mean_lp_delta_ci": [-4.2, -0.8],
-    }
+    record = RunMetrics.from_json(small_metrics(run_id="20250101-000000-abcdef"))
+    checked = replace(record.forgetting[0], dataset="animals", n=351, test_images=351, probe_images=1000,
+                      **dataset_numbers("zs", zs_rows), **dataset_numbers("lp", lp_rows), per_class=zs_rows,
+                      per_class_lp=lp_rows)
+    task = TaskReport(dataset="mnist", n=170, zero_shot_before=44.7059, zero_shot_before_ci=[37.42, 52.2],
+                      accuracy_after=98.2353, accuracy_after_ci=[94.95, 99.4], change=53.5294, change_ci=[45.8, 60.9],
+                      zero_shot_after=20.0, zero_shot_after_ci=[14.7, 26.6], per_class=task_rows)
+    return replace(record, downstream=task, forgetting=[checked], mean_zs_delta=-35.123,
+                   mean_zs_delta_ci=[-40.0, -30.004], mean_lp_delta=-2.5, mean_lp_delta_ci=[-4.2, -0.8]).to_json()
 
 
 def read_csv(text: str) -> list[dict]:

@@ -56,10 +56,10 @@ def test_class_drops_ranks_concepts_most_surely_forgotten_first_with_n_and_inter
     assert bars.y[-1] == f"{top['class_name']} (n={top['n']})"  # horizontal bars: the last drawn sits on top
     assert list(bars.x) == list(changes["change"][:4][::-1])
     assert (bars.error_x.array[-1], bars.error_x.arrayminus[-1]) == pytest.approx(
-        (top["change_high"] - top["change"], top["change"] - top["change_low"]))
+        (top["change_ci_high"] - top["change"], top["change"] - top["change_ci_low"]))
     name, n, before, after, low, high = bars.customdata[-1]
-    assert (name, n, before, after, low, high) == tuple(top[["class_name", "n", "before", "after", "change_low",
-                                                              "change_high"]])
+    assert (name, n, before, after, low, high) == tuple(top[["class_name", "n", "before", "after", "change_ci_low",
+                                                              "change_ci_high"]])
     assert "95 % CI" in bars.hovertemplate and "n =" in bars.hovertemplate
 
 

@@ -10,6 +10,7 @@ import sqlite3
 import tempfile
 import threading
 from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,12 @@ from ldifs_core.config import CODE_VERSION, SCHEMA_VERSION, RunConfig
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
 from ldifs_core.wise_records import save_wise, wise_results
+from tests.app.sample_runs import small_metrics
 
-METRICS = {  # the top level of a metrics.json (schema 2); the store reads no deeper
-    "downstream": {"dataset": "mnist", "accuracy_after": 97.1, "zero_shot_before": 48.5, "per_class": []},
-    "forgetting": [{"dataset": "animals", "zs_delta": -3.2, "lp_delta": -0.4, "per_class": []}],
-    "mean_zs_delta": -3.2,
-    "mean_lp_delta": -0.4,
-    "timings": {"total_s": 12.5, "train_s": 10.0},
+SMALL = small_metrics()
+METRICS = {  # a complete metrics.json (schema 2) with round headline numbers
+    **SMALL, "downstream": {**SMALL["downstream"], "accuracy_after": 97.1, "zero_shot_before": 48.5},
+    "mean_zs_delta": -3.2, "mean_lp_delta": -0.4, "timings": {**SMALL["timings"], "total_s": 12.5, "train_s": 10.0},
 }
 
 
@@ -76,14 +76,18 @@ def test_finish_puts_the_headline_numbers_in_the_summary(store):
     run_id = _finish_quickly(store, RunConfig())
     assert store.get(run_id).summary == {
         "accuracy_after": 97.1, "zero_shot_before": 48.5, "mean_zs_delta": -3.2, "mean_lp_delta": -0.4, "total_s": 12.5,
+        "mean_zs_delta_ci": METRICS["mean_zs_delta_ci"], "mean_lp_delta_ci": METRICS["mean_lp_delta_ci"],
     }
 
 
 def test_summary_skips_missing_headline_numbers_and_accepts_numpy_scalars(store):
     run_id = store.create(RunConfig())
-    store.finish(run_id, {**METRICS, "mean_zs_delta": np.float32(-1.5), "downstream": {}, "timings": {}})
+    store.finish(run_id, {**METRICS, "mean_zs_delta": np.float32(-1.5), "downstream": {}, "timings": {},
+                          "mean_zs_delta_ci": None, "mean_lp_delta_ci": None})
     assert store.get(run_id).summary == {"mean_zs_delta": -1.5, "mean_lp_delta": -0.4}
-    assert store.metrics(run_id)["mean_zs_delta"] == -1.5
+    numpy_scalar = store.create(RunConfig())
+    store.finish(numpy_scalar, {**METRICS, "mean_zs_delta": np.float32(-1.5)})
+    assert store.metrics(numpy_scalar)["mean_zs_delta"] == -1.5
 
 
 def test_finish_leaves_only_the_final_files(store):
@@ -226,13 +230,25 @@ def _metrics_not_an_object(run_dir: Path) -> None:
     (run_dir / "metrics.json").write_text("[1, 2, 3]")
 
 
+def _metrics_of_the_wrong_shape(**wrong) -> Callable[[Path], None]:
+    """Valid JSON that is not the documented record (issue 20 item 20)."""
+    def damage(run_dir: Path) -> None:
+        path = run_dir / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **wrong}))
+    return damage
+
+
 @pytest.mark.parametrize("damage, reason", [
     (_garble_metrics, "metrics.json is corrupt"),
     (_drop_metrics, "metrics.json is missing"),
     (_drop_folder, "folder"),
     (_metrics_of_version_1, "another version"),
-    (_metrics_without_results, "lacks downstream, forgetting"),
+    (_metrics_without_results, "metrics.json lacks config, status, model, device, downstream, forgetting"),
     (_metrics_not_an_object, "metrics.json is corrupt"),
+    (_metrics_of_the_wrong_shape(downstream={}), "metrics.json: downstream lacks dataset, n,"),
+    (_metrics_of_the_wrong_shape(forgetting=[1, "x"]), "metrics.json: forgetting[0] is 1, not an object"),
+    (_metrics_of_the_wrong_shape(config="str"), "metrics.json: config is 'str', not an object"),
+    (_metrics_of_the_wrong_shape(mean_zs_delta_ci=[0.5]), "mean_zs_delta_ci is [0.5], not an interval"),
 ])
 def test_a_finished_run_whose_results_cannot_be_read_is_listed_as_unreadable_beside_the_others(store, damage, reason):
     before = _finish_quickly(store, RunConfig(dataset="mnist"))

@@ -99,7 +99,7 @@ if metrics is not None:
             "before": st.column_config.NumberColumn(format="%.1f"),
             "after": st.column_config.NumberColumn(format="%.1f"),
             "change": st.column_config.NumberColumn(format="%+.1f"),
-            "change_low": st.column_config.NumberColumn("95 % CI low", format="%+.1f"),
-            "change_high": st.column_config.NumberColumn("95 % CI high", format="%+.1f"),
+            "change_ci_low": st.column_config.NumberColumn("95 % CI low", format="%+.1f"),
+            "change_ci_high": st.column_config.NumberColumn("95 % CI high", format="%+.1f"),
         })
     concept_gallery(metrics, dataset, probe, int(min_n))

@@ -1,5 +1,5 @@
-"""Realistic finished, failed and cancelled runs written straight into a RunStore, shaped exactly like
-runner.execute's metrics.json (schema v2, documented in the README), so the app can be tested without training.
+"""Realistic finished, failed and cancelled runs written straight into a RunStore, built through the typed record
+of metrics.json (ldifs_core.metrics.RunMetrics, schema v2), so the app can be tested without training.
 tests/app/test_contract.py checks the shape against a real tiny run.
 
 Accuracies come from simulated per-image outcomes (correct before / after) summarised by ldifs_core.stats, so
@@ -11,37 +11,38 @@ import numpy as np
 import torch
 
 from ldifs_core import stats
-from ldifs_core.config import RunConfig
+from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import load_bank
 from ldifs_core.drift_records import displacement_key
 from ldifs_core.image_records import image_records
+from ldifs_core.metrics import ClassRow, DatasetReport, Evaluation, RunMetrics, TaskReport, Timings
 from ldifs_core.store import RunStore
 
 TASK = "mnist"
 CHECKED = ("fashion_mnist", "animals")
 LAYERS = 5
 UMAP_POINTS = 40
-SCHEMA_VERSION = 2
+Outcomes = tuple[np.ndarray, np.ndarray]  # per image: right before, right after
 
 
 def class_names(dataset: str) -> list[str]:
     return load_bank(dataset, "test").class_names
 
 
-def class_row(label: int, name: str, before: np.ndarray, after: np.ndarray) -> dict:
-    """The one class-row shape of schema v2, with the engine's own statistics."""
-    return {"label": label, "class_name": name, **stats.summary(before, after)}
+def class_row(label: int, name: str, before: np.ndarray, after: np.ndarray) -> ClassRow:
+    """A concept's row, with the engine's own statistics."""
+    return ClassRow(label=label, class_name=name, **stats.summary(before, after))
 
 
-def dataset_numbers(before: np.ndarray, after: np.ndarray, prefix: str) -> dict:
-    """{prefix}_before/_after/_delta and their intervals, as a forgetting report holds them."""
+def probe_numbers(prefix: str, before: np.ndarray, after: np.ndarray) -> dict:
+    """{prefix}_before/_after/_delta and their intervals, as a checked dataset's report holds them."""
     numbers = stats.summary(before, after)
     return {f"{prefix}_before": numbers["before"], f"{prefix}_before_ci": numbers["before_ci"],
             f"{prefix}_after": numbers["after"], f"{prefix}_after_ci": numbers["after_ci"],
             f"{prefix}_delta": numbers["change"], f"{prefix}_delta_ci": numbers["change_ci"]}
 
 
-def outcomes(rng: np.random.Generator, n: int, base: float, drop: float) -> tuple[np.ndarray, np.ndarray]:
+def outcomes(rng: np.random.Generator, n: int, base: float, drop: float) -> Outcomes:
     """Per-image correctness before and after: correct images are lost with a chance set by `drop` (points)."""
     before = rng.random(n) < rng.uniform(base - 0.25, base + 0.15)
     lost = rng.random(n) < rng.uniform(0, 2 * drop / 100)
@@ -50,57 +51,68 @@ def outcomes(rng: np.random.Generator, n: int, base: float, drop: float) -> tupl
     return before, after
 
 
-def per_class(dataset: str, rng: np.random.Generator, base: float, drop: float, sizes: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """Class rows plus every image's outcome (for the dataset-level numbers); classes get different n."""
-    rows, all_before, all_after = [], [], []
-    for label, (name, n) in enumerate(zip(class_names(dataset), sizes)):
-        before, after = outcomes(rng, int(n), base, drop)
-        rows.append(class_row(label, name, before, after))
-        all_before.append(before)
-        all_after.append(after)
-    return rows, np.concatenate(all_before), np.concatenate(all_after)
+def per_class(names: list[str], per_concept: list[Outcomes]) -> tuple[list[ClassRow], Outcomes]:
+    """Concept rows plus every image's outcome, concept after concept (for the dataset-level numbers)."""
+    rows = [class_row(label, name, *flags) for label, (name, flags) in enumerate(zip(names, per_concept))]
+    return rows, (np.concatenate([b for b, _ in per_concept]), np.concatenate([a for _, a in per_concept]))
 
 
-def forgetting_report(dataset: str, rng: np.random.Generator, drop: float) -> tuple[dict, dict]:
+def dataset_report(dataset: str, names: list[str], zs: list[Outcomes], lp: list[Outcomes], probe_images: int,
+                   drop: float, rng: np.random.Generator) -> tuple[DatasetReport, dict[str, Outcomes]]:
+    """A checked dataset's report from its concepts' outcomes per probe, and its per-image outcomes by probe."""
+    zs_rows, zs_flags = per_class(names, zs)
+    lp_rows, lp_flags = per_class(names, lp)
+    n = len(zs_flags[0])
+    return DatasetReport(
+        dataset=dataset, n=n, test_images=n, probe_images=probe_images, lp_l2_before=1e-3, lp_l2_after=1e-2,
+        **probe_numbers("zs", *zs_flags), **probe_numbers("lp", *lp_flags), per_class=zs_rows, per_class_lp=lp_rows,
+        layer_distance=sorted(rng.uniform(0.001, 0.001 + drop / 100, LAYERS).tolist()),
+        ldifs_distance=drop / 200, centroid_shift=drop / 500, knn_overlap=1 - drop / 100,
+    ), {"zs": zs_flags, "lp": lp_flags}
+
+
+def forgetting_report(dataset: str, rng: np.random.Generator, drop: float) -> tuple[DatasetReport, dict]:
     """The report of one dataset, and its per-image outcomes by probe (for the mean's interval)."""
-    sizes = rng.integers(2, 40, len(class_names(dataset)))  # a few concepts rest on 2-3 images, as on quickdraw
-    zs_rows, zs_before, zs_after = per_class(dataset, rng, 0.65, drop, sizes)
-    lp_rows, lp_before, lp_after = per_class(dataset, rng, 0.8, drop / 4, sizes)
-    n = int(sizes.sum())
-    report = {
-        "dataset": dataset, "n": n, "test_images": n, "probe_images": 10 * len(sizes),
-        "lp_l2_before": 1e-3, "lp_l2_after": 1e-2,
-        **dataset_numbers(zs_before, zs_after, "zs"), **dataset_numbers(lp_before, lp_after, "lp"),
-        "per_class": zs_rows, "per_class_lp": lp_rows,
-        "layer_distance": sorted(rng.uniform(0.001, 0.001 + drop / 100, LAYERS).tolist()),
-        "ldifs_distance": drop / 200, "centroid_shift": drop / 500, "knn_overlap": 1 - drop / 100,
-    }
-    return report, {"zs": (zs_before, zs_after), "lp": (lp_before, lp_after)}
+    names = class_names(dataset)
+    sizes = rng.integers(2, 40, len(names))  # a few concepts rest on 2-3 images, as on quickdraw
+    zs = [outcomes(rng, int(n), 0.65, drop) for n in sizes]
+    lp = [outcomes(rng, int(n), 0.8, drop / 4) for n in sizes]
+    return dataset_report(dataset, names, zs, lp, 10 * len(sizes), drop, rng)
 
 
-def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> tuple[dict, tuple]:
+def task_report(dataset: str, names: list[str], tuned: list[Outcomes], zero_shot_after: np.ndarray) -> TaskReport:
+    """The task's report: per concept, zero-shot before vs the tuned classifier after."""
+    rows, (before, after) = per_class(names, tuned)
+    gain, zero_shot = stats.summary(before, after), stats.summary(before, zero_shot_after)
+    return TaskReport(dataset=dataset, n=gain["n"], zero_shot_before=gain["before"],
+                      zero_shot_before_ci=gain["before_ci"], accuracy_after=gain["after"],
+                      accuracy_after_ci=gain["after_ci"], change=gain["change"], change_ci=gain["change_ci"],
+                      zero_shot_after=zero_shot["after"], zero_shot_after_ci=zero_shot["after_ci"], per_class=rows)
+
+
+def downstream_report(dataset: str, rng: np.random.Generator, drop: float) -> tuple[TaskReport, Outcomes]:
     """The task's report, and its per-image outcomes (zero-shot before, tuned classifier after)."""
-    sizes = rng.integers(20, 40, len(class_names(dataset)))
-    rows, before, after = [], [], []
-    for label, (name, n) in enumerate(zip(class_names(dataset), sizes)):
-        zero_shot = rng.random(int(n)) < 0.5
-        tuned = rng.random(int(n)) < 0.97 - drop / 1000
-        rows.append(class_row(label, name, zero_shot, tuned))
-        before.append(zero_shot)
-        after.append(tuned)
-    tuned = stats.summary(np.concatenate(before), np.concatenate(after))
-    zero_shot_after = stats.summary(np.concatenate(before), rng.random(int(sizes.sum())) < 0.6)
-    return {"dataset": dataset, "n": tuned["n"], "zero_shot_before": tuned["before"],
-            "zero_shot_before_ci": tuned["before_ci"], "accuracy_after": tuned["after"],
-            "accuracy_after_ci": tuned["after_ci"], "change": tuned["change"], "change_ci": tuned["change_ci"],
-            "zero_shot_after": zero_shot_after["after"], "zero_shot_after_ci": zero_shot_after["after_ci"],
-            "per_class": rows}, (np.concatenate(before), np.concatenate(after))
+    names = class_names(dataset)
+    sizes = rng.integers(20, 40, len(names))
+    tuned = [(rng.random(int(n)) < 0.5, rng.random(int(n)) < 0.97 - drop / 1000) for n in sizes]
+    report = task_report(dataset, names, tuned, rng.random(int(sizes.sum())) < 0.6)
+    return report, (np.concatenate([b for b, _ in tuned]), np.concatenate([a for _, a in tuned]))
 
 
-def mean_delta(reports: list[dict], outcomes_by_probe: list[dict], probe: str) -> tuple[float, list[float]]:
+def mean_delta(reports: list[DatasetReport], outcomes_by_probe: list[dict], probe: str) -> dict:
     """Mean change over the datasets and its bootstrap interval, as the engine computes them."""
-    mean = float(np.mean([r[f"{probe}_delta"] for r in reports]))
-    return mean, list(stats.bootstrap_mean_change([o[probe] for o in outcomes_by_probe]))
+    return {f"mean_{probe}_delta": float(np.mean([r.probe(probe)[4] for r in reports])),
+            f"mean_{probe}_delta_ci": list(stats.bootstrap_mean_change([o[probe] for o in outcomes_by_probe]))}
+
+
+def run_metrics(cfg: RunConfig, run_id: str, task: TaskReport, forgetting: list[DatasetReport],
+                outcomes_by_probe: list[dict], **extra) -> RunMetrics:
+    """The record of a finished run of `cfg` around its reports (the model and timings of a test run)."""
+    return RunMetrics(run_id=run_id, config=cfg.to_dict(), status="done", model="LabCLIP-ViT-28-p7 (test)",
+                      device="CPU (test)", schema_version=SCHEMA_VERSION, downstream=task, forgetting=forgetting,
+                      **mean_delta(forgetting, outcomes_by_probe, "zs"),
+                      **mean_delta(forgetting, outcomes_by_probe, "lp"),
+                      timings=Timings(train_s=1.0, eval_s=0.5, total_s=1.6, step_ms=50.0), **extra)
 
 
 def sample_metrics(cfg: RunConfig, run_id: str) -> dict:
@@ -108,28 +120,30 @@ def sample_metrics(cfg: RunConfig, run_id: str) -> dict:
     return sample_results(cfg, run_id)[0]
 
 
-def sample_results(cfg: RunConfig, run_id: str) -> tuple[dict, dict[str, dict[str, tuple]]]:
+def sample_results(cfg: RunConfig, run_id: str) -> tuple[dict, dict[str, dict[str, Outcomes]]]:
     """sample_metrics, and the per-image outcomes behind it: dataset → probe → (right before, right after), the
     images in the order of the dataset's concept rows (the task's probe is "tuned")."""
     rng = np.random.default_rng(cfg.seed)
     drop = 30.0 if cfg.objective == "ce" else 30.0 / (1 + cfg.effective_lam)
     reports = [forgetting_report(d, rng, drop) for d in cfg.eval_datasets or CHECKED]
     forgetting, outcomes_by_probe = [r for r, _ in reports], [o for _, o in reports]
-    mean_zs, mean_zs_ci = mean_delta(forgetting, outcomes_by_probe, "zs")
-    mean_lp, mean_lp_ci = mean_delta(forgetting, outcomes_by_probe, "lp")
-    downstream, task_outcomes = downstream_report(cfg.dataset, rng, drop)
+    task, task_outcomes = downstream_report(cfg.dataset, rng, drop)
+    # a sequence's stage also reports its own task like a checked dataset (the forgetting matrix's diagonal)
+    stage = {"stage_task": forgetting_report(cfg.dataset, rng, 0.0)[0]} if cfg.sequence_id else {}
+    record = run_metrics(cfg, run_id, task, forgetting, outcomes_by_probe, **stage)
     per_image = {cfg.dataset: {"tuned": task_outcomes},
-                 **{report["dataset"]: flags for report, flags in zip(forgetting, outcomes_by_probe)}}
-    return {
-        "run_id": run_id, "status": "done", "config": cfg.to_dict(), "model": "LabCLIP-ViT-28-p7 (test)",
-        "device": "CPU (test)", "schema_version": SCHEMA_VERSION,
-        "downstream": downstream, "forgetting": forgetting,
-        "mean_zs_delta": mean_zs, "mean_zs_delta_ci": mean_zs_ci,
-        "mean_lp_delta": mean_lp, "mean_lp_delta_ci": mean_lp_ci,
-        "timings": {"train_s": 1.0, "eval_s": 0.5, "total_s": 1.6, "step_ms": 50.0},
-        # a sequence's stage also reports its own task like a checked dataset (the forgetting matrix's diagonal)
-        **({"stage_task": forgetting_report(cfg.dataset, rng, 0.0)[0]} if cfg.sequence_id else {}),
-    }, per_image
+                 **{report.dataset: flags for report, flags in zip(forgetting, outcomes_by_probe)}}
+    return record.to_json(), per_image
+
+
+def small_metrics(cfg: RunConfig | None = None, run_id: str = "20260101-000000-aaaaaa", seed: int = 0) -> dict:
+    """A complete but small metrics.json: two concepts of 20 test images on the task and on one checked dataset."""
+    cfg = cfg or RunConfig(objective="ce", eval_datasets=["animals"])
+    rng = np.random.default_rng(seed)
+    flags = lambda: [(rng.random(20) < 0.6, rng.random(20) < 0.5) for _ in range(2)]
+    checked, by_probe = dataset_report(cfg.eval_datasets[0], ["cat", "dog"], flags(), flags(), 20, 10.0, rng)
+    task = task_report(cfg.dataset, ["zero", "one"], flags(), rng.random(40) < 0.5)
+    return run_metrics(cfg, run_id, task, [checked], [by_probe]).to_json()
 
 
 def sample_arrays(cfg: RunConfig, per_image: bool = True) -> dict[str, np.ndarray]:
@@ -198,10 +212,6 @@ def sample_records(metrics: dict, per_image: dict[str, dict[str, tuple]]) -> dic
     """Per-image records (image_records.py) behind the sample metrics (`sample_results`): each concept's images are
     real test images of that class, predicted right exactly where its simulated outcomes say, a wrong one as some
     other class. Checked datasets get probes zs and lp, the task its tuned classifier ("tuned")."""
-    import torch
-
-    from ldifs_core.image_records import image_records
-
     rng = np.random.default_rng(0)
     records = {}
     for dataset, outcomes_by_probe in per_image.items():
@@ -230,11 +240,13 @@ def add_ended_run(store: RunStore, status: str, message: str, **settings) -> str
 
 
 def sample_wise(metrics: dict, alpha: float) -> dict:
-    """A WiSE-FT mix's report as wise.wise_ft_path returns it (the run's report shape plus "alpha"): the task
-    accuracy and the forgetting both move from the pre-trained model's (α = 0) to the run's (α = 1)."""
+    """A WiSE-FT mix's report as wise.wise_ft_path returns it (run_id, "alpha" and the evaluation's keys, no
+    settings or timings): the task accuracy and the forgetting both move from the pre-trained model's (α = 0) to
+    the run's (α = 1)."""
     task = metrics["downstream"]
     after = task["zero_shot_before"] + alpha * (task["accuracy_after"] - task["zero_shot_before"])
-    return {**metrics, "alpha": alpha, "downstream": {**task, "accuracy_after": after},
+    return {**Evaluation.from_json(metrics).to_json(), "alpha": alpha, "schema_version": SCHEMA_VERSION,
+            "downstream": {**task, "accuracy_after": after},
             "mean_zs_delta": alpha * metrics["mean_zs_delta"],
             "mean_zs_delta_ci": [alpha * bound for bound in metrics["mean_zs_delta_ci"]],
             "mean_lp_delta": alpha * metrics["mean_lp_delta"],
