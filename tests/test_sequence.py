@@ -186,7 +186,7 @@ def test_a_recorded_sequence_is_found_again_after_a_default_it_does_not_read_cha
 
 
 def test_the_continual_tables_rows_name_the_sequence_they_come_from_even_when_just_made(tmp_path):
-    from ldifs_core.experiments import run_sequences
+    from scripts.experiments import run_sequences
 
     store = RunStore(tmp_path)
     settings = {key: value for key, value in TINY.items() if key != "umap_points"}
