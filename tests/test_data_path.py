@@ -19,7 +19,7 @@ from PIL import Image
 
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import Selection, decoding, load_split, load_subset, split_index
-from ldifs_core.datasets import folder as folder_module
+from ldifs_core.datasets import pixels as pixels_module
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.runner import prepare
 
@@ -53,13 +53,13 @@ def photos(tmp_path: Path) -> Path:
 def counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts every image decoded in this process."""
     calls: list[int] = []
-    real = folder_module.pil_to_uint8
+    real = pixels_module.pil_to_uint8
 
     def counted(img, image_size):
         calls.append(1)
         return real(img, image_size)
 
-    monkeypatch.setattr(folder_module, "pil_to_uint8", counted)
+    monkeypatch.setattr(pixels_module, "pil_to_uint8", counted)
     return calls
 
 

@@ -49,7 +49,7 @@ class ImageSource(Protocol):
     transposed: bool  # stored transposed (EMNIST): rows and columns are swapped back after decoding
 
     def open(self) -> Callable[[int], Image.Image]:
-        """A reader: position in the split -> PIL image (may raise one of folder.UNREADABLE)."""
+        """A reader: position in the split -> PIL image (may raise one of pixels.UNREADABLE)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _decode_rows_in_worker(images_path: str, rows: Sequence[int], positions: Seq
 def _decode_rows(images_path: str, rows: Sequence[int], positions: Sequence[int], image_size: int,
                  reader: Callable[[int], Image.Image], transposed: bool) -> list[bool]:
     """Decode `positions` into `rows` of the memory-mapped images.npy; which of them could be read."""
-    from ldifs_core.datasets.folder import UNREADABLE, pil_to_uint8
+    from ldifs_core.datasets.pixels import UNREADABLE, pil_to_uint8
 
     images = np.load(images_path, mmap_mode="r+")
     ok = []
@@ -271,7 +271,7 @@ def is_cached(identity: dict, positions: np.ndarray, image_size: int) -> bool:
 
 def estimate_seconds(source: ImageSource, positions: np.ndarray, image_size: int, sample: int = 16) -> float:
     """How long decoding `positions` will take, from timing a few of them here, shared among the workers."""
-    from ldifs_core.datasets.folder import UNREADABLE, pil_to_uint8
+    from ldifs_core.datasets.pixels import UNREADABLE, pil_to_uint8
 
     reader = source.open()
     started = time.perf_counter()
