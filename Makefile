@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test bench bank pretrain
+.PHONY: run test test-fast bench bank pretrain
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -13,8 +13,11 @@ run: $(VENV)/.installed  ## the app on the embedded default at http://localhost:
 	$(PY) -m streamlit run app/main.py --server.address localhost --server.port $(PORT) \
 		--server.headless true --browser.gatherUsageStats false
 
-test: $(VENV)/.installed  ## the whole test suite
+test: $(VENV)/.installed  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed  ## unit and AppTest tests: no long training, no Ray, no browser (about 3 min)
+	$(PY) -m pytest -m "not slow and not ray and not e2e"
 
 bench: $(VENV)/.installed  ## speed and memory figures (prints, never fails on a number)
 	$(PY) benchmarks/run_all.py
