@@ -9,9 +9,8 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-run: $(VENV)/.installed  ## the app on the embedded default at http://localhost:8501
-	$(PY) -m streamlit run app/main.py --server.address localhost --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+run: $(VENV)/.installed  ## the app at http://localhost:$(PORT) (localhost only, no statistics: app/.streamlit/config.toml)
+	$(PY) -m streamlit run app/main.py --server.port $(PORT)
 
 test: $(VENV)/.installed  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
