@@ -280,6 +280,7 @@ def test_the_memory_cache_builds_a_value_once_for_concurrent_callers():
     assert len(builds) == 1 and all(r is results[0] for r in results)
 
 
+@pytest.mark.slow
 def test_a_run_shows_its_decoding_progress_in_the_store_and_the_app(photos: Path, cache: Path, store_dir: Path):
     from app.widgets import progress_bar
     from ldifs_core.runner import execute
@@ -327,6 +328,7 @@ def test_a_torchvision_dataset_is_versioned_by_its_own_folder_not_the_whole_root
     assert data_version("svhn", tmp_path) != data_version("svhn", tmp_path / "gtsrb")
 
 
+@pytest.mark.slow
 def test_the_cli_takes_all_as_no_limit_and_decodes_exactly_the_whole_split(photos: Path, cache: Path, store_dir: Path,
                                                                           tmp_path: Path, capsys):
     import json
