@@ -42,6 +42,22 @@ def session_store(tmp_path_factory):
     os.environ["LDIFS_STORE"] = str(tmp_path_factory.mktemp("session-store"))
 
 
+@pytest.fixture(scope="module")
+def model():
+    """A run's private copy of the embedded model (the loaded one is read-only)."""
+    from ldifs_core.models import load_model
+
+    return load_model().private_copy()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """200 mnist training images: enough for a few real training steps."""
+    from ldifs_core.datasets import load_split
+
+    return load_split("mnist", "train").subset(200, seed=0)
+
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOT_THE_CHECKOUTS = ("__pycache__", ".pytest_cache")  # what Python and pytest themselves keep there
 
