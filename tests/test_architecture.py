@@ -35,11 +35,16 @@ def test_listing_and_labelling_datasets_does_not_import_torch():
 
 def imports_of(path) -> set[str]:
     """Every module a file names in an import statement, at its top or inside a function (a lazy import is still a
-    dependency: it only moves the moment it is paid)."""
+    dependency: it only moves the moment it is paid). Imports under `if TYPE_CHECKING:` are for annotations only
+    and never run, so they are no dependency."""
     import ast
 
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
     named = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             named.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
