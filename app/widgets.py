@@ -263,7 +263,11 @@ def _done(record: RunRecord) -> None:
     if metrics is None:
         return
     left, middle, right = st.columns(3)
-    left.metric("Accuracy on the fine-tuning task", f"{metrics['downstream']['accuracy_after']:.1f}%")
+    checked = metrics.get("checked")
+    left.metric("Accuracy on the task (checked)" if checked else "Accuracy on the fine-tuning task",
+                f"{metrics['downstream']['accuracy_after']:.1f}%")
+    if checked and checked["note"]:
+        st.caption(display.plain(checked["note"]))
     middle.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
     middle.caption(interval_caption(metrics, "zs"))
     right.metric("Total time", format_duration(metrics.get("timings", {}).get("total_s", 0.0)))

@@ -55,11 +55,16 @@ def read_tuned_weights(path: str | Path, base: FoundationModel) -> tuple[dict[st
 def load_tuned_clip(path: str | Path, base: FoundationModel) -> tuple[nn.Module, str]:
     """A copy of `base.clip` with the tuned weights in `path` (an image-tower-only file keeps base's text tower)."""
     state, kind = read_tuned_weights(path, base)
+    return clip_with(base, state, kind), kind
+
+
+def clip_with(base: FoundationModel, state: dict[str, torch.Tensor], kind: str) -> nn.Module:
+    """A copy of `base.clip`, where base lives, with the weights `read_tuned_weights` read."""
     clip = copy.deepcopy(base.clip)
     for module in clip.modules():  # the copy is the caller's own, not the shared base
         module.__dict__.pop(READ_ONLY, None)
     (clip if kind == WHOLE_MODEL else clip.visual).load_state_dict(state)
-    return clip.eval(), kind
+    return clip.eval()
 
 
 def read_file(path: Path) -> object:

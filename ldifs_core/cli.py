@@ -1,4 +1,4 @@
-"""Command-line front end: `python -m ldifs_core run|sweep|sequence|list|show|export|wise|report`.
+"""Command-line front end: `python -m ldifs_core run|sweep|sequence|check|list|show|export|wise|report`.
 
 Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
 before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS, OBJECTIVES,
-                               REGULARISED, RUN_SETTINGS, RunConfig)
+                               REGULARISED, RUN_OBJECTIVES, RUN_SETTINGS, RunConfig)
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.hooks import Progress, RunHooks
@@ -173,11 +173,12 @@ def flag_of(name: str) -> str:
     return RUN_SETTINGS[name].flag or f"--{name.replace('_', '-')}"
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, sweep: bool) -> None:
-    """A flag for every setting that declares one, general or an objective's option, with its help, default and
-    choices. A grid setting (one an objective's sweep runs every value of) takes a comma list."""
+def add_setting_flags(parser: argparse.ArgumentParser, sweep: bool, only: tuple[str, ...] | None = None) -> None:
+    """A flag for every setting that declares one (or for those named in `only`), general or an objective's option,
+    with its help, default and choices. A grid setting (one an objective's sweep runs every value of) takes a comma
+    list."""
     for setting_name, declared in RUN_SETTINGS.items():
-        if declared.flag == NO_FLAG:
+        if declared.flag == NO_FLAG or (only is not None and setting_name not in only):
             continue
         default = getattr(RunConfig, setting_name)
         owner = next((o for o, options in OBJECTIVE_OPTIONS.items() if setting_name in options), None)
@@ -328,6 +329,11 @@ def interval(ci: list[float] | None) -> str:
 def cmd_run(args) -> int:
     cfg = config_from(args, args.objective, args.lam, args.seed)
     check_output("--json", args.json)
+    return record_and_run(cfg, args)
+
+
+def record_and_run(cfg: RunConfig, args) -> int:
+    """Record the run of the checked settings `cfg` in the store, run it, print its summary (and write --json)."""
     store = RunStore(args.store)
     run_id = store.create(cfg)
     try:
@@ -499,8 +505,11 @@ def cmd_show(args) -> int:
     print(f"Run {record.run_id}: {record.status}" + (f": {record.message.removeprefix('unreadable: ')}"
                                                      if record.message else ""))
     cfg = record.config
-    print(f"  {cfg.describe()}; model {cfg.model or 'embedded'}, lr {cfg.lr:g}, batch {cfg.batch_size}, "
-          f"init {cfg.init}" + (f"; {progress_text(record.progress)}" if record.status == "running" else ""))
+    made = (f"base {cfg.model or 'embedded'} ({cfg.pretrained or 'embedded weights'}), tuned file {cfg.tuned} "
+            f"(sha256 {(cfg.tuned_sha256 or '')[:12]}…)" if cfg.checked else
+            f"model {cfg.model or 'embedded'}, lr {cfg.lr:g}, batch {cfg.batch_size}, init {cfg.init}")
+    print(f"  {cfg.describe()}; {made}" + (f"; {progress_text(record.progress)}" if record.status == "running"
+                                           else ""))
     if metrics is not None:
         print(results_summary(metrics))
     folder = store.root / record.run_id
@@ -512,13 +521,18 @@ def cmd_show(args) -> int:
 
 def results_summary(metrics: dict) -> str:
     """The task's accuracy before and after, and the forgetting on each dataset checked, with n and intervals."""
-    down = metrics["downstream"]
+    down, checked = metrics["downstream"], metrics.get("checked")
+    after = ("with its head" if checked.get("head") else "zero-shot") if checked else "after fine-tuning"
     lines = [f"Task {down['dataset']} (n = {down['n']}): {down['zero_shot_before']:.1f} % zero-shot before -> "
-             f"{down['accuracy_after']:.1f} % after fine-tuning ({down['change']:+.1f} points"
-             f"{interval(down.get('change_ci'))})",
-             "Forgetting: change of accuracy in points, 95 % interval (negative = forgotten)"]
+             f"{down['accuracy_after']:.1f} % {after} ({down['change']:+.1f} points"
+             f"{interval(down.get('change_ci'))})"]
+    if checked:
+        lines.append(f"Checked: {checked['tuned']} ({checked['found']}) against the base model"
+                     + (f". Note: {checked['note']}" if checked["note"] else ""))
+    lines.append("Forgetting: change of accuracy in points, 95 % interval (negative = forgotten)")
+    task = [{**metrics["stage_task"], "dataset": f"{down['dataset']} (task)"}] if checked else []
     rows = [(f["dataset"], str(f["n"]), f"{f['zs_delta']:+.1f}{interval(f.get('zs_delta_ci'))}",
-             f"{f['lp_delta']:+.1f}{interval(f.get('lp_delta_ci'))}") for f in metrics["forgetting"]]
+             f"{f['lp_delta']:+.1f}{interval(f.get('lp_delta_ci'))}") for f in task + metrics["forgetting"]]
     rows.append(("mean", "", f"{metrics['mean_zs_delta']:+.1f}{interval(metrics.get('mean_zs_delta_ci'))}",
                  f"{metrics['mean_lp_delta']:+.1f}{interval(metrics.get('mean_lp_delta_ci'))}"))
     table = [("dataset", "n", "zero-shot", "linear probe"), *rows]
@@ -569,6 +583,51 @@ def cmd_wise(args) -> int:
         print(f"α={m['alpha']:.2f}  {m['downstream']['dataset']}: {m['downstream']['accuracy_after']:.1f}%   "
               f"forgetting: ZS {m['mean_zs_delta']:+.1f} pts, LP {m['mean_lp_delta']:+.1f} pts")
     return 0
+
+
+# -- check: a checkpoint fine-tuned elsewhere, evaluated and stored like a run (ldifs_core/check.py) ---------
+
+# The settings a check reads (no training settings: nothing trains).
+CHECK_SETTINGS = ("eval_limit", "probe_limit", "probe_cap", "ldifs_taps", "device", "data_root", "download",
+                  "save_weights")
+
+
+def add_check_parser(sub) -> argparse.ArgumentParser:
+    check = sub.add_parser("check", help="check a checkpoint fine-tuned elsewhere for forgetting: a run of kind "
+                           "'checked', shown and exported like any run")
+    check.add_argument("--model", help="open_clip model the checkpoint was fine-tuned from, e.g. ViT-B-32 "
+                       "(default: the embedded model)")
+    check.add_argument("--base", help="its base weights: an open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a "
+                       "checkpoint file (default: the embedded model's)")
+    check.add_argument("--tuned", required=True, help="the fine-tuned checkpoint: a state dict of the whole CLIP or "
+                       "of its image tower, an open_clip training checkpoint, or safetensors")
+    check.add_argument("--task", help=f"the dataset it was fine-tuned on: accuracy before/after there (default: "
+                       f"{RunConfig.dataset}, the lab's default task)")
+    check.add_argument("--datasets", help="comma list of datasets checked for forgetting (default: every other "
+                       "concept-bank domain)")
+    check.add_argument("--head", help="the classification head trained with it (a state dict with weight [classes, "
+                       "features] and optional bias, or a tensor): task accuracy with that head too")
+    check.add_argument("--seed", type=int, default=RunConfig.seed, help="seed of the linear probes and the UMAP")
+    add_setting_flags(check, sweep=False, only=CHECK_SETTINGS)
+    check.add_argument("--no-umap", action="store_true", help="skip the UMAP pictures (faster)")
+    check.add_argument("--store", type=Path, help=STORE_HELP)
+    check.add_argument("--json", type=Path, help="also write the metrics JSON here")
+    return check
+
+
+def cmd_check(args) -> int:
+    """Every file is read and checked against the base model before the run is recorded."""
+    from ldifs_core.check import check_config, preflight
+
+    datasets = (comma_list("--datasets", args.datasets, name, "animals,quickdraw")
+                if args.datasets is not None else None)
+    settings = {key: getattr(args, key) for key in CHECK_SETTINGS if key != "ldifs_taps"}
+    cfg = check_config(args.model, args.base, args.tuned, args.task, datasets, args.head, seed=args.seed,
+                       ldifs_taps=one_value(flag_of("ldifs_taps"), grid_values(args, "ldifs_taps")),
+                       umap_points=0 if args.no_umap else RunConfig.umap_points, **settings)
+    check_output("--json", args.json)
+    preflight(cfg)
+    return record_and_run(cfg, args)
 
 
 # -- report: one self-contained HTML file of finished runs ---------------------------------------------------
@@ -662,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each stage starting from the last; prints the forgetting matrix"), sequence=True)
     listing = sub.add_parser("list", help="runs in the store (unreadable ones with the reason)")
     listing.add_argument("--dataset")
-    listing.add_argument("--objective", choices=OBJECTIVES)
+    listing.add_argument("--objective", choices=RUN_OBJECTIVES)
     listing.add_argument("--status", choices=LISTED_STATUSES)
     show = sub.add_parser("show", help="one run's summary: status, settings, accuracy, forgetting, files")
     show.add_argument("run")
@@ -674,13 +733,14 @@ def build_parser() -> argparse.ArgumentParser:
     wise = sub.add_parser("wise", help="WiSE-FT: evaluate (1-α)·θ₀ + α·θ of a finished run")
     wise.add_argument("run")
     wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma list of α in 0..1")
+    add_check_parser(sub)
     report = add_report_parser(sub)
     for p in (listing, show, export, wise, report):
         p.add_argument("--store", type=Path, help=STORE_HELP)
     return parser
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
+COMMANDS = {"run": cmd_run, "check": cmd_check, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report}
 
 

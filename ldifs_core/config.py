@@ -3,6 +3,7 @@ user needs, and a JSON round-trip."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 
 from ldifs_core.errors import BadConfig
@@ -33,6 +34,10 @@ OBJECTIVE_OPTIONS = {name: tuple(option.name for option in kind.options)
                      for name, kind in OBJECTIVE_TYPES.items() if kind.options}
 # Settings a CLI sweep takes as comma lists, running every value for the objectives that name them (ldifs: taps).
 GRID_SETTINGS = tuple(dict.fromkeys(name for kind in OBJECTIVE_TYPES.values() for name in kind.grid))
+# A run the lab did not train: a checkpoint fine-tuned elsewhere, compared with its base model by `check`
+# (ldifs_core/check.py) and evaluated and stored exactly as a trained run. Its objective says so; nothing trains.
+CHECKED = "checked"
+RUN_OBJECTIVES = (*OBJECTIVES, CHECKED)  # what a stored run's objective may be
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 SCHEMA_VERSION = 2  # of metrics.json; see the README's "The metrics JSON"
@@ -68,7 +73,8 @@ class RunSettings:
 
     dataset: str = setting("mnist", help="registered dataset name or an ImageFolder path", flag=NO_FLAG)
     objective: str = setting("ldifs", help="the fine-tuning objective (the README's objectives table says what each "
-                             "does)", choices=OBJECTIVES, flag=NO_FLAG)
+                             "does), or 'checked' for a checkpoint fine-tuned elsewhere", choices=RUN_OBJECTIVES,
+                             flag=NO_FLAG)
     lam: float | None = setting(None, help="regulariser weight", empty=True, flag=NO_FLAG)  # None: the default
     init: str = setting("zs", help="head init: zero-shot or linear probe", choices=INITS)
     model: str | None = setting(None, help="open_clip model name (default: the embedded model)", empty=True)
@@ -120,6 +126,13 @@ class RunSettings:
                           "(previous)", choices=ANCHORS, flag=NO_FLAG)
     sequence_id: str = setting("", help="the sequence this run is a stage of ('' for a single run)", flag=NO_FLAG)
     stage: int | None = setting(None, help="its position there (1 = the first task)", empty=True, flag=NO_FLAG)
+    # -- a checked run (objective "checked"): the files it compares with the base model, named and hashed --
+    tuned: str | None = setting(None, help="the fine-tuned checkpoint a checked run compares with the base model",
+                                empty=True, flag=NO_FLAG)
+    tuned_sha256: str | None = setting(None, help="its content hash", empty=True, flag=NO_FLAG)
+    tuned_head: str | None = setting(None, help="the classification head trained with it (optional)", empty=True,
+                                     flag=NO_FLAG)
+    tuned_head_sha256: str | None = setting(None, help="its content hash", empty=True, flag=NO_FLAG)
 
     @property
     def effective_lam(self) -> float:
@@ -131,6 +144,11 @@ class RunSettings:
         if self.lam is not None or self.objective not in REGULARISED:
             return self
         return replace(self, lam=defaults[self.objective])
+
+    @property
+    def checked(self) -> bool:
+        """A checkpoint fine-tuned elsewhere, not a run the lab trains."""
+        return self.objective == CHECKED
 
     @property
     def regularised(self) -> bool:
@@ -162,6 +180,12 @@ class RunSettings:
                             "name at least one other dataset")
         if self.objective in OBJECTIVE_TYPES:
             problems += OBJECTIVE_TYPES[self.objective].problems(self)
+        if self.checked and not (self.tuned and self.tuned_sha256):
+            problems.append("a checked run needs the tuned checkpoint and its hash (use `check`)")
+        if self.checked and bool(self.tuned_head) != bool(self.tuned_head_sha256):
+            problems.append("a checked run's head file needs its hash (use `check`)")
+        if not self.checked and (self.tuned or self.tuned_head):
+            problems.append("tuned and tuned_head belong to checked runs only")
         if problems:
             raise BadConfig("Invalid run settings: " + "; ".join(problems) + ".")
         return self
@@ -181,6 +205,9 @@ class RunSettings:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def describe(self) -> str:
+        if self.checked:
+            head = f" with its head {Path(self.tuned_head).name}" if self.tuned_head else ""
+            return f"checked {Path(self.tuned or '').name}{head} on {self.dataset}"
         lam = f" λ={self.effective_lam:g}" if self.regularised else ""
         if self.objective == "ldifs" and (self.ldifs_taps, self.ldifs_variant) != (4, "paper"):
             lam += f" taps={self.ldifs_taps} {self.ldifs_variant}"

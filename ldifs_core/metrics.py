@@ -110,6 +110,18 @@ class Timings:
         return _write(self)
 
 
+@dataclass
+class CheckedCheckpoint:
+    """A checked run's files (ldifs_core/check.py): what was found in the tuned file, and whether it equals the base."""
+
+    tuned: str
+    tuned_sha256: str
+    found: str  # "whole model" or "image tower only"
+    identical: bool  # every tensor in the file equals the base model's
+    note: str  # shown with the run ('' when there is nothing to say)
+    head: str | None = None  # the classification head file, when one was given
+
+
 @dataclass(kw_only=True)
 class Evaluation:
     """What one evaluation of tuned weights measured: a run's, or a WiSE-FT mix's (wise.py: these keys plus
@@ -147,14 +159,17 @@ class RunMetrics(Evaluation):
     # the order the lab writes the keys in (from_json, to_json and messages follow it)
     JSON_ORDER: ClassVar[tuple[str, ...]] = (
         "code_version", "run_id", "config", "status", "model", "device", "schema_version", "downstream", "forgetting",
-        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "timings")
+        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "checked",
+        "timings")
     code_version: int | None = None  # None: stored before runs carried it (counts as 1)
     config: dict  # RunConfig.to_dict() of the run
     status: str
     model: str
     device: str
     schema_version: int
-    stage_task: DatasetReport | None = None  # a sequence's stage only: its own task, the matrix's diagonal
+    # its own task checked as the other datasets are: a sequence's stage (the matrix's diagonal), a checked run
+    stage_task: DatasetReport | None = None
+    checked: CheckedCheckpoint | None = None  # a checked run only
     timings: Timings
 
     def run_config(self) -> RunConfig:
@@ -327,6 +342,7 @@ _LEAVES = {  # type -> (does a JSON value fit it, how a message names it)
     float: (_is_number, "a number"),
     int: (lambda v: type(v) is int or isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     str: (lambda v: isinstance(v, str), "text"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
     dict: (lambda v: isinstance(v, dict), "an object"),
     Interval: (_is_interval, "an interval [low, high]"),
 }

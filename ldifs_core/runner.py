@@ -20,7 +20,8 @@ from ldifs_core.evaluate import EvalData, dataset_report, forgetting_report, pla
 from ldifs_core.hooks import NO_HOOKS, EvaluationProgress, Progress, RunHooks, TrainEvent
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.models import FoundationModel, describe_device, load_model, pick_device
-from ldifs_core.objectives import OBJECTIVE_TYPES
+from ldifs_core.check import checked_result
+from ldifs_core.objectives import OBJECTIVE_TYPES, Objective
 from ldifs_core.store import RunStore
 from ldifs_core.train import FinetuneResult, finetune
 from ldifs_core.weights import run_weights, tuned_from_weights
@@ -65,7 +66,7 @@ def cached_subset(name: str, split: str, selection: Selection, image_size: int, 
 @dataclass(frozen=True)
 class PreparedRun:
     base: FoundationModel  # this run's private θ₀ on `device`
-    train: ImageSet
+    train: ImageSet | None  # None for a checked run: nothing trains
     test: ImageSet
     others: dict[str, EvalData]
     device: torch.device
@@ -95,9 +96,11 @@ def _prepare(cfg: RunConfig, progress: decoding.Progress | None) -> PreparedRun:
     def load(name: str, split: str, selection: Selection, hint: str) -> ImageSet:
         return cached_subset(name, split, selection, shared.image_size, cfg.data_root, cfg.download, hint, progress)
 
-    train = load(cfg.dataset, "train", Selection(cfg.train_limit, SUBSET_SEED), TRAIN_LIMIT_HINT)
-    require_classes(train, "fine-tuning task")
-    if len(train) < cfg.batch_size:
+    train = None if cfg.checked else load(cfg.dataset, "train", Selection(cfg.train_limit, SUBSET_SEED),
+                                          TRAIN_LIMIT_HINT)
+    if train is not None:
+        require_classes(train, "fine-tuning task")
+    if train is not None and len(train) < cfg.batch_size:
         raise DatasetUnavailable(f"'{cfg.dataset}' has only {len(train)} training images, fewer than the batch size "
                                  f"{cfg.batch_size}. Lower the batch size or add images.")
     others = {name: evaluation_data(cfg, name, shared.image_size, progress) for name in names}
@@ -117,7 +120,7 @@ def evaluation_data(cfg: RunConfig, name: str, image_size: int, progress: decodi
 
 
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
-    keep = lambda k: k.startswith("visual.") or OBJECTIVE_TYPES[objective].trains_text
+    keep = lambda k: k.startswith("visual.") or OBJECTIVE_TYPES.get(objective, Objective).trains_text  # checked: no
     weights = {f"clip.{k}": v.detach().cpu().contiguous() for k, v in result.clip.state_dict().items() if keep(k)}
     for prefix, head in (("head", result.head), ("initial_head", result.initial_head)):
         weights.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
@@ -169,12 +172,16 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         sequence_started = time.perf_counter()  # a sequence's own work is timed apart (benchmarks/sequence_bench.py)
         start = starting_clip(store, cfg, run.base)
         sequence_s = time.perf_counter() - sequence_started
-        result = finetune(cfg, run.base, run.train, run.device, recorder, start)
-        evaluation = EvaluationProgress(recorder, Progress("evaluating", step=cfg.steps, total_steps=cfg.steps))
+        if cfg.checked:  # a checkpoint fine-tuned elsewhere takes the fine-tuning's place
+            result, checked = checked_result(cfg, run.base, run.test)
+        else:
+            result = finetune(cfg, run.base, run.train, run.device, recorder, start)
+        steps = 0 if cfg.checked else cfg.steps
+        evaluation = EvaluationProgress(recorder, Progress("evaluating", step=steps, total_steps=steps))
         eval_started = time.perf_counter()
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
                                            progress=evaluation)
-        if cfg.sequence_id:
+        if cfg.sequence_id or cfg.checked:
             sequence_started = time.perf_counter()
             report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, evaluation)
             sequence_s += time.perf_counter() - sequence_started
@@ -199,6 +206,7 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         "model": run.base.label,
         "device": describe_device(run.device),
         **report,
+        **({"checked": checked} if cfg.checked else {}),
         "timings": {"train_s": round(result.train_s, 3), "eval_s": round(eval_s, 3),
                     "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3),
                     **({"sequence_s": round(sequence_s, 3)} if cfg.sequence_id else {})},

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, OBJECTIVES, SCHEMA_VERSION, STATUSES,
+from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, RUN_OBJECTIVES, SCHEMA_VERSION, STATUSES,
                                 STORED_DEFAULT_LAMBDA, RunConfig)
 from ldifs_core import disk, ownership
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
@@ -508,7 +508,7 @@ def _config_of(row: sqlite3.Row) -> tuple[RunConfig, str | None]:
         config = RunConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         return _config_from_columns(row), f"its settings do not parse ({err})"
-    if config.objective not in OBJECTIVES:
+    if config.objective not in RUN_OBJECTIVES:
         lam = config.lam if isinstance(config.lam, (int, float)) else 0.0  # keeps effective_lam defined
         return replace(config, lam=lam), f"its objective '{config.objective}' is unknown to this version"
     return config.with_lambda_resolved(STORED_DEFAULT_LAMBDA), None  # None: stored before λ was resolved

@@ -12,7 +12,7 @@ from torch import nn
 from ldifs_core.errors import BadConfig, RunUnreadable
 from ldifs_core.evaluate import forgetting_report
 from ldifs_core.hooks import NO_HOOKS, EvaluationProgress, RunHooks
-from ldifs_core.objectives import OBJECTIVE_TYPES
+from ldifs_core.objectives import OBJECTIVE_TYPES, Objective
 from ldifs_core.runner import prepare
 from ldifs_core.store import RunStore
 from ldifs_core.weights import run_weights, tuned_from_weights
@@ -43,7 +43,7 @@ def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_u
     except (KeyError, RuntimeError) as err:
         raise RunUnreadable(f"unreadable: the weights file of run {run_id} does not fit its model ({str(err).splitlines()[0][:160]}); "
                        f"it was replaced by another file. Run the configuration again.") from None
-    kind = OBJECTIVE_TYPES[cfg.objective]
+    kind = OBJECTIVE_TYPES.get(cfg.objective, Objective)  # a checked run's heads mix like the weights
     results = []
     for alpha in alphas:
         hooks.check(f"before WiSE-FT α = {alpha:g}")

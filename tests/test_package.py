@@ -109,7 +109,14 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_outside_the_checkout(tmp_
               "200", "--eval-limit", "100", "--probe-limit", "10")
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert any((work / "runs").iterdir()), "the default store is ./runs in the folder it ran in"
-    # TODO(coordinator): `ldifs-lab check --tuned …` here once the check subcommand exists (issue 21).
+    import torch
+
+    from ldifs_core.models import load_model
+
+    torch.save(load_model().clip.visual.state_dict(), work / "tower.pt")  # an "image tower only" file
+    checked = lab("check", "--tuned", "tower.pt", "--datasets", "animals", "--no-umap", "--eval-limit", "30",
+                  "--probe-limit", "2")
+    assert checked.returncode == 0 and "checked mnist" in checked.stdout, checked.stderr[-2000:]
 
     port = free_port()
     app = subprocess.Popen(["ldifs-lab", "app", "--port", str(port)], cwd=work, env=env, stdout=subprocess.DEVNULL,

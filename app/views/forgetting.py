@@ -62,7 +62,10 @@ metrics = widgets.finished_run_metrics()
 if metrics is not None:
     downstream = metrics["downstream"]
     gain, zs, lp = st.columns(3)
-    gain.metric(f"Accuracy on {display.plain(downstream['dataset'])} (fine-tuned)",
+    checked = metrics.get("checked")  # a checkpoint fine-tuned elsewhere (`check`)
+    if checked and checked["note"]:
+        st.info(display.plain(checked["note"]), icon=":material/info:")
+    gain.metric(f"Accuracy on {display.plain(downstream['dataset'])} ({'checked' if checked else 'fine-tuned'})",
                 f"{downstream['accuracy_after']:.1f}%",
                 display.metric_delta(downstream["change"], "points vs zero-shot before"))
     gain.caption(f"Gain: {display.interval(downstream['change_ci'])}, n = {downstream['n']} test images")

@@ -1,10 +1,11 @@
-"""Launch: pick a model, a task and an objective, and queue a fine-tuning run; follow it live."""
+"""Launch: pick a model, a task and an objective, and queue a fine-tuning run, or check a checkpoint fine-tuned
+elsewhere (app/check_form.py); follow it live."""
 import datetime as dt
 from pathlib import Path
 
 import streamlit as st
 
-from app import jobs, launch_checks, model_picker, objective_options, results, widgets
+from app import check_form, jobs, launch_checks, model_picker, objective_options, results, widgets
 from app.folder_preview import folder_preview
 from app.launch_checks import checked_setting, passes
 from ldifs_core import reuse
@@ -29,6 +30,7 @@ BN_LABELS = {"train": "updated while training (the paper's recipe)", "frozen": "
 SEQUENCE_DEFAULT = SequenceConfig(("mnist", "fashion_mnist", "animals"))
 SEQUENCE_TASKS = list(SEQUENCE_DEFAULT.tasks)
 ANCHOR_LABELS = {"original": "the pre-trained model θ₀", "previous": "where the stage started (released code)"}
+FINE_TUNE, CHECK = "Fine-tune", "Check a fine-tuned checkpoint"
 
 
 @st.cache_resource(show_spinner=False)
@@ -88,8 +90,26 @@ def offer_finished(cfg: RunConfig | None) -> bool:
     return False
 
 
+def recent_runs(stored: list) -> None:
+    """The store's newest runs, live, under either form."""
+    recent = stored[:RECENT_RUNS]
+    if recent:
+        st.subheader("Recent runs")
+        st.caption("The newest runs of this lab, from every tab and session (and the command line): they stay here "
+                   "after a reload.")
+        widgets.live_runs([record.run_id for record in reversed(recent)])
+        older = len(stored) - len(recent)
+        if older:
+            st.page_link("views/runs.py", label=f"{older} older run(s) on Runs & sweeps", icon=":material/table_rows:")
+
+
 jobs.job_runner().request_warm_up()  # runs start here: the idle worker pays its heavy imports now, once
 st.title("Launch a fine-tuning run")
+if st.segmented_control("What to launch", (FINE_TUNE, CHECK), default=FINE_TUNE, required=True,
+                        label_visibility="collapsed", key="launch-action") == CHECK:
+    check_form.check_form(launch_checks.data_root_typed(DATA_ROOT))
+    recent_runs(results.run_store().list())
+    st.stop()
 st.markdown("Fine-tune the image encoder on one dataset, then measure what it forgot on the others. "
             "Runs go to a queue and continue in the background — you can switch pages or close the tab.")
 
@@ -235,12 +255,4 @@ ran_again = offer_finished(None if as_sequence else cfg)
 
 if started or ran_again:
     stored = results.run_store().list()  # with the run just queued
-recent = stored[:RECENT_RUNS]
-if recent:
-    st.subheader("Recent runs")
-    st.caption("The newest runs of this lab, from every tab and session (and the command line): they stay here "
-               "after a reload.")
-    widgets.live_runs([record.run_id for record in reversed(recent)])
-    older = len(stored) - len(recent)
-    if older:
-        st.page_link("views/runs.py", label=f"{older} older run(s) on Runs & sweeps", icon=":material/table_rows:")
+recent_runs(stored)

@@ -1,0 +1,38 @@
+"""Launch's "Check a fine-tuned checkpoint": the CLI's checks of the files run before anything is queued."""
+from __future__ import annotations
+
+import torch
+from streamlit.testing.v1 import AppTest
+
+from app.check_form import START_CHECK
+from app.views.launch import CHECK
+from ldifs_core.models import load_model
+from tests.app.conftest import open_page
+
+
+def check_form(app: AppTest, tuned: str) -> AppTest:
+    open_page(app, "launch")
+    app.segmented_control(key="launch-action").set_value(CHECK).run()
+    next(t for t in app.text_input if t.label == "Fine-tuned checkpoint file").input(tuned)
+    next(b for b in app.button if b.label == START_CHECK).click().run(timeout=60)
+    return app
+
+
+def errors(app: AppTest) -> str:
+    return "\n".join(str(e.value) for e in app.error)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_and_nothing_is_queued(app, store, tmp_path):
+    (tmp_path / "notes.pt").write_text("my notes")
+    check_form(app, str(tmp_path / "notes.pt"))
+    assert "is not a checkpoint: it is a text file" in errors(app)
+    assert store.list() == []
+
+
+def test_a_good_checkpoint_is_queued_as_a_checked_run(app, store, tmp_path):
+    torch.save(load_model().clip.visual.state_dict(), tmp_path / "tower.pt")
+    check_form(app, str(tmp_path / "tower.pt"))
+    assert not app.exception and errors(app) == ""
+    [record] = store.list()
+    assert record.config.checked and record.config.tuned == str(tmp_path / "tower.pt")
+    assert record.config.describe().startswith("checked tower.pt")
