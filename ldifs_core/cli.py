@@ -1,4 +1,4 @@
-"""Command-line front end: `python -m ldifs_core run|sweep|sequence|list|show|export|wise|report`.
+"""Command-line front end: `python -m ldifs_core run|sweep|sequence|list|show|export|wise|report|store`.
 
 Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
 before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
@@ -628,6 +628,16 @@ def cmd_sequence(args) -> int:
     return 0
 
 
+def cmd_store(args) -> int:
+    """Upkeep of the store itself: `store rebuild-index` brings back every run its folders hold."""
+    from ldifs_core.store import rebuild_index
+
+    store, added, kept = rebuild_index(args.store)
+    aside = f"; the unreadable index is kept as {kept}" if kept else ""
+    print(f"Run index of {store.root}: {added} run(s) added from their folders, {len(store.list())} in all{aside}.")
+    return 0
+
+
 def sequence_table(summary: dict) -> str:
     """The forgetting matrix as text: one row per finished stage, one column per dataset, zero-shot / probe."""
     lines = [f"Sequence {summary['sequence_id']}: {summary['objective']} on {' → '.join(summary['tasks'])}, "
@@ -675,13 +685,17 @@ def build_parser() -> argparse.ArgumentParser:
     wise.add_argument("run")
     wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma list of α in 0..1")
     report = add_report_parser(sub)
-    for p in (listing, show, export, wise, report):
+    store = sub.add_parser("store", help="upkeep of the run store: `store rebuild-index` rebuilds a lost, emptied or "
+                           "unreadable index from the run folders (nothing is deleted)")
+    store.add_argument("action", choices=("rebuild-index",))
+    for p in (listing, show, export, wise, report, store):
         p.add_argument("--store", type=Path, help=STORE_HELP)
     return parser
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
-            "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report}
+            "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report,
+            "store": cmd_store}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
