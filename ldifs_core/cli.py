@@ -605,14 +605,18 @@ def add_sequence_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_sequence(args) -> int:
-    from ldifs_core.sequence import SequenceConfig, plan_sequence, run_sequence
+    from ldifs_core.sequence import SequenceConfig, plan_or_resume, run_sequence
 
     tasks = comma_list("--tasks", args.tasks, name, "mnist,fashion_mnist,animals")
     seq = SequenceConfig(tuple(tasks), args.anchor, config_from(args, args.objective, args.lam, args.seed,
                                                                  dataset=tasks[0]))
     check_output("--json", args.json)
     store = RunStore(args.store)
-    sequence_id = plan_sequence(seq, store)
+    sequence_id, done = plan_or_resume(seq, store)
+    if done is not None:
+        kept = f"stage(s) 1–{done} are done and kept" if done else "no stage had finished"
+        print(f"Resuming sequence {sequence_id}, which stopped before its end: {kept}; it goes on from stage "
+              f"{done + 1}.", file=sys.stderr)
     progress = TerminalProgress(stages=len(tasks))
     try:
         state = run_sequence(store, sequence_id, hooks=progress)
