@@ -236,13 +236,11 @@ class RunStore:
         """
         if self.read_only:
             return 0
-        with self._connect() as db:
-            active = db.execute(
-                "SELECT run_id, updated_at, owner_host, owner_pid, owner_started FROM runs"
-                " WHERE status IN ('queued', 'running')"
-            ).fetchall()
-        orphans = [row for row in active
-                   if not ownership.owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"])]
+        active = self._query("SELECT * FROM runs WHERE status IN ('queued', 'running')")
+        return self._interrupt([row for row in active
+                                if not ownership.owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"])])
+
+    def _interrupt(self, orphans: list[sqlite3.Row]) -> int:
         interrupted = []
         with self._connect() as db:
             for row in orphans:
@@ -284,8 +282,8 @@ class RunStore:
         filters = {"dataset": dataset, "objective": objective, "status": None if status == UNREADABLE else status}
         used = {column: value for column, value in filters.items() if value is not None}
         where = " AND ".join(f"{column} = ?" for column in used) or "1"
-        rows = self._query(f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, rowid DESC",
-                           tuple(used.values()))
+        rows = self._rows(f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, rowid DESC",
+                          tuple(used.values()))
         records = [_record(row, self.root) for row in rows]
         return records if status is None else [record for record in records if record.status == status]
 
@@ -451,8 +449,18 @@ class RunStore:
         return StoreUnavailable(f"The run store {self.root} is read-only here: its runs can be listed, shown and "
                                 f"exported, not recorded. Point --store (or $LDIFS_STORE) at a folder you can write.")
 
+    def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """Rows of runs as they are now: one left queued or running by a process of this host that has gone (a
+        CLI run killed with kill -9) is recorded interrupted first, so no page shows it waiting forever."""
+        rows = self._query(sql, params)
+        gone = [row for row in rows if row["status"] in ("queued", "running")
+                and ownership.owner_gone(row["owner_host"], row["owner_pid"], row["owner_started"])]
+        if gone and not self.read_only and self._interrupt(gone):
+            rows = self._query(sql, params)
+        return rows
+
     def _row(self, run_id: str) -> sqlite3.Row:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             raise self._not_found(run_id)
         return rows[0]

@@ -23,6 +23,7 @@ from ldifs_core.config import CODE_VERSION, SCHEMA_VERSION, RunConfig
 from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
 from ldifs_core.wise_records import save_wise, wise_results
+from tests.cli_process import start_cli_like_run
 
 METRICS = {  # the top level of a metrics.json (schema 2); the store reads no deeper
     "downstream": {"dataset": "mnist", "accuracy_after": 97.1, "zero_shot_before": 48.5, "per_class": []},
@@ -659,6 +660,20 @@ def test_a_run_whose_process_exited_but_was_not_yet_reaped_is_interrupted(tmp_pa
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)
+
+
+def test_runs_of_a_process_killed_with_sigkill_show_as_interrupted_without_reopening_the_store(tmp_path):
+    """The app opens its store once: a CLI run killed with kill -9 must not stay "queued"/"running" there forever."""
+    app_store = RunStore(tmp_path)
+    process, running, queued = start_cli_like_run(tmp_path)
+    try:
+        assert [app_store.get(r).status for r in (running, queued)] == ["running", "queued"]  # alive: left alone
+    finally:
+        process.kill()
+        process.wait()
+    for record in (app_store.get(running), *[r for r in app_store.list() if r.run_id == queued]):
+        assert (record.status, record.message) == ("interrupted", INTERRUPTED_MESSAGE)
+    assert json.loads((tmp_path / running / "status.json").read_text())["status"] == "interrupted"
 
 
 def test_runs_owned_by_this_process_stay_active_when_another_store_opens(tmp_path):
