@@ -153,6 +153,16 @@ def open_tab(app: AppTest, label: str) -> AppTest:
     return app.run()
 
 
+def test_the_runs_page_draws_only_the_chart_of_its_open_chart_tab(app, store, populated):
+    """Issue 20 "Load": 20 browsers took 155 s to draw the page's three charts; one is drawn until another is asked."""
+    open_page(app, "runs")
+    assert chart_titles(app) == ["Trade-off: downstream accuracy vs forgetting elsewhere"]
+    app.session_state["runs-chart-tab"] = "Per objective"
+    assert [title.startswith("Per objective") for title in chart_titles(app.run())] == [True]
+    app.session_state["runs-chart-tab"] = "λ against accuracy and forgetting"
+    assert [("against λ" in title) for title in chart_titles(app.run())] == [True]
+
+
 def test_runs_page_plots_the_tradeoff_and_offers_the_one_csv_export_and_the_json(app, store, populated, monkeypatch):
     exported = []
     monkeypatch.setattr(export, "metrics_csv", lambda metrics: exported.append(metrics["run_id"]) or "csv")
