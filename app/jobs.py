@@ -26,6 +26,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ class JobRunner:
         self._live: dict[str, list[dict]] = {}
         self._wise: dict[str, WiseState] = {}  # run id -> its latest WiSE-FT job
         self._warm_up_asked = self._warmed = False
+        self._warming_since: float | None = None  # monotonic time the warm-up began, while it runs
         threading.Thread(target=self._work, name="ldifs-job-worker", daemon=True).start()
 
     # -- what sessions call --------------------------------------------------------------------------
@@ -281,6 +283,12 @@ class JobRunner:
                 if job_id in job_ids(job):
                     return position
         return None
+
+    def warming_up_s(self) -> float | None:
+        """Seconds the worker has been warming up (loading torch, open_clip, compiling UMAP), None when it is not:
+        the next job waits for it, which can take minutes on a busy machine."""
+        with self._changed:
+            return None if self._warming_since is None else time.monotonic() - self._warming_since
 
     def live_history(self, run_id: str) -> list[dict]:
         """Per-step losses of the running run (the store only gets the full history when the run ends)."""
@@ -394,10 +402,15 @@ class JobRunner:
             self._wise[run_id].computed.append(alpha)
 
     def _do_warm_up(self) -> None:
+        with self._changed:
+            self._warming_since = time.monotonic()
         try:
             self._warm_up()
         except Exception:  # a failed warm-up only costs the first run some seconds
             log.exception("warm-up failed")
+        finally:
+            with self._changed:
+                self._warming_since = None
 
     def _next(self) -> RunJob | WiseJob | None:
         """The next job, or None when it is time to warm up (once: when asked, or before the first job)."""

@@ -212,10 +212,18 @@ def _queued(record: RunRecord) -> None:
         st.progress(0.0, text=f"Queued — waits for stage {record.config.stage - 1} of its sequence, whose weights it "
                               f"starts from.")
     else:
-        position = runner.queue_position(record.run_id)
-        ahead = f"{position - 1} more job(s) ahead of it" if position and position > 1 else "next in line"
-        st.progress(0.0, text=f"Queued — {ahead}; jobs go one at a time.")
+        st.progress(0.0, text=queue_line(runner.queue_position(record.run_id), runner.warming_up_s()))
     _cancel_button(record)
+
+
+def queue_line(position: int | None, warming_s: float | None) -> str:
+    """Where a queued run waits, and what for when the worker is still starting (minutes on a busy machine)."""
+    if position and position > 1:
+        return f"Queued — {position - 1} more job(s) ahead of it; jobs go one at a time."
+    if warming_s is not None:
+        return (f"Queued — next in line, waiting for the worker to start: loading torch, open_clip and the model "
+                f"({format_duration(warming_s)} so far, once per server start).")
+    return "Queued — next in line; jobs go one at a time."
 
 
 def progress_bar(record: RunRecord) -> tuple[float, str]:

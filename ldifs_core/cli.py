@@ -1,4 +1,4 @@
-"""Command-line front end: `python -m ldifs_core run|sweep|sequence|check|list|show|export|wise|report`.
+"""Command-line front end: `python -m ldifs_core run|sweep|sequence|check|list|show|export|wise|report|store`.
 
 Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
 before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
@@ -664,14 +664,18 @@ def add_sequence_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_sequence(args) -> int:
-    from ldifs_core.sequence import SequenceConfig, plan_sequence, run_sequence
+    from ldifs_core.sequence import SequenceConfig, plan_or_resume, run_sequence
 
     tasks = comma_list("--tasks", args.tasks, name, "mnist,fashion_mnist,animals")
     seq = SequenceConfig(tuple(tasks), args.anchor, config_from(args, args.objective, args.lam, args.seed,
                                                                  dataset=tasks[0]))
     check_output("--json", args.json)
     store = RunStore(args.store)
-    sequence_id = plan_sequence(seq, store)
+    sequence_id, done = plan_or_resume(seq, store)
+    if done is not None:
+        kept = f"stage(s) 1–{done} are done and kept" if done else "no stage had finished"
+        print(f"Resuming sequence {sequence_id}, which stopped before its end: {kept}; it goes on from stage "
+              f"{done + 1}.", file=sys.stderr)
     progress = TerminalProgress(stages=len(tasks))
     try:
         state = run_sequence(store, sequence_id, hooks=progress)
@@ -684,6 +688,16 @@ def cmd_sequence(args) -> int:
     if state.status != "done":
         print(f"error: sequence {sequence_id} {state.status}: {state.message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_store(args) -> int:
+    """Upkeep of the store itself: `store rebuild-index` brings back every run its folders hold."""
+    from ldifs_core.store import rebuild_index
+
+    store, added, kept = rebuild_index(args.store)
+    aside = f"; the unreadable index is kept as {kept}" if kept else ""
+    print(f"Run index of {store.root}: {added} run(s) added from their folders, {len(store.list())} in all{aside}.")
     return 0
 
 
@@ -735,13 +749,16 @@ def build_parser() -> argparse.ArgumentParser:
     wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma list of α in 0..1")
     add_check_parser(sub)
     report = add_report_parser(sub)
-    for p in (listing, show, export, wise, report):
+    store = sub.add_parser("store", help="upkeep of the run store: `store rebuild-index` rebuilds a lost, emptied or "
+                           "unreadable index from the run folders (nothing is deleted)")
+    store.add_argument("action", choices=("rebuild-index",))
+    for p in (listing, show, export, wise, report, store):
         p.add_argument("--store", type=Path, help=STORE_HELP)
     return parser
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
-            "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show,
+            "export": cmd_export, "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report, "store": cmd_store}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -43,6 +43,11 @@ class StoreUnavailable(LabError):
     database, a read-only folder asked to record a run, a full disk."""
 
 
+class IndexUnreadable(StoreUnavailable):
+    """A run index that cannot be read for another reason than a full disk, a lock or permissions (corrupt, not a
+    database): the runs are safe in their folders, and `store rebuild-index` rebuilds it from them."""
+
+
 class RunCancelled(Exception):
     """The user asked a run to stop; it is recorded as cancelled, not as failed."""
 

@@ -30,6 +30,12 @@ def owner_alive(host: str | None, pid: int | None, started: str | None) -> bool:
     return pid == os.getpid()  # elsewhere (Windows) only this process can vouch for itself
 
 
+def owner_gone(host: str | None, pid: int | None, started: str | None) -> bool:
+    """Known to have stopped: a process of this host that is no longer there. Stricter than `not owner_alive`
+    (another host's process cannot be seen from here), so a store may check it on every read."""
+    return host == socket.gethostname() and pid is not None and not owner_alive(host, pid, started)
+
+
 def start_time(pid: int) -> str | None:
     stat = proc_stat(pid)
     return stat[1] if stat else None

@@ -32,6 +32,7 @@ RECORD_VERSION = 1
 NOT_RUN = "Not run: stage {stage} ({task}) {status}."  # the message of the stages after one that did not finish
 CANCELLED_BEFORE_START = "Cancelled before it started."
 REPLACED = "Replaced by a new run when the sequence was resumed."
+STOPPED = ("interrupted", "failed", "cancelled")  # a sequence in one of these is resumed by the same command
 
 # runner.execute's signature: (cfg, store, run_id=..., hooks=...) -> run id
 Execute = Callable[..., str]
@@ -251,6 +252,23 @@ def plan_sequence(seq: SequenceConfig, store: RunStore) -> str:
         stages.append(store.create(seq.stage_config(stage, sequence_id, stages[-1] if stages else None)))
     save_record(store, sequence_id, seq, stages, None)
     return sequence_id
+
+
+def plan_or_resume(seq: SequenceConfig, store: RunStore) -> tuple[str, int | None]:
+    """The sequence to run for `seq`: the newest recorded one with these settings when it stopped before its end
+    (interrupted, failed or cancelled), so its finished stages are kept, else a new one (see plan_sequence).
+    Returns its id and how many of its first stages are already done (None for a new one)."""
+    seq.validate()
+    sequence_id = find_sequence(store, seq)
+    if sequence_id is not None:
+        try:
+            state = sequence_state(store, sequence_id)
+        except LabError:  # a stage run the store no longer has: start again
+            return plan_sequence(seq, store), None
+        if state.status in STOPPED:
+            done = next((s.stage - 1 for s in state.stages if s.status != "done"), len(state.stages))
+            return sequence_id, done
+    return plan_sequence(seq, store), None
 
 
 def save_record(store: RunStore, sequence_id: str, seq: SequenceConfig, stages: list[str],

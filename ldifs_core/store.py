@@ -9,6 +9,10 @@ version is listed with status "unreadable" (its message says why) and reading it
 RunUnreadable; a folder this process may not write is opened read-only and never written; a disk that fills
 up while results are saved records the run as failed. Parser errors never leave this module.
 
+The index can always be rebuilt from the run folders: each keeps its settings (config.json), its status, message
+and owner (status.json) and, once done, its results. An index that is missing, empty or corrupt is rebuilt when the
+store opens (a corrupt one is kept beside it); `python -m ldifs_core store rebuild-index` does it on request.
+
 Why one module over 350 lines: the index and the run folders keep one contract together (files first, then the
 row; a row is only "done" when its files read), so writing, reading and the verdict on a run's files share their
 internals. What is not that contract lives beside it: process ownership (ownership.py), the JSON files and disk
@@ -37,7 +41,7 @@ import numpy as np
 from ldifs_core.config import (CODE_VERSION, DEFAULT_LAMBDA, RUN_OBJECTIVES, SCHEMA_VERSION, STATUSES,
                                 STORED_DEFAULT_LAMBDA, RunConfig)
 from ldifs_core import disk, ownership
-from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
+from ldifs_core.errors import IndexUnreadable, RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.metrics import MetricsShapeError, RunMetrics
 from ldifs_core.paths import default_store_dir, write_atomic
 
@@ -53,6 +57,12 @@ LISTED_STATUSES = (*STORED_STATUSES, UNREADABLE)
 EMBEDDED_MODEL = "embedded"  # the index's model column for the default model (config.model is None)
 INTERRUPTED_MESSAGE = "The process running it stopped (app restart or crash); start it again."
 RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
+STATUS_FILE = "status.json"  # a run's status row, kept in its folder so a lost index can be rebuilt
+KEPT_COLUMNS = ("status", "message", "created_at", "owner_host", "owner_pid", "owner_started")
+REBUILT_MESSAGE = ("Its status was lost with the run index (it was stored before run folders kept it); start it "
+                   "again if you need its results.")
+CORRUPT_INDEX = ("file is not a database", "malformed")  # what SQLite says of an index it cannot parse
+LOW_SPACE_BYTES = 16 * 2 ** 20  # below this, a disk I/O error of the index is taken for a full disk
 
 # Headline numbers copied from metrics.json into the index, so run tables need not open every run folder.
 SUMMARY_KEYS = {
@@ -120,13 +130,12 @@ class RunStore:
         self.root = Path(root) if root is not None else default_store_dir()
         self._db_path = self.root / "index.sqlite"
         _open_folder(self.root)
+        self.rebuilt = 0  # runs brought back from their folders when the index was opened
         self.read_only = not _can_write(self.root, self._db_path)
         if self.read_only:
             self._query("SELECT run_id FROM runs LIMIT 1")  # an unusable index says so now, not on the first page
             return
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
-            db.execute(SCHEMA)
+        self._open_or_rebuild_index()
         self.mark_interrupted()
 
     # -- writing -------------------------------------------------------------------------------------
@@ -136,22 +145,22 @@ class RunStore:
         self.check_writable()
         config = config.with_lambda_resolved()  # the λ it is made with, whatever the defaults become
         run_id, run_dir = self._claim_run_dir()
-        try:
-            disk.write_json(run_dir / "config.json", config.to_dict())
-        except OSError as err:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise StoreUnavailable(f"Could not start a run in {self.root}: {disk.os_reason(err)}. {disk.os_advice(err)}") \
-                from err
         now = time.time()
         row = {
             "run_id": run_id, "config": disk.dumps(config.to_dict()), "dataset": config.dataset,
             "objective": config.objective, "model": config.model or EMBEDDED_MODEL, "status": status,
-            "created_at": now, "updated_at": now, **ownership.current_owner(),
+            "message": "", "created_at": now, "updated_at": now, **ownership.current_owner(),
         }
         try:
-            with self._connect() as db:
-                db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                           tuple(row.values()))
+            disk.write_json(run_dir / "config.json", config.to_dict())
+            disk.write_json(run_dir / STATUS_FILE, {column: row[column] for column in KEPT_COLUMNS})
+        except OSError as err:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise StoreUnavailable(f"Could not start a run in {self.root}: {disk.os_reason(err)}. {disk.os_advice(err)}") \
+                from err
+        try:
+            with self._connect() as db:  # REPLACE: an index rebuilt meanwhile may already have it from its folder
+                _insert(db, row, "OR REPLACE")
         except StoreUnavailable:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -226,23 +235,37 @@ class RunStore:
         """
         if self.read_only:
             return 0
-        with self._connect() as db:
-            active = db.execute(
-                "SELECT run_id, updated_at, owner_host, owner_pid, owner_started FROM runs"
-                " WHERE status IN ('queued', 'running')"
-            ).fetchall()
-        orphans = [row for row in active
-                   if not ownership.owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"])]
-        count = 0
+        active = self._query("SELECT * FROM runs WHERE status IN ('queued', 'running')")
+        return self._interrupt([row for row in active
+                                if not ownership.owner_alive(row["owner_host"], row["owner_pid"], row["owner_started"])])
+
+    def _interrupt(self, orphans: list[sqlite3.Row]) -> int:
+        interrupted = []
         with self._connect() as db:
             for row in orphans:
                 # Unchanged updated_at: nobody claimed or advanced the run since it was read above.
-                count += db.execute(
+                if db.execute(
                     "UPDATE runs SET status = 'interrupted', message = ?, updated_at = ?"
                     " WHERE run_id = ? AND updated_at = ?",
                     (INTERRUPTED_MESSAGE, time.time(), row["run_id"], row["updated_at"]),
-                ).rowcount
-        return count
+                ).rowcount:
+                    interrupted.append(row["run_id"])
+        for run_id in interrupted:
+            self._keep_status(run_id)
+        return len(interrupted)
+
+    def rebuild_index(self) -> int:
+        """Add every run folder the index lacks, with the settings, status, message and owner its folder keeps;
+        returns how many were added. A run stored before folders kept their status comes back done when its
+        results are there, else interrupted. Rows the index has are left as they are."""
+        self.check_writable()
+        known = {row["run_id"] for row in self._query("SELECT run_id FROM runs")}
+        rows = [_row_from_folder(path) for path in sorted(self.root.iterdir())
+                if RUN_ID_PATTERN.fullmatch(path.name) and path.name not in known and path.is_dir()]
+        with self._connect() as db:
+            added = sum(_insert(db, row, "OR IGNORE") for row in rows)
+        self.mark_interrupted()  # a rebuilt run whose process is gone
+        return added
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -258,8 +281,8 @@ class RunStore:
         filters = {"dataset": dataset, "objective": objective, "status": None if status == UNREADABLE else status}
         used = {column: value for column, value in filters.items() if value is not None}
         where = " AND ".join(f"{column} = ?" for column in used) or "1"
-        rows = self._query(f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, rowid DESC",
-                           tuple(used.values()))
+        rows = self._rows(f"SELECT * FROM runs WHERE {where} ORDER BY created_at DESC, rowid DESC",
+                          tuple(used.values()))
         records = [_record(row, self.root) for row in rows]
         return records if status is None else [record for record in records if record.status == status]
 
@@ -379,25 +402,64 @@ class RunStore:
         with self._connect() as db:
             return db.execute(sql, params).fetchall()
 
+    def _open_or_rebuild_index(self) -> None:
+        """Create the index when missing. One that is empty while run folders exist (emptied, or made anew) is
+        rebuilt from them; so is a corrupt one, which is kept beside it first (never on a full disk)."""
+        try:
+            empty = self._create_index()
+        except IndexUnreadable as err:
+            if not any(words in str(err.__cause__) for words in CORRUPT_INDEX):
+                raise
+            kept = set_index_aside(self._db_path, "corrupt")
+            warnings.warn(f"The run index of {self.root} was corrupt ({err.__cause__}); it is kept as {kept.name} "
+                          f"and was rebuilt from the run folders.", stacklevel=3)
+            empty = self._create_index()
+        if empty:
+            self.rebuilt = self.rebuild_index()
+
+    def _create_index(self) -> bool:
+        """The index with its table; True when it holds no run."""
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
+            db.execute(SCHEMA)
+            return db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None
+
     def _index_error(self, err: sqlite3.Error) -> StoreUnavailable:
+        """The true cause, and an action that loses nothing (the runs live in their folders whatever the index)."""
         text = str(err)
         if "readonly" in text:
             return self._read_only_error()
         if "locked" in text or "busy" in text:
             return StoreUnavailable(f"The run index {self._db_path} stayed locked by another process for "
                                     f"{BUSY_TIMEOUT_S:.0f} s ({text}); try again.")
-        if "full" in text:
-            return StoreUnavailable(f"The run index {self._db_path} cannot grow ({text}). Free some space and try "
-                                    f"again.")
-        return StoreUnavailable(f"{self._db_path} is not a run index this lab can read ({text}). Move it aside to "
-                                f"start a new index, or point --store (or $LDIFS_STORE) at another folder.")
+        if "full" in text or ("I/O" in text and _low_on_space(self.root)):
+            return StoreUnavailable(f"The disk holding the run store {self.root} is full ({text}). Free some space "
+                                    f"and try again; every run is safe in its folder, so leave index.sqlite where "
+                                    f"it is.")
+        if self._db_path.exists() and not os.access(self._db_path, os.R_OK):
+            return StoreUnavailable(f"The run index {self._db_path} cannot be read here (permission denied). Ask the "
+                                    f"store's owner to make it readable (chmod a+r), or point --store (or "
+                                    f"$LDIFS_STORE) at a store of your own.")
+        return IndexUnreadable(f"The run index {self._db_path} cannot be read ({text}); every run is safe in its "
+                               f"folder. Rebuild the index from them with `python -m ldifs_core store rebuild-index "
+                               f"--store {self.root}` (the unreadable file is kept beside it).")
 
     def _read_only_error(self) -> StoreUnavailable:
         return StoreUnavailable(f"The run store {self.root} is read-only here: its runs can be listed, shown and "
                                 f"exported, not recorded. Point --store (or $LDIFS_STORE) at a folder you can write.")
 
+    def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """Rows of runs as they are now: one left queued or running by a process of this host that has gone (a
+        CLI run killed with kill -9) is recorded interrupted first, so no page shows it waiting forever."""
+        rows = self._query(sql, params)
+        gone = [row for row in rows if row["status"] in ("queued", "running")
+                and ownership.owner_gone(row["owner_host"], row["owner_pid"], row["owner_started"])]
+        if gone and not self.read_only and self._interrupt(gone):
+            rows = self._query(sql, params)
+        return rows
+
     def _row(self, run_id: str) -> sqlite3.Row:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             raise self._not_found(run_id)
         return rows[0]
@@ -416,6 +478,19 @@ class RunStore:
             )
         if cursor.rowcount == 0:
             raise self._not_found(run_id)
+        if "status" in columns:
+            self._keep_status(run_id)
+
+    def _keep_status(self, run_id: str) -> None:
+        """Copy the run's status row into its folder, for a rebuilt index to read back. Best effort on purpose:
+        the index stays the truth, and a full disk must not stop a run's end from being recorded there."""
+        rows = self._query(f"SELECT {', '.join(KEPT_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,))
+        run_dir = self._run_dir(run_id)
+        if rows and run_dir.is_dir():
+            try:
+                disk.write_json(run_dir / STATUS_FILE, dict(rows[0]))
+            except OSError:
+                pass
 
     def _claim_run_dir(self) -> tuple[str, Path]:
         """mkdir is atomic, so two processes creating runs in the same second never share an id."""
@@ -467,6 +542,84 @@ def _open_folder(root: Path) -> None:
 def _can_write(root: Path, index: Path) -> bool:
     """Whether this process may write the folder and its index (SQLite also writes journal files beside it)."""
     return os.access(root, os.W_OK | os.X_OK) and (not index.exists() or os.access(index, os.W_OK))
+
+
+def _low_on_space(root: Path) -> bool:
+    try:
+        return shutil.disk_usage(root).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
+def rebuild_index(root: str | Path | None = None) -> tuple[RunStore, int, Path | None]:
+    """`store rebuild-index`: the store at `root` with every run folder in its index; returns it, how many runs were
+    added, and where an index that could not be read was kept (None when it could be). A full disk, a lock or
+    permissions are reported as such, and then the index is left as it is."""
+    try:
+        store, kept = RunStore(root), None
+    except IndexUnreadable:
+        kept = set_index_aside((Path(root) if root is not None else default_store_dir()) / "index.sqlite", "unreadable")
+        store = RunStore(root)
+    return store, store.rebuilt + store.rebuild_index(), kept
+
+
+def set_index_aside(index: Path, why: str) -> Path:
+    """Rename the index (and its journal files) to index.sqlite.<why>-<time>, where it stays; returns the new path.
+    Nothing is lost: the runs live in their folders."""
+    kept = index.with_name(f"{index.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        for suffix in ("-wal", "-shm", ""):
+            journal = index.with_name(index.name + suffix)
+            if journal.exists():
+                journal.rename(kept.with_name(kept.name + suffix))
+    except OSError as err:
+        raise StoreUnavailable(f"Could not keep the unreadable run index aside: {disk.os_reason(err)}. "
+                               f"{disk.os_advice(err)}") from err
+    return kept
+
+
+def _insert(db: sqlite3.Connection, row: dict, conflict: str) -> int:
+    return db.execute(f"INSERT {conflict} INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                      tuple(row.values())).rowcount
+
+
+def _row_from_folder(run_dir: Path) -> dict:
+    """The index row of a run, read back from its folder (what a lost index held, less live progress)."""
+    kept = _json_file(run_dir / STATUS_FILE)
+    kept = kept if isinstance(kept, dict) else {}
+    config_text = _text_file(run_dir / "config.json")
+    try:
+        config = json.loads(config_text)
+    except ValueError:
+        config = None  # kept as it is: the run shows as unreadable, saying its settings do not parse
+    settings = config if isinstance(config, dict) else {}
+    metrics = _json_file(run_dir / "metrics.json")
+    status = str(kept.get("status", "interrupted"))
+    if (run_dir / "metrics.json").exists():
+        status = "done"  # results are written before the index says so
+    message = str(kept.get("message", "")) if "status" in kept or status == "done" else REBUILT_MESSAGE
+    created = kept.get("created_at")
+    if not isinstance(created, (int, float)):
+        created = time.mktime(time.strptime(run_dir.name[:15], "%Y%m%d-%H%M%S"))
+    return {"run_id": run_dir.name, "config": config_text, "dataset": str(settings.get("dataset", "")),
+            "objective": str(settings.get("objective", "")), "model": str(settings.get("model") or EMBEDDED_MODEL),
+            "status": status, "message": message, "created_at": created, "updated_at": time.time(),
+            "summary": disk.dumps(_summarise(metrics) if isinstance(metrics, dict) else {}),
+            **{column: kept.get(column) for column in ("owner_host", "owner_pid", "owner_started")}}
+
+
+def _text_file(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return "null"
+
+
+def _json_file(path: Path) -> object:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 # -- reading a run's row and results, whatever state they are in ----------------------------------------

@@ -162,10 +162,12 @@ def test_a_store_that_is_a_file_is_refused_with_what_to_do(tmp_path, capsys, com
     assert not_a_folder.read_text() == "notes"
 
 
-def test_an_index_that_is_not_a_database_is_refused_with_what_to_do(tmp_path, capsys):
+def test_an_index_that_is_not_a_database_is_kept_aside_and_rebuilt_with_a_warning(tmp_path, capsys):
     (tmp_path / "index.sqlite").write_bytes(b"\x00garbage" * 100)
-    assert run_cli("list", "--store", str(tmp_path)) == 2
-    assert "is not a run index this lab can read" in one_error_line(capsys)
+    assert run_cli("list", "--store", str(tmp_path)) == 0
+    printed = capsys.readouterr()
+    assert printed.err.startswith("warning: ") and "kept as index.sqlite.corrupt-" in printed.err
+    assert "No runs yet" in printed.out
 
 
 @pytest.mark.parametrize("argv", [

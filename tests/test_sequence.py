@@ -2,6 +2,12 @@
 resuming, and the `sequence` command. Tiny real runs on the embedded model."""
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,6 +143,38 @@ def test_cancelling_mid_sequence_records_the_stages_left_as_cancelled_and_a_resu
 
 
 @pytest.mark.slow
+def test_the_same_sequence_command_after_a_kill_resumes_from_the_last_finished_stage(store_dir, capsys):
+    """kill -9 during stage 2, then the same command: stage 1's run is reused, stages 2 and 3 run (issue 20 item 23)."""
+    argv = ["sequence", "--tasks", "mnist,fashion_mnist,animals", "--objective", "ce", "--seed", "0", *CLI_TINY]
+    process = subprocess.Popen([sys.executable, "-m", "ldifs_core", *argv], cwd=Path(__file__).parents[1],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(r.config.stage == 2 and r.status == "running" for r in _runs(store_dir)):
+            assert process.poll() is None and time.monotonic() < deadline, "stage 2 never started"
+            time.sleep(0.5)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    (killed,) = sequence_ids(RunStore(store_dir))
+    before = sequence_state(RunStore(store_dir), killed)
+    assert [s.status for s in before.stages] == ["done", "interrupted", "interrupted"]
+
+    assert main(argv) == 0
+    assert f"Resuming sequence {killed}" in capsys.readouterr().err
+    assert sequence_ids(RunStore(store_dir)) == [killed]  # no second sequence
+    after = sequence_state(RunStore(store_dir), killed)
+    assert after.status == "done"
+    assert after.stages[0].run_id == before.stages[0].run_id  # stage 1 not trained again
+    assert after.stages[1].run_id != before.stages[1].run_id
+    assert len([r for r in RunStore(store_dir).list() if r.config.stage == 1]) == 1
+    assert len(after.matrix.accuracy["zs"]) == 3
+
+
+def _runs(store_dir: Path) -> list:
+    return RunStore(store_dir).list() if (store_dir / "index.sqlite").exists() else []
+
+
 def test_sequence_command_end_to_end_writes_the_documented_json(store_dir, tmp_path, capsys):
     out = tmp_path / "sequence.json"
     assert main(["sequence", "--tasks", "mnist,fashion_mnist", "--objective", "ldifs", "--lam", "10", "--anchor",

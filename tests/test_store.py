@@ -25,6 +25,7 @@ from ldifs_core.errors import RunNotFound, RunUnreadable, StoreUnavailable
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
 from ldifs_core.wise_records import save_wise, wise_results
 from tests.app.sample_runs import small_metrics
+from tests.cli_process import start_cli_like_run
 
 SMALL = small_metrics()
 METRICS = {  # a complete metrics.json (schema 2) with round headline numbers
@@ -94,7 +95,7 @@ def test_finish_leaves_only_the_final_files(store):
     run_id = store.create(RunConfig())
     store.finish(run_id, METRICS, arrays={"a": np.ones(3)}, history=[], weights={"w": torch.ones(2)})
     names = sorted(path.name for path in (store.root / run_id).iterdir())
-    assert names == ["arrays.npz", "config.json", "history.json", "metrics.json", "weights.safetensors"]
+    assert names == ["arrays.npz", "config.json", "history.json", "metrics.json", "status.json", "weights.safetensors"]
 
 
 def test_new_run_starts_queued_with_empty_progress_and_summary(store):
@@ -378,8 +379,7 @@ def test_settings_from_another_version_are_kept_in_the_index_but_ignored_with_a_
 
 @pytest.mark.parametrize("make, words", [
     (lambda root: root.write_text("not a folder"), "is a file, not a folder"),
-    (lambda root: (root.mkdir(), (root / "index.sqlite").write_bytes(b"garbage " * 512)), "not a run index"),
-    (lambda root: (root.mkdir(), (root / "index.sqlite").mkdir()), "not a run index"),
+    (lambda root: (root.mkdir(), (root / "index.sqlite").mkdir()), "store rebuild-index"),
 ])
 def test_a_store_that_cannot_be_opened_gives_a_clear_error_saying_what_to_do(tmp_path, make, words):
     root = tmp_path / "runs"
@@ -515,7 +515,7 @@ def test_a_full_disk_while_saving_results_records_the_run_as_failed_and_leaves_n
     assert record.message.startswith("Could not save the results: No space left on device")
     assert "Free some space and run it again." in record.message
     assert record.summary == {}
-    assert sorted(p.name for p in (store.root / run_id).iterdir()) == ["config.json", "history.json"]
+    assert sorted(p.name for p in (store.root / run_id).iterdir()) == ["config.json", "history.json", "status.json"]
     assert store.history(run_id) == [{"step": 1}]  # the curves of the failed run stay
     monkeypatch.undo()
     assert RunStore(store.root).get(run_id).status == "failed"  # not "interrupted" after a restart
@@ -678,6 +678,20 @@ def test_a_run_whose_process_exited_but_was_not_yet_reaped_is_interrupted(tmp_pa
         os.waitpid(pid, 0)
 
 
+def test_runs_of_a_process_killed_with_sigkill_show_as_interrupted_without_reopening_the_store(tmp_path):
+    """The app opens its store once: a CLI run killed with kill -9 must not stay "queued"/"running" there forever."""
+    app_store = RunStore(tmp_path)
+    process, running, queued = start_cli_like_run(tmp_path)
+    try:
+        assert [app_store.get(r).status for r in (running, queued)] == ["running", "queued"]  # alive: left alone
+    finally:
+        process.kill()
+        process.wait()
+    for record in (app_store.get(running), *[r for r in app_store.list() if r.run_id == queued]):
+        assert (record.status, record.message) == ("interrupted", INTERRUPTED_MESSAGE)
+    assert json.loads((tmp_path / running / "status.json").read_text())["status"] == "interrupted"
+
+
 def test_runs_owned_by_this_process_stay_active_when_another_store_opens(tmp_path):
     first = RunStore(tmp_path)
     running = first.create(RunConfig())
@@ -769,3 +783,136 @@ def test_weights_in_a_shared_store_are_readable_by_another_user_and_unreadable_o
     message = read_weights_as_another_user(shared_store.root, run_id)
     assert message.startswith("unreadable: weights.safetensors cannot be read here (permission denied)")
     assert "corrupt" not in message and f"chmod a+r {weights}" in message
+
+
+# -- a lost, emptied, corrupt or full index (issue 20 item 15) -------------------------------------------------
+
+
+def _store_with_every_kind_of_run(root: Path) -> tuple[RunStore, str]:
+    """Finished (with WiSE-FT results), failed, cancelled and a sequence's stages: what an index must give back."""
+    from ldifs_core.sequence import SequenceConfig, plan_sequence
+
+    store = RunStore(root)
+    done = _finish_quickly(store, RunConfig(dataset="svhn", objective="l2sp", lam=0.5, label="kept"))
+    save_wise(store, done, 0.5, {"mean_zs_delta": -1.0})
+    failed = store.create(RunConfig(objective="ldifs"))
+    store.fail(failed, "failed", "The loss became nan at step 3; lower the learning rate.", history=[{"step": 1}])
+    store.fail(store.create(RunConfig(dataset="gtsrb")), "cancelled", "Cancelled before it started.")
+    sequence_id = plan_sequence(SequenceConfig(("mnist", "fashion_mnist"), "previous", RunConfig(objective="ce")), store)
+    first, second = (r.run_id for r in sorted(store.list(), key=lambda r: r.config.stage or 0) if r.config.stage)
+    store.set_status(first, "running")
+    store.finish(first, METRICS)
+    store.fail(second, "failed", "Stage 2 failed.")
+    return store, sequence_id
+
+
+def _seen(store: RunStore) -> list[tuple]:
+    return [(r.run_id, r.status, r.message, r.config, r.summary) for r in store.list()]
+
+
+@pytest.mark.parametrize("lose", ["deleted", "emptied to 0 bytes", "rows deleted", "corrupt"])
+def test_a_lost_emptied_or_corrupt_index_is_rebuilt_from_the_run_folders_on_open(tmp_path, lose):
+    from ldifs_core.sequence import sequence_state
+
+    store, sequence_id = _store_with_every_kind_of_run(tmp_path)
+    before = _seen(store)
+    index = tmp_path / "index.sqlite"
+    if lose == "deleted":
+        for path in tmp_path.glob("index.sqlite*"):
+            path.unlink()
+    elif lose == "emptied to 0 bytes":
+        for path in tmp_path.glob("index.sqlite-*"):
+            path.unlink()
+        index.write_bytes(b"")
+    elif lose == "rows deleted":
+        with closing(sqlite3.connect(index)) as db, db:
+            db.execute("DELETE FROM runs")
+    else:
+        for path in tmp_path.glob("index.sqlite-*"):
+            path.unlink()
+        index.write_bytes(b"garbage " * 512)
+
+    if lose == "corrupt":
+        with pytest.warns(UserWarning, match="corrupt.*kept as index.sqlite.corrupt-"):
+            reopened = RunStore(tmp_path)
+        assert next(tmp_path.glob("index.sqlite.corrupt-*")).read_bytes() == b"garbage " * 512  # kept, not deleted
+    else:
+        reopened = RunStore(tmp_path)
+    assert _seen(reopened) == before  # every run, with its status, message, settings and headline numbers
+    done = next(r.run_id for r in reopened.list() if r.config.label == "kept")
+    assert wise_results(reopened, done) == {0.5: {"mean_zs_delta": -1.0}}
+    assert [s.status for s in sequence_state(reopened, sequence_id).stages] == ["done", "failed"]
+
+
+def test_a_run_stored_before_folders_kept_their_status_comes_back_done_or_interrupted(store):
+    done = _finish_quickly(store, RunConfig())
+    failed = store.create(RunConfig(objective="ldifs"))
+    store.fail(failed, "failed", "boom")
+    for run_id in (done, failed):
+        (store.root / run_id / "status.json").unlink()
+    (store.root / "index.sqlite").unlink()
+    statuses = {r.run_id: (r.status, r.message) for r in RunStore(store.root).list()}
+    assert statuses[done] == ("done", "")
+    assert statuses[failed] == ("interrupted", store_module.REBUILT_MESSAGE)
+
+
+def test_a_live_run_survives_a_rebuilt_index_and_a_dead_one_comes_back_interrupted(store, monkeypatch):
+    live = store.create(RunConfig())
+    store.set_status(live, "running")
+    (store.root / "index.sqlite").unlink()
+    assert RunStore(store.root).get(live).status == "running"  # its owner (this process) still runs it
+    monkeypatch.setattr(ownership, "owner_alive", lambda *owner: False)
+    (store.root / "index.sqlite").unlink()
+    assert RunStore(store.root).get(live).status == "interrupted"
+
+
+def test_the_rebuild_index_command_brings_back_runs_the_index_lacks_and_sets_an_unreadable_index_aside(tmp_path,
+                                                                                                      capsys):
+    from ldifs_core.cli import main
+
+    store, _ = _store_with_every_kind_of_run(tmp_path)
+    before = _seen(store)
+    for path in tmp_path.glob("index.sqlite*"):
+        path.unlink()
+    (tmp_path / "index.sqlite").mkdir()  # not corrupt data: left alone on open, set aside by the command
+    with pytest.raises(StoreUnavailable, match="store rebuild-index"):
+        RunStore(tmp_path)
+    assert main(["store", "rebuild-index", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(before)} run(s) added" in out and "kept as" in out
+    assert _seen(RunStore(tmp_path)) == before
+    assert main(["store", "rebuild-index", "--store", str(tmp_path)]) == 0
+    assert "0 run(s) added" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("failure", ["database or disk is full", "disk I/O error"])
+def test_a_full_disk_says_so_and_never_advises_moving_the_index(store, monkeypatch, failure):
+    _finish_quickly(store, RunConfig())
+    monkeypatch.setattr(store_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
+
+    def full(self):
+        raise sqlite3.OperationalError(failure)
+
+    monkeypatch.setattr(RunStore, "_open_index", full)
+    for action in (lambda: RunStore(store.root), store.list):
+        with pytest.raises(StoreUnavailable) as err:
+            action()
+        message = str(err.value)
+        assert "is full" in message and "Free some space" in message
+        assert "aside" not in message and "new index" not in message
+    monkeypatch.undo()
+    assert len(RunStore(store.root).list()) == 1  # nothing was set aside or rebuilt meanwhile
+    assert list(store.root.glob("index.sqlite.*")) == []
+
+
+def test_an_index_this_user_may_not_read_says_permission_denied(store, monkeypatch):
+    _finish_quickly(store, RunConfig())
+    monkeypatch.setattr(store_module.os, "access", lambda path, mode: Path(path).name != "index.sqlite")
+
+    def refused(self):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(RunStore, "_open_index", refused)
+    with pytest.raises(StoreUnavailable, match="permission denied") as err:
+        store.list()
+    assert "aside" not in str(err.value)

@@ -16,6 +16,8 @@ ALPHAS = jobs.WISE_ALPHAS
 ALPHAS_TEXT = "0, 0.1, …, 1"
 ALL = "all"
 TABS = ("λ sweep", "WiSE-FT", "Compare two runs", "Download")
+CHART_TABS = ("Trade-off", "Per objective", "λ against accuracy and forgetting")
+CHART_TAB = "runs-chart-tab"
 RAY_FIELD = "Ray cluster"
 RUN_AGAIN = "Run again anyway"
 # session_state, kept because a run that starts makes the sidebar redraw the page, which would drop them:
@@ -46,10 +48,21 @@ def runs_section(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def tradeoff_section(points: pd.DataFrame) -> None:
+def chart_tabs(points: pd.DataFrame) -> None:
+    """The charts of the filtered runs, one tab each: only the open tab is drawn, so a browser opening the page
+    parses and draws one figure, not three (20 browsers at once took minutes to draw them all)."""
     if points.empty:
         widgets.empty_state("No finished run matches the filters above.")
         return
+    titles = CHART_TABS if any((points["objective"] == o).any() for o in REGULARISED) else CHART_TABS[:2]
+    for tab, draw in zip(st.tabs(titles, key=CHART_TAB, on_change="rerun"),
+                         (tradeoff_section, objectives_section, lambda_sweep_section)):
+        if tab.open:
+            with tab:
+                draw(points)
+
+
+def tradeoff_section(points: pd.DataFrame) -> None:
     st.plotly_chart(figure_cache.tradeoff(points))
     st.caption("One panel per fine-tuning task, drawn from the runs the filters above keep. Up is better on the task, "
                "right is less forgetting elsewhere: a good regulariser moves points up and to the right of plain CE. "
@@ -57,6 +70,9 @@ def tradeoff_section(points: pd.DataFrame) -> None:
                f"least {plots.MIN_ACCURACY_SPAN:g}), so a gap looks as large as it is. "
                "Runs that land on the same spot are nudged apart on a small ring; the hover gives each run and its "
                "exact numbers.")
+
+
+def objectives_section(points: pd.DataFrame) -> None:
     st.plotly_chart(figure_cache.objectives_pareto(points, "Per objective: mean ± std over its finished runs (Pareto "
                                                     "front dashed, its markers outlined)"))
     st.caption("Every finished run of an objective on one task is averaged (n in the hover), whatever its λ or "
@@ -293,9 +309,7 @@ if records:
     if active:
         st.subheader("Running and queued")
         widgets.live_runs([record.run_id for record in active])
-    points = tables.tradeoff_points(runs_section(table))
-    tradeoff_section(points)
-    lambda_sweep_section(points)
+    chart_tabs(tables.tradeoff_points(runs_section(table)))
 else:
     widgets.empty_state("No runs yet — start one on the Launch page.")
 # Only the open tab runs (each switch reruns the page), so opening this page costs one tab, not four.

@@ -218,3 +218,30 @@ def test_the_worker_warms_up_only_when_asked_or_before_its_first_job_and_only_on
     for _ in range(2):
         wait_for_status(store, unasked.submit(RunConfig(steps=2)), ("done",))
     assert events == ["warm-up", "run", "run"]
+
+
+def test_a_job_waiting_for_the_worker_to_warm_up_says_so_with_the_time_spent(store):
+    """Issue 20 item 25: the first job after a server start sat at "next in line" for minutes, saying nothing."""
+    from app.widgets import queue_line
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_warm_up():
+        started.set()
+        release.wait(10)
+
+    runner = JobRunner(store, execute=fake_execute, warm_up=slow_warm_up)
+    assert runner.warming_up_s() is None
+    run_id = runner.submit(RunConfig(steps=2))
+    assert started.wait(5)
+    time.sleep(0.05)
+    waited = runner.warming_up_s()
+    assert waited is not None and waited > 0
+    assert runner.queue_position(run_id) == 1 and store.get(run_id).status == "queued"
+    line = queue_line(runner.queue_position(run_id), waited)
+    assert "waiting for the worker to start: loading torch" in line and "so far" in line
+    release.set()
+    wait_for_status(store, run_id, ("done",))
+    assert runner.warming_up_s() is None
+    assert queue_line(1, None) == "Queued — next in line; jobs go one at a time."
+    assert queue_line(3, 12.0).startswith("Queued — 2 more job(s) ahead of it")

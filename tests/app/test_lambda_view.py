@@ -17,6 +17,7 @@ from tests.app.conftest import open_page
 from tests.app.sample_runs import add_finished_run
 
 TRADEOFF = "Trade-off: downstream accuracy vs forgetting elsewhere"
+SWEEP_TAB = "λ against accuracy and forgetting"  # the Runs page's chart tab of the λ sweep
 
 
 def figures(app: AppTest) -> dict[str, dict]:
@@ -34,6 +35,13 @@ def values(data) -> list:
 
 def panel_titles(figure: dict) -> list[str]:
     return [annotation["text"] for annotation in figure["layout"]["annotations"]]
+
+
+def open_sweep(app: AppTest) -> AppTest:
+    """The Runs page with its λ chart tab open (only the open chart tab is drawn)."""
+    open_page(app, "runs")
+    app.session_state["runs-chart-tab"] = SWEEP_TAB
+    return app.run()
 
 
 def sweep_figure(app: AppTest) -> dict:
@@ -59,11 +67,12 @@ def test_runs_page_draws_one_tradeoff_panel_per_task_and_follows_the_dataset_fil
     assert panel_titles(figures(app)[TRADEOFF]) == ["fine-tuned on fashion_mnist", "fine-tuned on mnist"]
     app.selectbox(key="filter-dataset").select("fashion_mnist").run()
     assert panel_titles(figures(app)[TRADEOFF]) == ["fine-tuned on fashion_mnist"]
-    assert app.selectbox(key="sweep-task").options == ["fashion_mnist"]
+    app.session_state["runs-chart-tab"] = SWEEP_TAB
+    assert app.run().selectbox(key="sweep-task").options == ["fashion_mnist"]
 
 
 def test_the_lambda_sweep_shows_ce_apart_and_seed_error_bars_for_the_chosen_task(app, sweeps):
-    open_page(app, "runs")
+    open_sweep(app)
     assert app.selectbox(key="sweep-objective").value == "ldifs"
     assert app.selectbox(key="sweep-task").value == "mnist"  # the task with the most runs
     assert app.selectbox(key="sweep-model").value == "embedded"
@@ -83,7 +92,7 @@ def test_the_lambda_sweep_opens_on_the_task_with_the_most_lambda_values(app, sto
     add_finished_run(store, objective="ce")
     for lam in (1.0, 10.0):
         add_finished_run(store, objective="ldifs", lam=lam)
-    open_page(app, "runs")
+    open_sweep(app)
     assert app.selectbox(key="sweep-task").value == "mnist"
 
 
@@ -95,7 +104,7 @@ def test_the_sweeps_first_task_breaks_ties_by_runs_then_name():
 
 
 def test_the_sweep_follows_its_regulariser_and_step_count_and_hides_without_one(app, sweeps):
-    open_page(app, "runs")
+    open_sweep(app)
     app.selectbox(key="sweep-objective").select("l2sp").run()
     assert app.selectbox(key="sweep-steps").value == 30
     ticks = sweep_figure(app)["layout"]["xaxis"]["ticktext"]
@@ -165,15 +174,16 @@ def test_learn_without_a_readable_grid_says_how_to_regenerate_it(app, grid_file)
 
 
 def test_the_model_filter_and_the_sweep_model_choice_keep_models_apart(app, sweeps):
-    open_page(app, "runs")
+    open_sweep(app)
     app.selectbox(key="sweep-task").select("mnist").run()
     assert app.selectbox(key="sweep-model").options == ["ViT-B-32 (openai)", "embedded"]
     app.selectbox(key="sweep-model").select("ViT-B-32 (openai)").run()
     assert sweep_figure(app)["layout"]["xaxis"]["ticktext"] == ["3"]  # the embedded model's runs are not in it
     app.selectbox(key="filter-model").select("embedded").run()
-    tradeoff = figures(app)[TRADEOFF]
-    assert sum(len(values(trace["x"])) for trace in tradeoff["data"]) == 8  # every run but the zoo model's
     assert app.selectbox(key="sweep-model").options == ["embedded"]
+    app.session_state["runs-chart-tab"] = "Trade-off"
+    tradeoff = figures(app.run())[TRADEOFF]
+    assert sum(len(values(trace["x"])) for trace in tradeoff["data"]) == 8  # every run but the zoo model's
 
 
 def test_learn_with_a_grid_of_no_finished_runs_says_how_to_fill_it(app, grid_file):

@@ -25,6 +25,7 @@ from ldifs_core.wise_records import save_wise, wise_results
 from tests.app.conftest import (MAIN, PAGES, FakeWisePath, HeldExecute, fake_execute, open_page, wait_for_status,
                                 wait_for_wise)
 from tests.app.sample_runs import CHECKED, add_ended_run, add_finished_run, sample_wise
+from tests.cli_process import start_cli_like_run
 
 RESULT_PAGES = ("forgetting", "drift")
 TITLES = {"learn": "Concept forgetting and LDIFS", "launch": "Launch a fine-tuning run", "forgetting": "Concept forgetting",
@@ -150,6 +151,16 @@ def open_tab(app: AppTest, label: str) -> AppTest:
     """Click a tab of the Runs page (its tabs are a widget: only the open one runs)."""
     app.session_state["runs-tab"] = label
     return app.run()
+
+
+def test_the_runs_page_draws_only_the_chart_of_its_open_chart_tab(app, store, populated):
+    """Issue 20 "Load": 20 browsers took 155 s to draw the page's three charts; one is drawn until another is asked."""
+    open_page(app, "runs")
+    assert chart_titles(app) == ["Trade-off: downstream accuracy vs forgetting elsewhere"]
+    app.session_state["runs-chart-tab"] = "Per objective"
+    assert [title.startswith("Per objective") for title in chart_titles(app.run())] == [True]
+    app.session_state["runs-chart-tab"] = "λ against accuracy and forgetting"
+    assert [("against λ" in title) for title in chart_titles(app.run())] == [True]
 
 
 def test_runs_page_plots_the_tradeoff_and_offers_the_one_csv_export_and_the_json(app, store, populated, monkeypatch):
@@ -519,6 +530,22 @@ def test_a_run_of_another_process_shows_who_runs_it_and_no_cancel(app, store):
     assert not [b for b in app.button if b.key and run_id in b.key]
     assert OTHER_PROCESS in texts(app.sidebar.caption) and OTHER_PROCESS in texts(app.main.caption)
     assert f"Run by process {os.getpid()} on {socket.gethostname()}" in texts(app.main.caption)
+
+
+def test_a_cli_run_killed_with_sigkill_stops_showing_as_queued_or_running_in_the_app(app, store):
+    """Issue 20 item 24: the sidebar said "Run by process N" forever, with no Cancel."""
+    process, running, queued = start_cli_like_run(store.root)
+    try:
+        open_page(app, "runs")
+        assert sum("Run by process" in caption.value for caption in app.sidebar.caption) == 2
+    finally:
+        process.kill()
+        process.wait()
+    app.run()
+    captions = [caption.value for caption in app.sidebar.caption]
+    assert not any("Run by process" in caption for caption in captions)
+    assert any(caption.startswith("No jobs active") for caption in captions)
+    assert [store.get(run_id).status for run_id in (running, queued)] == ["interrupted", "interrupted"]
 
 
 def test_the_drift_page_keeps_its_numbers_when_a_runs_umap_file_is_corrupt(app, store, populated):
