@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # ray loads only for --ray
 
 T = TypeVar("T")
 STORE_HELP = "run store folder (default: $LDIFS_STORE or ./runs)"
+DOWNLOAD_HINT = "Add --download to fetch it, or give --data-root the folder that holds its files."
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -326,8 +327,11 @@ def interval(ci: list[float] | None) -> str:
 
 
 def cmd_run(args) -> int:
+    from ldifs_core import preflight
+
     cfg = config_from(args, args.objective, args.lam, args.seed)
     check_output("--json", args.json)
+    preflight.check_run(cfg, DOWNLOAD_HINT, load=True)  # nothing is stored for a run that cannot start
     store = RunStore(args.store)
     run_id = store.create(cfg)
     try:
@@ -359,6 +363,9 @@ def cmd_sweep(args) -> int:
     check_output("--json", args.json)
     if args.ray is None and (args.cpus_per_trial is not None or args.gpus_per_trial is not None):
         raise BadConfig("--cpus-per-trial and --gpus-per-trial apply to sweeps on Ray: add --ray.")
+    from ldifs_core import preflight
+
+    preflight.check_sweep(configs, DOWNLOAD_HINT, load=args.ray is None)  # Ray trials load the model themselves
     store = RunStore(args.store)
     if args.ray is None:
         return report_sweep(args, len(configs), lambda results: sweep_one_by_one(configs, store, results))
@@ -611,6 +618,9 @@ def cmd_sequence(args) -> int:
     seq = SequenceConfig(tuple(tasks), args.anchor, config_from(args, args.objective, args.lam, args.seed,
                                                                  dataset=tasks[0]))
     check_output("--json", args.json)
+    from ldifs_core import preflight
+
+    preflight.check_sequence(seq.validate(), DOWNLOAD_HINT, load=True)
     store = RunStore(args.store)
     sequence_id = plan_sequence(seq, store)
     progress = TerminalProgress(stages=len(tasks))
