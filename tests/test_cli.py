@@ -290,6 +290,20 @@ def test_input_that_cannot_run_is_refused_with_what_to_do_before_anything_is_sto
     assert not store_dir.exists() or (RunStore(store_dir).list() == [] and not (store_dir / "sequences").exists())
 
 
+def test_export_of_an_unknown_sequence_says_where_sequence_ids_come_from(store_dir, capsys):
+    assert run_cli("export", "seq-20250101-000000-abcdef") == 2
+    line = one_error_line(capsys)
+    assert "No sequence 'seq-20250101-000000-abcdef'" in line
+    assert "`python -m ldifs_core sequence` prints the id of each sequence it runs" in line
+
+
+def test_a_tap_count_beyond_the_tower_is_refused_where_taps_are_chosen(small_vit):
+    from ldifs_core.ldifs import tap_modules
+
+    with pytest.raises(ValueError, match="ldifs_taps 5 is more than the 4 blocks"):
+        tap_modules(small_vit, 5)
+
+
 # -- runs that cannot be read, and runs that cannot be mixed -------------------------------------------------
 
 
