@@ -76,12 +76,13 @@ def check_loads(choice: ModelChoice) -> None:
     That cached model is shared, read-only, by every thread of the process: it is only loaded here, never
     returned, kept or touched (runs work on private copies in the worker).
     """
-    from ldifs_core import runner
+    from ldifs_core import preflight, runner
     from ldifs_core.errors import ModelUnavailable
 
     if choice.name and choice.pretrained == "":
         raise ModelUnavailable("Give the path of a checkpoint file: the weights of the chosen architecture, saved "
                                "with torch.save (.pt, .pth, .bin) or safetensors (.safetensors).")
+    preflight.check_model(choice.name, choice.pretrained)  # the CLI's checks first: a bad file costs no load
     runner.cached_model(choice.name, choice.pretrained)
 
 

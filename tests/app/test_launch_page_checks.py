@@ -153,6 +153,28 @@ def test_a_flat_folder_is_refused_before_queuing_with_the_layout_it_needs(app, s
     assert store.list() == []
 
 
+def test_a_folder_too_small_for_the_batch_is_refused_before_queuing_as_the_cli_refuses_it(app, store, folder):
+    """The Launch page and the CLI share ldifs_core.preflight: what one refuses, the other does (issue 20 item 18)."""
+    open_page(app, "launch")
+    next(s for s in app.selectbox if s.label == "Fine-tune on").set_value(IMAGE_FOLDER).run()
+    next(t for t in app.text_input if t.label == "ImageFolder path").set_value(str(folder)).run()
+    button(app, "Start run").click().run()
+    assert "has only 12 training images, fewer than the batch size 64" in texts(app.error)
+    assert store.list() == []
+
+
+def test_a_folder_of_corrupt_images_is_refused_under_check_forgetting_on(app, store, tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "broken" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "broken" / name / f"{i}.png").write_bytes(b"\x89PNG not really")
+    open_page(app, "launch")
+    next(t for t in app.text_input if t.label == "Add an image folder to check").input(str(tmp_path / "broken")).run()
+    button(app, "Start run").click().run()
+    assert "could be read as an image" in texts(app.error)
+    assert store.list() == []
+
+
 def test_a_folder_preview_shows_classes_counts_and_samples_at_the_models_resolution(app, folder):
     open_page(app, "launch")
     next(s for s in app.selectbox if s.label == "Fine-tune on").set_value(IMAGE_FOLDER).run()
