@@ -48,8 +48,8 @@ def choose_model() -> ModelChoice:
     source = st.radio("Base model", (EMBEDDED, ZOO, CHECKPOINT), horizontal=True,
                       help="The CLIP whose image encoder is fine-tuned. The embedded default needs no network.")
     if source == EMBEDDED:
-        st.caption(f"**{EMBEDDED_MODEL}**: a tiny CLIP shipped with the lab (28×28 images, runs in about a minute "
-                   f"on a CPU).")
+        st.caption(f"**{EMBEDDED_MODEL}**: a tiny CLIP shipped with the lab (28×28 images, the quickest to "
+                   f"fine-tune; the time a run takes here is estimated next to Start).")
         return ModelChoice()
     if source == ZOO:
         entries = zoo_weights()

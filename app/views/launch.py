@@ -8,7 +8,7 @@ import streamlit as st
 from app import jobs, launch_checks, model_picker, objective_options, results, widgets
 from app.folder_preview import folder_preview
 from app.launch_checks import checked_setting, passes
-from ldifs_core import preflight, reuse
+from ldifs_core import estimate, preflight, reuse
 from ldifs_core.availability import folder_summary
 from ldifs_core.config import ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.sequence import SequenceConfig
@@ -189,7 +189,8 @@ cfg = None if None in settings.values() else RunConfig(
     pretrained=model.pretrained, eval_datasets=eval_datasets, lr=lr, augment=augment, bn=bn, data_root=root,
     download=download, label=label.strip(), **settings)
 
-st.caption(f"Runs on: **{device_line()}**")
+st.caption(f"Runs on: **{device_line()}**. Expected time: "
+           f"{estimate.describe([cfg or DEFAULT] * (len(tasks) if as_sequence else 1), results.run_store())}.")
 
 started = st.button("Start sequence" if as_sequence else "Start run", type="primary", icon=":material/play_arrow:")
 if started:

@@ -248,6 +248,22 @@ def test_an_objectives_own_number_is_refused_not_replaced(app, store):
     assert store.list() == []
 
 
+def test_learn_and_launch_claim_no_time_the_machine_has_not_measured(app, store):
+    """Issue 20 item 4: no fixed "about a minute"; an estimate from this machine's finished runs, or that there is
+    none yet."""
+    from ldifs_core.estimate import NO_ESTIMATE
+
+    for page in ("learn", "launch"):
+        open_page(app, page)
+        shown = texts(app.markdown) + texts(app.caption)
+        assert "one to three minutes" not in shown and "about a minute" not in shown
+        assert NO_ESTIMATE in shown
+    add_finished_run(store, steps=5)
+    for page in ("learn", "launch"):
+        open_page(app, page)
+        assert "on this machine (measured from its last 1 finished run)" in texts(app.markdown) + texts(app.caption)
+
+
 def test_the_demo_refuses_to_start_when_a_concept_bank_file_is_missing(app, store, monkeypatch):
     from ldifs_core import availability
 
