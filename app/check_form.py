@@ -67,13 +67,15 @@ def check_form(root: str | None) -> None:
 
 def passes_check(slot, model: model_picker.ModelChoice, tuned: str, task: str, checks: list[str], head: str,
                  root: str | None, limits: dict) -> RunConfig | None:
-    """The CLI's checks of the files (ldifs_core.check): the settings to queue, or None with the reason in `slot`."""
-    from ldifs_core.check import check_config, preflight  # torch: only when a check is started
+    """The CLI's checks (ldifs_core.preflight.check_inspection): the settings to queue, or None with the reason in
+    `slot`."""
+    from ldifs_core import preflight
+    from ldifs_core.check import check_config  # torch: only when a check is started
 
     try:
         cfg = check_config(model.name, model.pretrained, tuned, task or None, checks, head.strip() or None,
                            data_root=root, **limits)
-        preflight(cfg)
+        preflight.check_inspection(cfg, launch_checks.DOWNLOAD_HINT)
     except LabError as err:
         slot.error(str(err), icon=":material/error:")
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import jobs, model_picker, results, widgets
-from ldifs_core import availability, reuse
+from ldifs_core import availability, estimate, reuse
 from ldifs_core.config import DEFAULT_LAMBDA, RunConfig
 from ldifs_core.datasets import BANK_NAMES
 from ldifs_core.errors import LabError
@@ -41,8 +41,9 @@ def guided_demo() -> None:
     st.subheader("Guided demo: CE vs LDIFS")
     st.markdown(f"Queues two runs that differ only in the objective — plain CE and LDIFS (λ = "
                 f"{DEFAULT_LAMBDA['ldifs']:g}) — fine-tuning the embedded model on **{DEMO_TASK}** and checking "
-                f"forgetting on the other concept-bank datasets. About one to three minutes on a CPU; once they "
-                f"finished, their comparison stays here.")
+                f"forgetting on the other concept-bank datasets. Both runs: "
+                f"{estimate.describe(demo_configs(), results.run_store())}. Once they finished, their comparison "
+                f"stays here.")
     if st.button("Run the demo", type="primary", icon=":material/science:"):
         st.session_state.pop(OFFER, None)
         try:

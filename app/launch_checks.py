@@ -2,7 +2,8 @@
 
 Numbers are typed into fields without bounds, so what the user typed stays what they see; a value out of range is
 refused with a message under its field (a bounded st.number_input silently replaced −5 steps by the default).
-Datasets and models are checked when Start is pressed (ldifs_core.availability, model_picker.check_loads).
+Datasets, models and taps are checked when Start is pressed, by ldifs_core.preflight: the checks the CLI makes
+before it stores a run, so the two front ends refuse the same settings.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app import results
-from ldifs_core import availability
+from ldifs_core import availability, preflight
 from ldifs_core.config import RUN_SETTINGS, RunConfig
 from ldifs_core.datasets import BANK_NAMES
-from ldifs_core.errors import DatasetUnavailable, LabError
+from ldifs_core.errors import LabError
 from ldifs_core.settings import Setting
 from ldifs_core.store import RunRecord
 
@@ -66,13 +67,18 @@ def dataset_label(name: str, root: str | None = None) -> str:
 
 
 def check_dataset(name: str, root: str | None, download: bool) -> None:
-    """availability.check_dataset, with how to get a torchvision dataset in the app's words."""
-    try:
-        availability.check_dataset(name, root=root, download=download)
-    except DatasetUnavailable as err:
-        if availability.is_torchvision(name):
-            raise DatasetUnavailable(f"{err} {DOWNLOAD_HINT}") from None
-        raise
+    """preflight.check_dataset, with how to get a torchvision dataset in the app's words."""
+    preflight.check_dataset(name, root, download, DOWNLOAD_HINT)
+
+
+def check_task(cfg: RunConfig) -> None:
+    """The dataset `cfg` fine-tunes on (preflight.check_task): usable and large enough for its batch."""
+    preflight.check_task(cfg, DOWNLOAD_HINT)
+
+
+def check_checked(name: str, root: str | None, download: bool) -> None:
+    """A dataset checked for forgetting (preflight.check_checked): usable, with test images of two classes."""
+    preflight.check_checked([name], root, download, DOWNLOAD_HINT)
 
 
 def passes(slot: DeltaGenerator, check, *args) -> bool:
@@ -85,10 +91,10 @@ def passes(slot: DeltaGenerator, check, *args) -> bool:
     return True
 
 
-def all_pass(slot: DeltaGenerator, names: Sequence[str], root: str | None, download: bool) -> bool:
-    """Check every dataset and show each problem in `slot` (all of them, not only the first)."""
+def all_pass(slot: DeltaGenerator, check, items: Sequence, *args) -> bool:
+    """check(item, *args) for every item, each problem shown in `slot` (all of them, not only the first)."""
     with slot.container():
-        return all([passes(st, check_dataset, name, root, download) for name in names])
+        return all([passes(st, check, item, *args) for item in items])
 
 
 def stored_folders(records: Sequence[RunRecord] | None = None) -> list[str]:

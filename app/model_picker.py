@@ -48,8 +48,8 @@ def choose_model() -> ModelChoice:
     source = st.radio("Base model", (EMBEDDED, ZOO, CHECKPOINT), horizontal=True,
                       help="The CLIP whose image encoder is fine-tuned. The embedded default needs no network.")
     if source == EMBEDDED:
-        st.caption(f"**{EMBEDDED_MODEL}**: a tiny CLIP shipped with the lab (28×28 images, runs in about a minute "
-                   f"on a CPU).")
+        st.caption(f"**{EMBEDDED_MODEL}**: a tiny CLIP shipped with the lab (28×28 images, the quickest to "
+                   f"fine-tune; the time a run takes here is estimated next to Start).")
         return ModelChoice()
     if source == ZOO:
         entries = zoo_weights()
@@ -76,12 +76,13 @@ def check_loads(choice: ModelChoice) -> None:
     That cached model is shared, read-only, by every thread of the process: it is only loaded here, never
     returned, kept or touched (runs work on private copies in the worker).
     """
-    from ldifs_core import runner
+    from ldifs_core import preflight, runner
     from ldifs_core.errors import ModelUnavailable
 
     if choice.name and choice.pretrained == "":
         raise ModelUnavailable("Give the path of a checkpoint file: the weights of the chosen architecture, saved "
                                "with torch.save (.pt, .pth, .bin) or safetensors (.safetensors).")
+    preflight.check_model(choice.name, choice.pretrained)  # the CLI's checks first: a bad file costs no load
     runner.cached_model(choice.name, choice.pretrained)
 
 

@@ -7,6 +7,7 @@ flag or widget: the CLI and the app add their own wording of how to download.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,18 @@ LOOSE_FILES = {"svhn": ("train_32x32.mat", "test_32x32.mat")}
 FOLDER_LAYOUT = ("The lab needs one sub-folder per class, named after the class: <folder>/<class name>/<image>.png "
                  "(or <folder>/train/<class name>/… and <folder>/test/<class name>/…).")
 SAMPLE_IMAGES = 24  # at most this many images in a folder preview
+READ_TRIES = 3  # images per class a check decodes before it calls a folder unreadable
 
 
 def is_torchvision(name: str) -> bool:
     from ldifs_core.datasets.torchvision_sets import TORCHVISION_SETS
 
     return name in TORCHVISION_SETS
+
+
+def is_folder(name: str) -> bool:
+    """Whether `name` means an image folder (not a concept-bank domain nor a torchvision dataset)."""
+    return name not in BANK_NAMES and not is_torchvision(name)
 
 
 def data_root(root: str | Path | None) -> Path:
@@ -87,6 +94,22 @@ def folder_summary(path: str | Path) -> FolderSummary:
     return FolderSummary(str(path), list(train.class_names), *counts)
 
 
+def check_readable(path: str | Path) -> None:
+    """Refuse a folder whose images cannot be decoded (corrupt, or not really images): the first few of each class
+    are tried, not all, so a check stays quick; a run still skips the odd unreadable file."""
+    from ldifs_core.datasets.decoding import readable
+
+    index = split_index(str(Path(path).expanduser()), "train")
+    tried, per_class = [], Counter()
+    for position, label in enumerate(index.labels.tolist()):
+        if per_class[label] < READ_TRIES:
+            tried.append(position)
+            per_class[label] += 1
+    if not any(readable(index.source, tried)):
+        raise DatasetUnavailable(f"None of the {len(tried)} images tried in “{path}” could be read as an image "
+                                 f"(corrupt, or not really images). Replace them with readable pictures.")
+
+
 def folder_samples(path: str | Path, image_size: int, limit: int = SAMPLE_IMAGES) -> ImageSet:
     """A few training images of a folder exactly as a run decodes them for a model taking `image_size` pixels:
     one or more per class when the classes fit in `limit`, else `limit` at random (seed 0)."""
@@ -118,3 +141,4 @@ def check_dataset(name: str, *, root: str | Path | None = None, download: bool =
                                      f"it once, or put its files there in torchvision's layout.") from None
         return
     folder_summary(name)
+    check_readable(name)

@@ -1,7 +1,7 @@
 """Checking a checkpoint fine-tuned elsewhere for forgetting: a run of its own kind (objective "checked"), evaluated
 and stored by the one path a trained run takes (runner.execute), so every page and command reads it unchanged.
 
-`check_config` names the user's files in a RunConfig (path and content hash); `preflight` checks everything a check
+`check_config` names the user's files in a RunConfig (path and content hash); `read_files` checks everything a check
 reads before the store is touched (the CLI's `check` and the app's Launch page share it); `checked_result` is what
 runner.execute evaluates in place of a fine-tuning.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldifs_core.checkpoints import IMAGE_TOWER, RESAVE, clip_with, read_file, read_tuned_weights, state_dict_in, \
+from ldifs_core.checkpoints import IMAGE_TOWER, clip_with, read_file, read_tuned_weights, state_dict_in, \
     unwrapped
 from ldifs_core.config import CHECKED, RunConfig
 from ldifs_core.datasets import BANK_NAMES, ImageSet, check_known, load_bank, split_index
@@ -61,7 +61,7 @@ def existing_file(path: str, what: str) -> Path:
 def check_config(model: str | None, base: str | None, tuned: str, task: str | None = None,
                  datasets: list[str] | None = None, head: str | None = None, **settings) -> RunConfig:
     """The settings of a check, its files named by absolute path and content hash, validated, with every dataset
-    known; a LabError says what to change. The files' contents are checked by `preflight`."""
+    known; a LabError says what to change. The files' contents are checked by `read_files`."""
     tuned_path = existing_file(tuned, "tuned checkpoint")
     head_path = existing_file(head, "head file") if head else None
     cfg = RunConfig(objective=CHECKED, dataset=task or DEFAULT_TASK, model=model, pretrained=base,
@@ -73,7 +73,7 @@ def check_config(model: str | None, base: str | None, tuned: str, task: str | No
     return cfg
 
 
-def preflight(cfg: RunConfig) -> CheckInputs:
+def read_files(cfg: RunConfig) -> CheckInputs:
     """Load the base model and read the files against it: every problem of the user's files shows here, before any
     run is recorded (BadCheckpoint, ModelUnavailable or BadConfig with what to do)."""
     from ldifs_core.runner import cached_model  # the run reuses this load

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # ray loads only for --ray
 
 T = TypeVar("T")
 STORE_HELP = "run store folder (default: $LDIFS_STORE or ./runs)"
+DOWNLOAD_HINT = "Add --download to fetch it, or give --data-root the folder that holds its files."
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -327,8 +328,11 @@ def interval(ci: list[float] | None) -> str:
 
 
 def cmd_run(args) -> int:
+    from ldifs_core import preflight
+
     cfg = config_from(args, args.objective, args.lam, args.seed)
     check_output("--json", args.json)
+    preflight.check_run(cfg, DOWNLOAD_HINT, load=True)  # nothing is stored for a run that cannot start
     return record_and_run(cfg, args)
 
 
@@ -365,6 +369,9 @@ def cmd_sweep(args) -> int:
     check_output("--json", args.json)
     if args.ray is None and (args.cpus_per_trial is not None or args.gpus_per_trial is not None):
         raise BadConfig("--cpus-per-trial and --gpus-per-trial apply to sweeps on Ray: add --ray.")
+    from ldifs_core import preflight
+
+    preflight.check_sweep(configs, DOWNLOAD_HINT, load=args.ray is None)  # Ray trials load the model themselves
     store = RunStore(args.store)
     if args.ray is None:
         return report_sweep(args, len(configs), lambda results: sweep_one_by_one(configs, store, results))
@@ -617,7 +624,8 @@ def add_check_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_check(args) -> int:
     """Every file is read and checked against the base model before the run is recorded."""
-    from ldifs_core.check import check_config, preflight
+    from ldifs_core import preflight
+    from ldifs_core.check import check_config
 
     datasets = (comma_list("--datasets", args.datasets, name, "animals,quickdraw")
                 if args.datasets is not None else None)
@@ -626,7 +634,7 @@ def cmd_check(args) -> int:
                        ldifs_taps=one_value(flag_of("ldifs_taps"), grid_values(args, "ldifs_taps")),
                        umap_points=0 if args.no_umap else RunConfig.umap_points, **settings)
     check_output("--json", args.json)
-    preflight(cfg)
+    preflight.check_inspection(cfg, DOWNLOAD_HINT)  # nothing is stored for a check that cannot start
     return record_and_run(cfg, args)
 
 
@@ -670,6 +678,9 @@ def cmd_sequence(args) -> int:
     seq = SequenceConfig(tuple(tasks), args.anchor, config_from(args, args.objective, args.lam, args.seed,
                                                                  dataset=tasks[0]))
     check_output("--json", args.json)
+    from ldifs_core import preflight
+
+    preflight.check_sequence(seq.validate(), DOWNLOAD_HINT, load=True)
     store = RunStore(args.store)
     sequence_id, done = plan_or_resume(seq, store)
     if done is not None:

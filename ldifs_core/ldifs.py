@@ -42,12 +42,18 @@ def tap_modules(visual: nn.Module, taps: Taps = 4) -> list[nn.Module]:
                         f"ModifiedResNet image tower, or give the names of the submodules to tap.")
     spec = parse_ldifs_taps(taps)
     if isinstance(spec, int):  # the stem and `spec` evenly spaced blocks (stages), as the paper taps them
-        n = min(spec, len(blocks))
-        return [stem] + [blocks[i] for i in sorted({round(len(blocks) * (i + 1) / n) - 1 for i in range(n)})]
+        if spec > len(blocks):  # never fewer taps than the run says it used
+            raise ValueError(taps_beyond_tower(spec, len(blocks), type(visual).__name__))
+        return [stem] + [blocks[i] for i in sorted({round(len(blocks) * (i + 1) / spec) - 1 for i in range(spec)})]
     groups = {"stem": [stem], "blocks": blocks, "last": blocks[-1:], "embedding": [visual]}
     picked = {id(module): module for group in spec for module in groups[group]}
     order = [stem, *blocks, visual]  # forward order
     return [module for module in order if id(module) in picked]
+
+
+def taps_beyond_tower(count: int, blocks: int, tower: str) -> str:
+    return (f"ldifs_taps {count} is more than the {blocks} blocks of the {tower} image tower: give a count from 1 to "
+            f"{blocks}, or named groups such as last or stem+blocks")
 
 
 def named_submodule(module: nn.Module, name: str) -> nn.Module:

@@ -19,7 +19,7 @@ import open_clip
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ldifs_core.errors import BadCheckpoint, BadConfig, ModelUnavailable
+from ldifs_core.errors import BadCheckpoint, BadConfig, LabError, ModelUnavailable
 from ldifs_core.paths import ASSETS_DIR
 
 EMBEDDED_MODEL = "LabCLIP-ViT-28-p7"
@@ -86,9 +86,12 @@ def register_embedded_config() -> None:
 
 
 def resolve(name: str | None, pretrained: str | None) -> tuple[str, str]:
-    """Fill in the embedded default: no name means the embedded model and its committed checkpoint."""
+    """Fill in the embedded default: no name means the embedded model and its committed checkpoint. An unknown
+    model name is refused first (a tag cannot help it)."""
     register_embedded_config()
     name = name or EMBEDDED_MODEL
+    if name not in open_clip.list_models():
+        raise ModelUnavailable(unknown_model_message(name))
     if name == EMBEDDED_MODEL and not pretrained:
         pretrained = str(EMBEDDED_CHECKPOINT)
     if not pretrained:
@@ -97,15 +100,39 @@ def resolve(name: str | None, pretrained: str | None) -> tuple[str, str]:
     return name, pretrained
 
 
+def unknown_model_message(name: str) -> str:
+    """'Unknown open_clip model', with the known names closest to `name` (case aside)."""
+    import difflib
+
+    names = {known.lower(): known for known in open_clip.list_models()}
+    close = [names[match] for match in difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.6)]
+    suggestion = f"Did you mean {' or '.join(close)}? " if close else ""
+    return (f"Unknown open_clip model '{name}'. {suggestion}Pick one of open_clip.list_models() (for example "
+            f"ViT-B-32). {EMBEDDED_HINT}")
+
+
 def input_resolution(name: str | None) -> int:
     """The image side the model's encoder takes, from its open_clip config alone (no weights are loaded)."""
+    size = vision_config(name)["image_size"]
+    return size if isinstance(size, int) else size[0]
+
+
+def tower_blocks(name: str | None) -> int | None:
+    """How many blocks (ViT) or stages (ResNet) the model's image tower has, from its open_clip config alone; None
+    for a tower the lab cannot tap by count (a timm tower)."""
+    vision = vision_config(name)
+    if vision.get("timm_model_name"):
+        return None
+    layers = vision.get("layers", 12)
+    return len(layers) if isinstance(layers, (list, tuple)) else int(layers)
+
+
+def vision_config(name: str | None) -> dict:
     register_embedded_config()
     cfg = open_clip.get_model_config(name or EMBEDDED_MODEL)
     if cfg is None:
-        raise ModelUnavailable(f"Unknown open_clip model '{name}'. Pick one of open_clip.list_models() (for example "
-                               f"ViT-B-32). {EMBEDDED_HINT}")
-    size = cfg["vision_cfg"]["image_size"]
-    return size if isinstance(size, int) else size[0]
+        raise ModelUnavailable(unknown_model_message(name))
+    return cfg["vision_cfg"]
 
 
 def cached_weights_path(name: str, tag: str) -> Path | None:
@@ -151,30 +178,41 @@ def weights_available(name: str | None, pretrained: str | None) -> bool:
     """True when loading would need no network: the embedded model, a local file, or a cached tag."""
     try:
         name, pretrained = resolve(name, pretrained)
-    except BadConfig:
+    except LabError:
         return False
     return Path(pretrained).is_file() or cached_weights_path(name, pretrained) is not None
 
 
-def load_model(name: str | None = None, pretrained: str | None = None) -> FoundationModel:
-    """Load a CLIP on the CPU, read-only; runs take `private_copy(device)` of it."""
+def checked_source(name: str | None, pretrained: str | None) -> tuple[str, str]:
+    """The (name, tag or file) `load_model` would load, resolved; refuses without reading weights what cannot
+    load: an unknown model or tag, a missing file, a folder, a file that is not a checkpoint by its first bytes."""
     name, pretrained = resolve(name, pretrained)
-    if name not in open_clip.list_models():
-        raise ModelUnavailable(f"Unknown open_clip model '{name}'. Pick one of open_clip.list_models() "
-                               f"(for example ViT-B-32). {EMBEDDED_HINT}")
-    is_file = Path(pretrained).is_file()
-    if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        raise BadCheckpoint(f"'{pretrained}' is a folder. Give the checkpoint file inside it (.pt, .pth, .bin, "
+                            f".safetensors).")
+    if path.is_file():
+        if kind := not_a_checkpoint(path):
+            raise BadCheckpoint(f"'{pretrained}' is not a checkpoint: it is {kind}. Give a file of model weights "
+                                f"saved with torch.save (.pt, .pth, .bin) or safetensors (.safetensors).")
+        return name, pretrained
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
         looks_like_path = os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
-        if Path(pretrained) == EMBEDDED_CHECKPOINT:
+        if path == EMBEDDED_CHECKPOINT:
             raise ModelUnavailable(f"The embedded checkpoint {EMBEDDED_CHECKPOINT} is missing. Restore it with "
                                    f"`git checkout -- assets/model` or rebuild it with `make pretrain`.")
         if looks_like_path:
             raise ModelUnavailable(f"Checkpoint file '{pretrained}' does not exist. Check the path. {EMBEDDED_HINT}")
-        raise ModelUnavailable(f"'{pretrained}' is neither a checkpoint file nor a known tag of {name}. Known tags: "
-                               f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}.")
-    if is_file and (kind := not_a_checkpoint(Path(pretrained))):
-        raise BadCheckpoint(f"'{pretrained}' is not a checkpoint: it is {kind}. Give a file of model weights saved "
-                            f"with torch.save (.pt, .pth, .bin) or safetensors (.safetensors).")
+        raise ModelUnavailable(f"Pretrained weights: unknown tag '{pretrained}' of {name} (and no checkpoint file of "
+                               f"that name here). Known tags: {', '.join(tags) or 'none'}.")
+    return name, pretrained
+
+
+def load_model(name: str | None = None, pretrained: str | None = None) -> FoundationModel:
+    """Load a CLIP on the CPU, read-only; runs take `private_copy(device)` of it."""
+    name, pretrained = checked_source(name, pretrained)
+    is_file = Path(pretrained).is_file()
     if not is_file and cached_weights_path(name, pretrained) is None and not weights_host_reachable(name, pretrained):
         raise ModelUnavailable(offline_message(name, pretrained))
     try:

@@ -52,8 +52,9 @@ def read_sequence(store: RunStore, sequence_id: str) -> dict:
     try:
         record = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise RunNotFound(f"No sequence '{sequence_id}' in {store.root}. Sequence ids are printed by "
-                          f"`python -m ldifs_core the runs of each sequence.") from None
+        raise RunNotFound(f"No sequence '{sequence_id}' in {store.root}. `python -m ldifs_core sequence` prints "
+                          f"the id of each sequence it runs, and `python -m ldifs_core list` shows the runs of every "
+                          f"stage; check the id or give --store.") from None
     except (OSError, ValueError) as err:
         raise RunUnreadable(f"unreadable: the record of sequence {sequence_id} cannot be read ({err}).") from None
     if not isinstance(record, dict):

@@ -5,6 +5,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,16 +182,129 @@ def test_an_unknown_dataset_is_refused_before_any_run_is_recorded(store_dir, cap
     assert RunStore(store_dir).list() == []
 
 
+def write_images(folder: Path, count: int, suffix: str = ".png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count)
+    for i in range(count):
+        from PIL import Image
+
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}{suffix}")
+
+
+def bad_folder(tmp_path: Path, kind: str) -> str:
+    """A folder the lab cannot use, made in tmp_path."""
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "flat":
+        write_images(folder, 5)
+    elif kind == "one-class":
+        write_images(folder / "cat", 40)
+    elif kind == "not-images":
+        for cls in ("cat", "dog"):
+            (folder / cls).mkdir()
+            (folder / cls / "notes.txt").write_text("not a picture")
+    elif kind == "corrupt":
+        for cls in ("cat", "dog"):
+            (folder / cls).mkdir()
+            for i in range(40):
+                (folder / cls / f"{i}.png").write_bytes(b"\x89PNG broken" + bytes(i))
+    elif kind == "train-only":
+        for cls in ("cat", "dog"):
+            write_images(folder / "train" / cls, 40)
+    elif kind == "too-small":
+        for cls in ("cat", "dog"):
+            write_images(folder / cls, 4)
+    return str(folder)
+
+
+def bad_checkpoint(tmp_path: Path, kind: str) -> str:
+    from ldifs_core.models import EMBEDDED_CHECKPOINT
+
+    path = tmp_path / f"{kind}.pt"
+    if kind == "truncated":
+        path = tmp_path / "truncated.safetensors"
+        data = EMBEDDED_CHECKPOINT.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "truncated-zip":
+        torch.save({"w": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif kind == "pickled":
+        torch.save({"w": torch.zeros(2), "code": multiprocessing.Queue}, path)
+    elif kind == "image":
+        write_images(tmp_path / "pics", 1)
+        path = tmp_path / "pics" / "0.png"
+    elif kind == "folder":
+        path = tmp_path / "weights"
+        path.mkdir()
+    return str(path)
+
+
+EMBEDDED = ["--model", "LabCLIP-ViT-28-p7"]
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
 @pytest.mark.parametrize("argv, words", [
-    (["run", "--model", "ViT-Nope", "--pretrained", "x"], "Unknown open_clip model"),
-    (["run", "--pretrained", "/no/such/file.pt", "--model", "LabCLIP-ViT-28-p7"], "does not exist"),
+    (["run", "--dataset", "{empty}"], "has no class sub-folders with images"),
+    (["run", "--dataset", "{flat}"], "5 images directly, not in class sub-folders"),
+    (["run", "--dataset", "{one-class}"], "only one class (“cat”)"),
+    (["run", "--dataset", "{not-images}"], "has no class sub-folders with images"),
+    (["run", "--dataset", "{corrupt}"], "could be read as an image"),
+    (["run", "--dataset", "{train-only}"], "has a train/ folder but no test/ folder"),
+    (["run", "--dataset", "{too-small}"], "fewer than the batch size 64"),
+    (["run", "--eval-datasets", "animals,{one-class}"], "only one class (“cat”)"),
+    (["run", "--eval-datasets", "{corrupt}"], "could be read as an image"),
+    (["sweep", "--objectives", "ce", "--dataset", "{flat}"], "not in class sub-folders"),
+    (["sequence", "--tasks", "mnist,{one-class}"], "only one class (“cat”)"),
+    (["sequence", "--tasks", "mnist,fashion_mnist", "--eval-datasets", "{corrupt}"], "could be read as an image"),
+    (["run", "--dataset", "cifar10", "--data-root", "{empty}"], "CIFAR-10 has no files in"),
+    (["run", "--eval-datasets", "svhn", "--data-root", "{empty}"], "--download"),
+    pytest.param(["run", "--device", "cuda"], "no CUDA GPU is visible here", marks=NO_CUDA),
+    (["run", "--device", "tpu"], "Unknown device 'tpu'. Use auto, cpu, cuda or mps"),
+    (["sweep", "--device", "tpu"], "Unknown device 'tpu'"),
+    (["run", "--model", "NoSuchModel"], "Unknown open_clip model 'NoSuchModel'"),
+    (["run", "--model", "ViT-B-33", "--pretrained", "openai"], "Did you mean ViT-B-32"),
+    (["run", "--model", "vit-b-32"], "Did you mean ViT-B-32"),
+    (["run", "--model", "ViT-B-32", "--pretrained", "no_such_tag"], "unknown tag 'no_such_tag' of ViT-B-32"),
+    (["run", "--model", "ViT-B-32", "--pretrained", "no_such_tag"], "Known tags: openai"),
+    (["run", "--model", "ViT-B-32"], "Known tags: openai"),
+    (["run", *EMBEDDED, "--pretrained", "/no/such/file.pt"], "Checkpoint file '/no/such/file.pt' does not exist"),
+    (["run", *EMBEDDED, "--pretrained", "[folder]"], "is a folder. Give the checkpoint file inside it"),
+    (["run", *EMBEDDED, "--pretrained", "[truncated]"], "looks truncated or corrupt"),
+    (["run", *EMBEDDED, "--pretrained", "[truncated-zip]"], "looks truncated or corrupt"),
+    (["run", *EMBEDDED, "--pretrained", "[pickled]"], "holds pickled objects"),
+    (["run", *EMBEDDED, "--pretrained", "[image]"], "is not a checkpoint: it is a PNG image"),
+    (["sequence", "--tasks", "mnist,animals", *EMBEDDED, "--pretrained", "[pickled]"], "holds pickled objects"),
+    (["run", "--ldifs-taps", "99"], "ldifs_taps 99 is more than the 4 blocks"),
+    (["sweep", "--ldifs-taps", "4,99"], "ldifs_taps 99 is more than the 4 blocks"),
+    (["run", "--dataset", ""], "The dataset name is empty"),
+    (["run", "--weight-decay", "nan"], "weight_decay must be at least 0"),
+    (["run", "--weight-decay", "inf"], "weight_decay must be at least 0"),
+    (["run", "--grad-clip", "nan"], "grad_clip must be above 0"),
+    (["run", "--grad-clip", "inf"], "grad_clip must be above 0"),
 ])
-def test_a_run_that_fails_while_loading_exits_2_with_its_recorded_reason(store_dir, capsys, argv, words):
+def test_input_that_cannot_run_is_refused_with_what_to_do_before_anything_is_stored(store_dir, tmp_path, capsys,
+                                                                                  argv, words):
+    """Folders, devices, models and checkpoints are checked before the store is touched (issue 20 items 5, 18, 19):
+    what used to become a failed run after seconds of loading is now one line and exit code 2."""
+    made = lambda match: (bad_folder if match[0][0] == "{" else bad_checkpoint)(tmp_path, match[1])
+    argv = [re.sub(r"[{\[]([a-z-]+)[}\]]", made, item) for item in argv]
     assert run_cli(*argv) == 2
+    assert words in one_error_line(capsys)
+    assert not store_dir.exists() or (RunStore(store_dir).list() == [] and not (store_dir / "sequences").exists())
+
+
+def test_export_of_an_unknown_sequence_says_where_sequence_ids_come_from(store_dir, capsys):
+    assert run_cli("export", "seq-20250101-000000-abcdef") == 2
     line = one_error_line(capsys)
-    assert words in line
-    (record,) = RunStore(store_dir).list()
-    assert line.startswith(f"error: run {record.run_id} failed: ") and record.status == "failed"
+    assert "No sequence 'seq-20250101-000000-abcdef'" in line
+    assert "`python -m ldifs_core sequence` prints the id of each sequence it runs" in line
+
+
+def test_a_tap_count_beyond_the_tower_is_refused_where_taps_are_chosen(small_vit):
+    from ldifs_core.ldifs import tap_modules
+
+    with pytest.raises(ValueError, match="ldifs_taps 5 is more than the 4 blocks"):
+        tap_modules(small_vit, 5)
 
 
 # -- runs that cannot be read, and runs that cannot be mixed -------------------------------------------------

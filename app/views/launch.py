@@ -1,6 +1,7 @@
 """Launch: pick a model, a task and an objective, and queue a fine-tuning run, or check a checkpoint fine-tuned
 elsewhere (app/check_form.py); follow it live."""
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -8,7 +9,7 @@ import streamlit as st
 from app import check_form, jobs, launch_checks, model_picker, objective_options, results, widgets
 from app.folder_preview import folder_preview
 from app.launch_checks import checked_setting, passes
-from ldifs_core import reuse
+from ldifs_core import estimate, preflight, reuse
 from ldifs_core.availability import folder_summary
 from ldifs_core.config import ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.sequence import SequenceConfig
@@ -208,7 +209,8 @@ cfg = None if None in settings.values() else RunConfig(
     pretrained=model.pretrained, eval_datasets=eval_datasets, lr=lr, augment=augment, bn=bn, data_root=root,
     download=download, label=label.strip(), **settings)
 
-st.caption(f"Runs on: **{device_line()}**")
+st.caption(f"Runs on: **{device_line()}**. Expected time: "
+           f"{estimate.describe([cfg or DEFAULT] * (len(tasks) if as_sequence else 1), results.run_store())}.")
 
 started = st.button("Start sequence" if as_sequence else "Start run", type="primary", icon=":material/play_arrow:")
 if started:
@@ -221,16 +223,22 @@ if started:
     if not dataset:
         task_slot.error("Give the path of an image folder, one sub-folder per class.", icon=":material/error:")
         ready = False
-    elif not launch_checks.all_pass(task_slot, tasks or [dataset], root, download):
+    elif cfg is None:  # the dataset alone: its batch is not known yet
+        ready = launch_checks.all_pass(task_slot, launch_checks.check_dataset, tasks or [dataset], root, download) \
+            and ready
+    elif not launch_checks.all_pass(task_slot, launch_checks.check_task,
+                                    [replace(cfg, dataset=name) for name in tasks or [dataset]]):
         ready = False
     if not eval_datasets:
         checks_slot.error("Pick at least one dataset under “Check forgetting on”: without one the run has nothing to "
                           "measure forgetting on.", icon=":material/error:")
         ready = False
-    elif not launch_checks.all_pass(checks_slot, eval_datasets, root, download):
+    elif not launch_checks.all_pass(checks_slot, launch_checks.check_checked, eval_datasets, root, download):
         ready = False
     with st.spinner("Checking the model loads…"):
         ready = passes(model_slot, model_picker.check_loads, model) and ready
+    if ready:
+        ready = passes(start_slot, preflight.check_taps, cfg)
     if ready:
         try:  # the settings are checked once, here (a sequence's stages as it is recorded)
             if as_sequence:

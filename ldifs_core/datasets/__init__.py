@@ -331,6 +331,9 @@ def check_known(name: str) -> None:
     """Refuse, without loading anything, a name that is neither a registered dataset nor an existing folder."""
     from ldifs_core.datasets import torchvision_sets
 
+    if not name.strip():  # Path('') is the current folder: never index it by accident
+        raise DatasetUnavailable(f"The dataset name is empty. Give one of {', '.join(known_datasets())}, or the path "
+                                 f"of an ImageFolder directory (one sub-folder per class).")
     if name in DOMAINS or name in torchvision_sets.TORCHVISION_SETS or Path(name).expanduser().is_dir():
         return
     if Path(name).expanduser().exists():

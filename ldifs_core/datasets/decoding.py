@@ -95,6 +95,11 @@ def _start_worker(source: ImageSource) -> None:
     _worker_source = (source.open(), source.transposed)
 
 
+def readable(source: ImageSource, positions: Sequence[int]) -> list[bool]:
+    """Which of `positions` decode, each tried exactly as a run decodes it (at a tiny size)."""
+    return _decode_rows(positions, 8, source.open(), getattr(source, "transposed", False))[1]
+
+
 def _decode_rows_in_worker(positions: Sequence[int], image_size: int) -> tuple[np.ndarray, list[bool]]:
     return _decode_rows(positions, image_size, *_worker_source)
 

@@ -153,6 +153,28 @@ def test_a_flat_folder_is_refused_before_queuing_with_the_layout_it_needs(app, s
     assert store.list() == []
 
 
+def test_a_folder_too_small_for_the_batch_is_refused_before_queuing_as_the_cli_refuses_it(app, store, folder):
+    """The Launch page and the CLI share ldifs_core.preflight: what one refuses, the other does (issue 20 item 18)."""
+    open_page(app, "launch")
+    next(s for s in app.selectbox if s.label == "Fine-tune on").set_value(IMAGE_FOLDER).run()
+    next(t for t in app.text_input if t.label == "ImageFolder path").set_value(str(folder)).run()
+    button(app, "Start run").click().run()
+    assert "has only 12 training images, fewer than the batch size 64" in texts(app.error)
+    assert store.list() == []
+
+
+def test_a_folder_of_corrupt_images_is_refused_under_check_forgetting_on(app, store, tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "broken" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "broken" / name / f"{i}.png").write_bytes(b"\x89PNG not really")
+    open_page(app, "launch")
+    next(t for t in app.text_input if t.label == "Add an image folder to check").input(str(tmp_path / "broken")).run()
+    button(app, "Start run").click().run()
+    assert "could be read as an image" in texts(app.error)
+    assert store.list() == []
+
+
 def test_a_folder_preview_shows_classes_counts_and_samples_at_the_models_resolution(app, folder):
     open_page(app, "launch")
     next(s for s in app.selectbox if s.label == "Fine-tune on").set_value(IMAGE_FOLDER).run()
@@ -224,6 +246,22 @@ def test_an_objectives_own_number_is_refused_not_replaced(app, store):
     assert number(app, "LoRA α (scale α / r)").value == 0.0
     assert "LoRA α (scale α / r) must be a number above 0; it is 0." in texts(app.error)
     assert store.list() == []
+
+
+def test_learn_and_launch_claim_no_time_the_machine_has_not_measured(app, store):
+    """Issue 20 item 4: no fixed "about a minute"; an estimate from this machine's finished runs, or that there is
+    none yet."""
+    from ldifs_core.estimate import NO_ESTIMATE
+
+    for page in ("learn", "launch"):
+        open_page(app, page)
+        shown = texts(app.markdown) + texts(app.caption)
+        assert "one to three minutes" not in shown and "about a minute" not in shown
+        assert NO_ESTIMATE in shown
+    add_finished_run(store, steps=5)
+    for page in ("learn", "launch"):
+        open_page(app, page)
+        assert "on this machine (measured from its last 1 finished run)" in texts(app.markdown) + texts(app.caption)
 
 
 def test_the_demo_refuses_to_start_when_a_concept_bank_file_is_missing(app, store, monkeypatch):
