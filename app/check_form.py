@@ -51,7 +51,8 @@ def check_form(root: str | None) -> None:
     if not checks:
         checks_slot.error("Pick at least one dataset to check for forgetting.", icon=":material/error:")
         ready = False
-    elif not launch_checks.all_pass(checks_slot, [task or DEFAULT_TASK, *checks], root, False):
+    elif not launch_checks.all_pass(checks_slot, launch_checks.check_checked, [task or DEFAULT_TASK, *checks], root,
+                                    False):
         ready = False
     with st.spinner("Checking the model loads…"):
         ready = passes(model_slot, model_picker.check_loads, model) and ready

@@ -1,9 +1,9 @@
 """Checking a checkpoint fine-tuned elsewhere for forgetting: a run of its own kind (objective "checked"), evaluated
 and stored by the one path a trained run takes (runner.execute), so every page and command reads it unchanged.
 
-`check_config` names the user's files in a RunConfig (path and content hash); `read_files` checks everything a check
-reads before the store is touched (the CLI's `check` and the app's Launch page share it); `checked_result` is what
-runner.execute evaluates in place of a fine-tuning.
+`check_config` names the user's files in a RunConfig (path and content hash); `preflight.check_inspection` checks
+everything a check reads before the store is touched (the CLI's `check` and the app's Launch page share it), with
+`read_check_inputs` for the files; `checked_result` is what runner.execute evaluates in place of a fine-tuning.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def existing_file(path: str, what: str) -> Path:
 def check_config(model: str | None, base: str | None, tuned: str, task: str | None = None,
                  datasets: list[str] | None = None, head: str | None = None, **settings) -> RunConfig:
     """The settings of a check, its files named by absolute path and content hash, validated, with every dataset
-    known; a LabError says what to change. The files' contents are checked by `read_files`."""
+    known; a LabError says what to change. The files' contents are checked by `read_check_inputs`."""
     tuned_path = existing_file(tuned, "tuned checkpoint")
     head_path = existing_file(head, "head file") if head else None
     cfg = RunConfig(objective=CHECKED, dataset=task or DEFAULT_TASK, model=model, pretrained=base,
@@ -71,14 +71,6 @@ def check_config(model: str | None, base: str | None, tuned: str, task: str | No
     for name in (cfg.dataset, *(cfg.eval_datasets or ())):
         check_known(name)
     return cfg
-
-
-def read_files(cfg: RunConfig) -> CheckInputs:
-    """Load the base model and read the files against it: every problem of the user's files shows here, before any
-    run is recorded (BadCheckpoint, ModelUnavailable or BadConfig with what to do)."""
-    from ldifs_core.runner import cached_model  # the run reuses this load
-
-    return read_check_inputs(cfg, cached_model(cfg.model, cfg.pretrained))
 
 
 def read_check_inputs(cfg: RunConfig, base: FoundationModel) -> CheckInputs:

@@ -102,14 +102,16 @@ def check_run(cfg: RunConfig, hint: str = "", load: bool = False) -> None:
 
 def check_inspection(cfg: RunConfig, hint: str = "") -> None:
     """A check of a checkpoint fine-tuned elsewhere (check.py): nothing trains, so its task needs test images only;
-    then the base model is loaded into the runner's cache and the user's files are read against it."""
-    from ldifs_core.check import read_files
+    then the base model is loaded into the runner's cache (where the run finds it) and the user's files are read
+    against it, so a file of another architecture, a bad head or pickled code is refused before anything is stored."""
+    from ldifs_core.check import read_check_inputs
+    from ldifs_core.runner import cached_model
 
     check_device(cfg.device)
     check_model(cfg.model, cfg.pretrained)
     check_taps(cfg)
     check_checked([cfg.dataset, *cfg.forgetting_datasets(available_bank())], cfg.data_root, cfg.download, hint)
-    read_files(cfg)
+    read_check_inputs(cfg, cached_model(cfg.model, cfg.pretrained))
 
 
 def check_sweep(configs: Sequence[RunConfig], hint: str = "", load: bool = False) -> None:

@@ -13,6 +13,7 @@ import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -362,11 +363,11 @@ def test_a_metrics_json_of_the_wrong_shape_is_listed_as_unreadable_and_refused_i
     assert "unreadable: metrics.json" in bad_line and key in bad_line
 
     assert run_cli("export", bad, "--format", "csv") == 2
-    assert one_error_line(capsys).startswith(f"error: unreadable: metrics.json")
+    assert one_error_line(capsys).startswith("error: unreadable: metrics.json")
     assert run_cli("report", bad, "-o", str(tmp_path / "r.html")) == 2
     assert key in one_error_line(capsys) and not (tmp_path / "r.html").exists()
     assert run_cli("report", good, bad, "-o", str(tmp_path / "r.html")) == 2
-    assert one_error_line(capsys).startswith(f"error: unreadable: metrics.json")
+    assert one_error_line(capsys).startswith("error: unreadable: metrics.json")
     assert run_cli("export", good, "--format", "csv") == 0
     assert capsys.readouterr().out.startswith(",".join(COLUMNS))
 
