@@ -1,5 +1,9 @@
 """Every chart of the app as a pure function: plain data (metrics dicts, history lists, arrays, tables) in,
-a Plotly figure out. Pages only place them, tests check their traces."""
+a Plotly figure out. Pages only place them, tests check their traces.
+
+Why one module over 350 lines: one small pure function per chart, found in one place; the figures the HTML
+report shares live in ldifs_core/figures.py.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -6,6 +6,9 @@ before any work starts, and every problem a user can cause ends in one line "err
 Exit codes: 0 every run finished (or the command did what it was asked); 1 a sweep in which at least one run
 failed (each is recorded with its reason and listed in the summary; the others still ran); 2 bad input, or a
 run, store or file problem the message explains (`run` exits 2 when its run failed); 130 interrupted.
+
+Why one module over 350 lines: each subcommand is a few lines over the library, and they share the parser
+building (flags come from settings.py), the input checks and the one-line error handling.
 """
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ through it, so a file of the wrong shape shows as unreadable instead of failing 
 `to_json` gives back exactly the JSON the lab writes, keys in the same order. `estimate_rows` is the one
 flattening: the CSV export, the app's tables and the report all read a run's numbers through it, from the
 `Evaluation` part that a WiSE-FT mix shares with a run.
+
+Why one module over 350 lines: its classes, their checks and the flattening describe one file format, so a
+changed key is changed in one place.
 """
 from __future__ import annotations
 

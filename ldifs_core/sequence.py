@@ -10,6 +10,9 @@ and linear probe, over every task of the sequence and every other dataset checke
 
 A sequence's record (its settings, stage run ids and matrix) lives in the run store's sequences/ folder; its
 status is always read from its stage runs, so a crash never leaves a stale "running" record.
+
+Why one module over 350 lines: planning, running and reading a sequence's matrix share its stage configs;
+its record's storage lives in sequence_records.py.
 """
 from __future__ import annotations
 

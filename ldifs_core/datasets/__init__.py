@@ -3,6 +3,9 @@
 Every loader returns an `ImageSet`: uint8 images plus class names and prompt templates, so training, evaluation
 and the app all read data the same way. Big datasets are indexed first (labels without pixels), a `Selection`
 picks the images a run uses, and only those are decoded (decoding.py: in parallel, cached on disk).
+
+Why one module over 350 lines: it is the registry every caller imports, holding what the loaders share
+(`ImageSet`, `Selection`, naming); the loaders of each kind live in folder.py, torchvision_sets.py and decoding.py.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ deleted and decoded again. A file is mapped for writing only once the disk has r
 is an error (the images are then decoded in memory, with a warning), never a killed process. The key covers what
 the pixels depend on: the dataset's identity and version (a folder's file list, sizes and modification times), the
 split, the chosen positions, the image size and `DECODER_VERSION`.
+
+Why one module over 350 lines: writing a cache entry, checking it and the worker pool that fills it are one
+protocol.
 """
 from __future__ import annotations
 
