@@ -92,7 +92,9 @@ def lambda_intuition() -> None:
     by_lambda = {cell.lam: cell for cell in cells}
     start = DEFAULT_LAMBDA["ldifs"] if DEFAULT_LAMBDA["ldifs"] in by_lambda else cells[-1].lam
     lam = st.select_slider("λ (LDIFS weight; 0 is plain CE)", list(by_lambda), value=start, format_func=lambda_label,
-                           key=f"learn-lambda-{task}")
+                           key=f"learn-lambda-{task}",
+                           help="Only the λ values of the precomputed grid: its numbers exist for these alone. Any "
+                                "λ ≥ 0 can be typed on the Launch page (or swept on Runs & sweeps).")
     headline_metrics(task, by_lambda[lam], by_lambda.get(0.0))
     curve = figure_cache.lambda_sweep(tables.grid_sweep(cells), f"LDIFS on {task}: accuracy and forgetting against λ "
                                       "(precomputed)", chosen=lam)

@@ -1,7 +1,8 @@
 """Checks before queuing, shown next to the field they are about, in the app's words.
 
-Numbers are typed into fields without bounds, so what the user typed stays what they see; a value out of range is
-refused with a message under its field (a bounded st.number_input silently replaced −5 steps by the default).
+Numbers are typed into text fields, so what the user typed stays what they see; text that is not a number, or a
+value out of range, is refused with a message under its field (a bounded st.number_input silently replaced −5 steps
+by the default, and any st.number_input puts its last value back over "abc").
 Datasets, models and taps are checked when Start is pressed, by ldifs_core.preflight: the checks the CLI makes
 before it stores a run, so the two front ends refuse the same settings.
 """
@@ -26,30 +27,70 @@ DOWNLOAD_HINT = ("To fetch it, tick “Download missing torchvision datasets” 
 FILES_HERE, NEEDS_DOWNLOAD = "files here", "needs download"
 
 
-def checked_setting(container: DeltaGenerator, name: str, **kwargs) -> int | float | None:
-    """The number field of RunConfig's setting `name` (general or an objective's option), with its declared label,
-    help, step and range (ldifs_core/settings.py): see checked_number."""
+def checked_setting(container: DeltaGenerator, name: str, default: int | float | None = None,
+                    **kwargs) -> int | float | None:
+    """The number field of RunConfig's setting `name` (general or an objective's option), with its declared label
+    and range (ldifs_core/settings.py), starting at `default` (default: RunConfig's): see checked_number."""
     declared = RUN_SETTINGS[name]
-    if declared.step is not None:
-        kwargs.setdefault("step", declared.step)
-    if isinstance(getattr(RunConfig, name), float):
-        kwargs.setdefault("format", "%g")
-    return checked_number(container, declared.label or name, getattr(RunConfig, name), declared, **kwargs)
+    return checked_number(container, declared.label or name, getattr(RunConfig, name) if default is None else default,
+                          declared, **kwargs)
 
 
 def checked_number(container: DeltaGenerator, label: str, default: int | float, declared: Setting,
                    **kwargs) -> int | float | None:
     """A number field that keeps what was typed (a whole number when `default` is one); None, with the reason
-    under the field, when the value is outside the declared range."""
+    under the field, when the text is not such a number or is outside the declared range. It is a text field:
+    st.number_input puts its last value back in the browser when the text is not a number ("abc"), and says
+    nothing."""
     whole = isinstance(default, int)
-    value = container.number_input(label, value=default, **kwargs)
+    text = container.text_input(label, value=number_text(default), **kwargs).strip()
+    value = read_number(text, whole)
     if value is None or not declared.fits(value):
-        bound = declared.bound(lambda v: f"{v:,}" if whole else f"{v:g}")
-        shown = "empty" if value is None else f"{value:,}" if whole else f"{value:g}"
-        container.error(f"{label} must be {'a whole number' if whole else 'a number'} {bound}; it is {shown}.",
-                        icon=":material/error:")
+        shown = lambda v: f"{v:,}" if whole else f"{v:g}"
+        if not text:
+            reason = "it is empty"
+        elif value is not None:
+            reason = f"it is {shown(value)}"
+        else:
+            reason = f"“{text}” is not {'a whole number' if read_number(text, False) is not None else 'a number'}"
+        container.error(f"{label} must be {'a whole number' if whole else 'a number'} {declared.bound(shown)}; "
+                        f"{reason}.", icon=":material/error:")
         return None
-    return int(value) if whole else float(value)
+    return value
+
+
+def number_text(value: int | float) -> str:
+    """How a number field shows a number: as the CLI takes it (300, 0.0005)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def read_number(text: str, whole: bool) -> int | float | None:
+    """The number typed (a whole one when `whole`: 300, 1,000 or 1e6), None when it is not one."""
+    if whole:
+        try:
+            return int(text.replace(",", ""))
+        except ValueError:
+            number = read_number(text.replace(",", ""), False)
+            return int(number) if number is not None and number.is_integer() else None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def checked_lambdas(slot: DeltaGenerator, label: str, chosen: Sequence[float | str]) -> list[float] | None:
+    """λ values picked from a list or typed into it (st.multiselect with new options gives those as text); None,
+    with the reason in `slot`, when one is not a number λ can take (ldifs_core/settings.py: RunConfig's lam)."""
+    declared, lams = RUN_SETTINGS["lam"], []
+    for value in chosen:
+        lam = value if isinstance(value, float) else read_number(str(value).strip(), whole=False)
+        if lam is None or not declared.fits(lam):
+            reason = "is not a number" if lam is None else f"is not {declared.bound()}"
+            slot.error(f"{label}: “{value}” {reason}; λ is a number at least 0 (0 is plain cross-entropy).",
+                       icon=":material/error:")
+            return None
+        lams.append(lam)
+    return list(dict.fromkeys(lams))
 
 
 def data_root_typed(key: str) -> str | None:

@@ -19,7 +19,8 @@ from ldifs_core.store import RunRecord
 MY_RUNS = "my_runs"  # session_state: ids this session launched, oldest first
 FOCUS = "focus_run"  # session_state: the run the result pages show (follows the user across pages)
 POLL_S = 1.0
-LAMBDAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the λ slider: log-spaced, with 0 = plain CE
+LAMBDAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the paper's λ grid, with 0 = plain CE: offered as
+# hints and sweep values; any λ >= 0 can be typed
 LAUNCH_PAGE = "views/launch.py"
 FORGETTING_PAGE = "views/forgetting.py"
 NO_FINISHED_RUNS = "No finished runs yet — start one on the Launch page."

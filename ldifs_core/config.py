@@ -2,7 +2,6 @@
 user needs, and a JSON round-trip."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from dataclasses import asdict, dataclass, fields, make_dataclass, replace
 
@@ -75,20 +74,19 @@ class RunSettings:
     objective: str = setting("ldifs", help="the fine-tuning objective (the README's objectives table says what each "
                              "does), or 'checked' for a checkpoint fine-tuned elsewhere", choices=RUN_OBJECTIVES,
                              flag=NO_FLAG)
-    lam: float | None = setting(None, help="regulariser weight", empty=True, flag=NO_FLAG)  # None: the default
+    lam: float | None = setting(None, help="regulariser weight", least=0, empty=True, unset="the objective's default",
+                                what="λ", label="λ (regulariser weight)", flag=NO_FLAG)
     init: str = setting("zs", help="head init: zero-shot or linear probe", choices=INITS)
     model: str | None = setting(None, help="open_clip model name (default: the embedded model)", empty=True)
     pretrained: str | None = setting(None, help="open_clip pretrained tag or a local checkpoint file", empty=True)
     eval_datasets: list[str] | None = setting(None, help="datasets checked for forgetting", empty=True,
                                               flag=NO_FLAG)  # None: every other concept-bank domain
-    steps: int = setting(300, help="fine-tuning steps", least=1, most=1_000_000, label="Steps", step=50)
+    steps: int = setting(300, help="fine-tuning steps", least=1, most=1_000_000, label="Steps")
     lr: float = setting(5e-4, help="peak learning rate", least=0, most=1, above=True, below=True, hint="try 5e-4")
-    batch_size: int = setting(64, help="images per step", least=2, most=65536, what="batch size", label="Batch size",
-                              step=16)
-    weight_decay: float = setting(0.1, help="AdamW weight decay", least=0, label="Weight decay (AdamW)", step=0.05)
-    warmup_steps: int = setting(20, help="linear warmup steps", least=0, label="Warmup steps", step=10)
-    grad_clip: float = setting(1.0, help="gradient-norm clip", least=0, above=True, label="Gradient-norm clip",
-                               step=0.5)
+    batch_size: int = setting(64, help="images per step", least=2, most=65536, what="batch size", label="Batch size")
+    weight_decay: float = setting(0.1, help="AdamW weight decay", least=0, label="Weight decay (AdamW)")
+    warmup_steps: int = setting(20, help="linear warmup steps", least=0, label="Warmup steps")
+    grad_clip: float = setting(1.0, help="gradient-norm clip", least=0, above=True, label="Gradient-norm clip")
     seed: int = setting(0, help=f"0..{MAX_SEED}", least=0, most=MAX_SEED, label="Seed", flag=NO_FLAG)
     device: str = setting("auto", help="auto, cpu, cuda or mps")
     augment: bool = setting(False, help="random shifts of the training images")
@@ -104,16 +102,16 @@ class RunSettings:
     bn: str = setting("train", help="BatchNorm statistics of an end-to-end run: updated (train) or kept (frozen)",
                       choices=BATCHNORM_MODES)
     train_limit: int | None = setting(10000, help="fine-tuning pool size ('all': the whole train split)", least=10,
-                                      empty=True, label="Fine-tuning pool (train images)", step=1000)
+                                      empty=True, label="Fine-tuning pool (train images)")
     eval_limit: int | None = setting(1000, help="test images per dataset ('all': every one)", least=10, empty=True,
-                                     label="Test images per dataset", step=100)  # a fixed subset
+                                     label="Test images per dataset")  # a fixed subset
     probe_limit: int | None = setting(100, help="train images per class for linear probes ('all': every one)",
-                                      least=2, empty=True, label="Train images per class for linear probes", step=10)
+                                      least=2, empty=True, label="Train images per class for linear probes")
     probe_cap: int | None = setting(5000, help="at most this many linear-probe train images per dataset ('all': no "
-                                    "cap)", least=10, empty=True, step=1000,
+                                    "cap)", least=10, empty=True,
                                     label="At most this many linear-probe train images per dataset")
     umap_points: int = setting(500, help="points per dataset in the UMAP, pre and post each", least=0,
-                               label="Points per dataset in the UMAP", step=100, flag=NO_FLAG)
+                               label="Points per dataset in the UMAP", flag=NO_FLAG)
     data_root: str | None = setting(None, help="root of torchvision datasets", empty=True)
     download: bool = setting(False, help="allow downloading a torchvision dataset")
     save_weights: bool = setting(True, help="keep no tuned weights (WiSE-FT then cannot mix them; a Ray trial sends "
@@ -170,8 +168,6 @@ class RunSettings:
             if not self.regularised:
                 problems.append(f"λ is only used by {' and '.join(REGULARISED)}; {self.objective} has no regulariser "
                                 f"(leave λ out)")
-            elif not math.isfinite(self.lam) or self.lam < 0:
-                problems.append("λ must be a finite number >= 0")
         if self.train_limit is not None and self.batch_size > self.train_limit:
             problems.append(f"batch size {self.batch_size} is larger than the fine-tuning pool ({self.train_limit} "
                             f"images): lower the batch size or raise the train limit")

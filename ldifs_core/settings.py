@@ -23,10 +23,10 @@ class Setting:
     below: bool = False  # `most` itself is not allowed
     choices: tuple[str, ...] = ()
     empty: bool = False  # None is allowed: no limit ('all' on the CLI, an empty field in the app)
+    unset: str = "no limit"  # what None means, in messages
     hint: str = ""  # what to try, added to the message, e.g. "try 8"
     what: str = ""  # how messages name it (default: the field name)
     label: str = ""  # the Launch page's label
-    step: float | None = None  # the Launch page's +/- step
     flag: str | None = None  # the CLI flag (default --name-with-dashes); "" for none
     check: Callable[[Any], str | None] | None = None  # a check of its own: the reason a value is refused, or None
     parse: Callable[[str], Any] | None = None  # how a flag's text is read (default: as the default's type)
@@ -62,7 +62,7 @@ class Setting:
             use = " or ".join(self.choices) if len(self.choices) <= 2 else f"one of {', '.join(self.choices)}"
             return f"{what} '{value}' is unknown (use {use})"
         if (self.least is not None or self.most is not None) and not self.fits(value):
-            extra = [text for text in (self.hint, "or empty for no limit" if self.empty else "") if text]
+            extra = [text for text in (self.hint, f"or empty for {self.unset}" if self.empty else "") if text]
             return f"{what} must be {self.bound()}" + (f" ({'; '.join(extra)})" if extra else "")
         return self.check(value) if self.check else None
 

@@ -106,7 +106,7 @@ def test_a_sweep_records_a_diverging_run_goes_on_and_reports_every_run(store_dir
     (["run", "--dataset", "mnist", "--eval-datasets", "mnist"], "no dataset is left to check for forgetting"),
     (["run", "--objective", "ce", "--lam", "5"], "λ is only used by ldifs and l2sp"),
     (["run", "--objective", "lp", "--lam", "0"], "λ is only used by ldifs and l2sp"),
-    (["run", "--objective", "ldifs", "--lam", "nan"], "λ must be a finite number"),
+    (["run", "--objective", "ldifs", "--lam", "nan"], "λ must be at least 0 (or empty for the objective's default)"),
     (["run", "--precompute-frozen", "--augment"], "precomputed frozen features cannot follow random augmentation"),
     (["run", "--batch-size", "500", "--train-limit", "100"], "batch size 500 is larger than the fine-tuning pool"),
     (["run", "--steps", "0"], "steps must be"),

@@ -56,8 +56,8 @@ jobs.job_runner = lambda: fake
 app = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
 next(w for w in app.selectbox if w.label == "Objective").set_value("toy")
 app.run()
-next(n for n in app.number_input if n.label == "Toy strength").set_value(2.5)
-next(n for n in app.number_input if n.label == "Steps").set_value(5)
+next(n for n in app.text_input if n.label == "Toy strength").set_value("2.5")
+next(n for n in app.text_input if n.label == "Steps").set_value("5")
 next(b for b in app.button if b.label == "Start run").click()
 app.run()
 found["page_errors"] = [str(e.value) for e in (*app.exception, *app.error)]

@@ -11,7 +11,8 @@ from app.folder_preview import folder_preview
 from app.launch_checks import checked_setting, passes
 from ldifs_core import estimate, preflight, reuse
 from ldifs_core.availability import folder_summary
-from ldifs_core.config import ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, OBJECTIVES, REGULARISED, RunConfig
+from ldifs_core.config import (ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, OBJECTIVES, REGULARISED, RUN_SETTINGS,
+                               RunConfig)
 from ldifs_core.sequence import SequenceConfig
 from ldifs_core.datasets import available_bank, known_datasets, same_dataset
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
@@ -166,12 +167,14 @@ for name in previews if image_size else []:
 objective_col, lam_col = st.columns(2)
 objective = objective_col.selectbox("Objective", OBJECTIVES, index=OBJECTIVES.index(DEFAULT.objective),
                                     format_func=widgets.OBJECTIVE_LABELS.__getitem__)
-lam = lam_col.select_slider(
-    "λ (regulariser weight, log scale)", widgets.LAMBDAS,
-    value=min(widgets.LAMBDAS, key=lambda v: abs(v - DEFAULT_LAMBDA[objective])) if objective in REGULARISED else 0.0,
-    disabled=objective not in REGULARISED, format_func=lambda v: f"{v:g}",
-    help=f"How strongly the regulariser pulls towards the pre-trained model; 0 is plain CE. Only "
-         f"{', '.join(REGULARISED)} use it.")
+lam_help = (f"How strongly the regulariser pulls towards the pre-trained model: any number ≥ 0; 0 is plain CE. The "
+            f"paper's grid: {', '.join(f'{v:g}' for v in widgets.LAMBDAS[1:])}. Only {', '.join(REGULARISED)} use it.")
+if objective in REGULARISED:  # the field starts at the objective's own default λ (its plugin declares it)
+    lam = {"lam": checked_setting(lam_col, "lam", float(DEFAULT_LAMBDA[objective]), help=lam_help)}
+else:
+    lam = {}
+    lam_col.text_input(RUN_SETTINGS["lam"].label, value="", placeholder=f"{objective} has no regulariser",
+                       disabled=True, help=lam_help)
 objective_kwargs = objective_options.objective_settings(objective)  # the chosen objective's own settings
 
 init = st.radio("Classifier head starts from", INITS, horizontal=True, format_func=INIT_LABELS.__getitem__,
@@ -202,10 +205,10 @@ with st.expander("Advanced"):
     optimiser_kwargs = objective_options.optimiser_settings(right)
     label = st.text_input("Label (optional)", placeholder="e.g. baseline")
 
-settings = {**numbers, **objective_kwargs, **optimiser_kwargs}
+settings = {**lam, **numbers, **objective_kwargs, **optimiser_kwargs}
 # The settings as typed; None while a number field holds a value it refuses (the field says why).
 cfg = None if None in settings.values() else RunConfig(
-    dataset=dataset, objective=objective, lam=lam if objective in REGULARISED else None, init=init, model=model.name,
+    dataset=dataset, objective=objective, init=init, model=model.name,
     pretrained=model.pretrained, eval_datasets=eval_datasets, lr=lr, augment=augment, bn=bn, data_root=root,
     download=download, label=label.strip(), **settings)
 

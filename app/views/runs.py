@@ -129,7 +129,8 @@ def sweep_tab(records: list[RunRecord]) -> None:
                                             "when given.").strip()
         dataset_slot = st.empty()
         lams = st.multiselect("λ values", widgets.LAMBDAS, default=[0.0, 1.0, 10.0, 100.0],
-                              format_func=lambda v: f"{v:g}", help="λ = 0 is plain cross-entropy.")
+                              format_func=lambda v: f"{v:g}", accept_new_options=True,
+                              help="The paper's grid, or type any λ ≥ 0 and press Enter; λ = 0 is plain cross-entropy.")
         steps_col, seed_col = st.columns(2)
         steps = launch_checks.checked_setting(steps_col, "steps")
         seed = launch_checks.checked_setting(seed_col, "seed")
@@ -153,13 +154,14 @@ def sweep_tab(records: list[RunRecord]) -> None:
         widgets.live_runs(sent_to_ray)
 
 
-def queue_sweep(dataset: str, lams: list[float], steps: int | None, seed: int | None, ray_address: str,
+def queue_sweep(dataset: str, lams: list[float | str], steps: int | None, seed: int | None, ray_address: str,
                 again: bool, dataset_slot: DeltaGenerator) -> list[str]:
     """Check, then queue the λ values that have no finished identical run (all of them with `again`); returns the
     ids of the runs sent to Ray."""
     st.session_state[SWEEP_QUEUED] = None
     dataset_ok = launch_checks.passes(dataset_slot, launch_checks.check_dataset, dataset, None, False)
-    if not dataset_ok or None in (steps, seed):
+    lams = launch_checks.checked_lambdas(st, "λ values", lams)
+    if not dataset_ok or None in (steps, seed, lams):
         return []
     try:
         if not lams:

@@ -21,7 +21,7 @@ class LoRA(Objective):
         option("lora_alpha", float, 64.0, help="scale α (adapters are scaled by α / r)", least=0.0, above=True,
                hint="try 64", label="LoRA α (scale α / r)"),
         option("lora_dropout", float, 0.0, help="rank dropout: each of the r components is dropped with this "
-               "probability per step", least=0.0, most=1.0, below=True, label="Rank dropout", step=0.05),
+               "probability per step", least=0.0, most=1.0, below=True, label="Rank dropout"),
     )
     color, symbol = "#17becf", "star"
 

@@ -13,7 +13,7 @@ class LabelSmoothing(Objective):
     label = "Label smoothing — CE with smoothed labels"
     order = 5
     options = (option("ls_factor", float, 0.1, help="label smoothing ε (0 is plain cross-entropy)", least=0.0, most=1.0,
-                      below=True, hint="0 is plain cross-entropy; try 0.1", label="Label smoothing ε", step=0.05),)
+                      below=True, hint="0 is plain cross-entropy; try 0.1", label="Label smoothing ε"),)
     color, symbol = "#e377c2", "cross"
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -13,7 +13,7 @@ def choose(app, label: str, value):
 
 
 def number(app, label: str, value):
-    next(n for n in app.number_input if n.label == label).set_value(value)
+    next(n for n in app.text_input if n.label == label).set_value(str(value))
 
 
 def start(app):

@@ -51,7 +51,7 @@ def test_launch_queues_a_sequence_that_the_worker_runs_stage_after_stage(app, st
     app.multiselect[0].set_value(list(TASKS)).run()
     assert app.multiselect[1].label == "Also check (never trained on)"
     app.multiselect[1].set_value(["animals"]).run()
-    next(n for n in app.number_input if n.label == "Steps").set_value(3)
+    next(n for n in app.text_input if n.label == "Steps").set_value("3")
     next(b for b in app.button if b.label == "Start sequence").click().run()
     assert not app.exception and not app.error
     (sequence_id,) = sequence_ids(store)

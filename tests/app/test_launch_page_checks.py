@@ -26,12 +26,13 @@ def button(app: AppTest, label: str):
 
 
 def number(app: AppTest, label: str):
-    return next(n for n in app.number_input if n.label == label)
+    """A number field: text, so that what was typed stays what the user sees (launch_checks.checked_number)."""
+    return next(n for n in app.text_input if n.label == label)
 
 
 def column_with(app: AppTest, label: str):
     """The innermost page column that holds the number field `label` (where its message belongs)."""
-    return [c for c in app.main.columns if any(n.label == label for n in c.number_input)][-1]
+    return [c for c in app.main.columns if any(n.label == label for n in c.text_input)][-1]
 
 
 def write_images(folder, count: int, size=(40, 30)) -> None:
@@ -54,20 +55,73 @@ def folder(tmp_path):
 
 def test_negative_steps_are_refused_next_to_the_field_kept_as_typed_and_nothing_is_queued(app, store):
     open_page(app, "launch")
-    number(app, "Steps").set_value(-5).run()
+    number(app, "Steps").set_value("-5").run()
     button(app, "Start run").click().run()
-    assert number(app, "Steps").value == -5
+    assert number(app, "Steps").value == "-5"
     assert "Steps must be a whole number between 1 and 1,000,000; it is -5." in texts(column_with(app, "Steps").error)
     assert store.list() == []
 
 
 def test_an_advanced_number_out_of_range_is_refused_under_its_own_field(app, store):
     open_page(app, "launch")
-    number(app, "Test images per dataset").set_value(3).run()
+    number(app, "Test images per dataset").set_value("3").run()
     button(app, "Start run").click().run()
     assert "Test images per dataset must be a whole number at least 10; it is 3." in texts(
         column_with(app, "Test images per dataset").error)
     assert store.list() == []
+
+
+def test_text_in_steps_is_not_put_back_to_300_but_refused_under_the_field_and_nothing_is_queued(app, store):
+    """Issue 20 item 11: st.number_input put back 300 when "abc" was typed, and said nothing."""
+    open_page(app, "launch")
+    number(app, "Steps").set_value("abc").run()
+    button(app, "Start run").click().run()
+    assert number(app, "Steps").value == "abc"
+    assert "Steps must be a whole number between 1 and 1,000,000; “abc” is not a number." in texts(
+        column_with(app, "Steps").error)
+    assert store.list() == []
+
+
+def test_a_fraction_in_a_whole_number_field_and_an_empty_field_are_refused(app, store):
+    open_page(app, "launch")
+    number(app, "Batch size").set_value("2.5")
+    number(app, "Seed").set_value(" ").run()
+    button(app, "Start run").click().run()
+    assert "Batch size must be a whole number between 2 and 65,536; “2.5” is not a whole number." in texts(
+        column_with(app, "Batch size").error)
+    assert "Seed must be a whole number between 0 and" in texts(column_with(app, "Seed").error)
+    assert "it is empty." in texts(column_with(app, "Seed").error)
+    assert store.list() == []
+
+
+def test_any_lambda_can_be_typed_and_reaches_the_queued_run(app, store):
+    """Issue 20 item 11: λ was one of 10 fixed values; λ = 5 could not be chosen."""
+    open_page(app, "launch")
+    assert number(app, "λ (regulariser weight)").value == "10"  # ldifs's default λ
+    number(app, "λ (regulariser weight)").set_value("5")
+    number(app, "Steps").set_value("5")
+    button(app, "Start run").click().run()
+    (record,) = store.list()
+    assert (record.config.objective, record.config.lam) == ("ldifs", 5.0)
+
+
+def test_a_negative_lambda_is_refused_under_its_field(app, store):
+    open_page(app, "launch")
+    number(app, "λ (regulariser weight)").set_value("-1").run()
+    button(app, "Start run").click().run()
+    assert "λ (regulariser weight) must be a number at least 0; it is -1." in texts(
+        column_with(app, "λ (regulariser weight)").error)
+    assert store.list() == []
+
+
+def test_lambda_starts_at_each_objectives_default_and_is_off_for_objectives_without_one(app):
+    open_page(app, "launch")
+    objective = lambda: next(s for s in app.selectbox if s.label == "Objective")
+    objective().set_value("lipsum").run()
+    assert (number(app, "λ (regulariser weight)").value, number(app, "λ (regulariser weight)").disabled) == (
+        "0.3", False)
+    objective().set_value("ce").run()
+    assert number(app, "λ (regulariser weight)").disabled
 
 
 # -- reuse ------------------------------------------------------------------------------------------------
@@ -76,7 +130,7 @@ def test_an_advanced_number_out_of_range_is_refused_under_its_own_field(app, sto
 def test_a_finished_identical_run_is_offered_instead_of_retraining_and_run_again_anyway_queues(app, store):
     finished = add_finished_run(store, steps=5, eval_datasets=DEFAULT_CHECKS)
     open_page(app, "launch")
-    number(app, "Steps").set_value(5)
+    number(app, "Steps").set_value("5")
     button(app, "Start run").click().run()
     assert [record.run_id for record in store.list()] == [finished]  # nothing queued
     assert "An identical run finished" in texts(app.info)
@@ -92,7 +146,7 @@ def test_a_finished_identical_run_is_offered_instead_of_retraining_and_run_again
 def test_other_settings_than_the_finished_run_queue_a_new_run(app, store):
     add_finished_run(store, steps=5, eval_datasets=DEFAULT_CHECKS)
     open_page(app, "launch")
-    number(app, "Steps").set_value(6)
+    number(app, "Steps").set_value("6")
     button(app, "Start run").click().run()
     assert len(store.list()) == 2 and store.list()[0].config.steps == 6
 
@@ -107,6 +161,18 @@ def test_the_sweep_queues_only_the_missing_lambdas_and_says_which_it_reused(app,
     next(c for c in app.checkbox if c.label == "Run again anyway").check()
     button(app, "Queue sweep").click().run()
     assert sorted(r.config.lam for r in store.list() if r.run_id != reused) == [1.0, 1.0, 10.0]
+
+
+def test_the_sweep_takes_a_typed_lambda_beside_the_grid_values_and_refuses_one_that_is_not_a_number(app, store):
+    open_page(app, "runs")
+    lams = lambda: next(m for m in app.multiselect if m.label == "λ values")
+    lams().set_value([1.0, "5"])
+    button(app, "Queue sweep").click().run()
+    assert sorted(r.config.lam for r in store.list()) == [1.0, 5.0]
+    lams().set_value(["abc"])
+    button(app, "Queue sweep").click().run()
+    assert "λ values: “abc” is not a number" in texts(app.error)
+    assert len(store.list()) == 2
 
 
 # -- the demo remembers -----------------------------------------------------------------------------------
@@ -196,7 +262,7 @@ def test_an_own_folder_can_be_added_under_check_forgetting_on_and_reaches_the_ru
     next(t for t in app.text_input if t.label == "Add an image folder to check").input(str(folder)).run()
     checks = next(m for m in app.multiselect if m.label == "Check forgetting on")
     assert str(folder) in checks.value
-    number(app, "Steps").set_value(3)
+    number(app, "Steps").set_value("3")
     button(app, "Start run").click().run()
     (record,) = store.list()
     assert record.config.eval_datasets == [*DEFAULT_CHECKS, str(folder)]
@@ -231,7 +297,7 @@ def test_a_png_as_checkpoint_and_an_empty_checkpoint_path_say_what_is_wrong(app,
 
 def test_the_sidebar_lists_a_run_in_the_same_script_run_that_started_it(store, held):
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
-    number(app, "Steps").set_value(5)
+    number(app, "Steps").set_value("5")
     button(app, "Start run").click().run()  # one script run: no further click
     (record,) = store.list()
     assert f"sidebar-cancel-{record.run_id}" in {b.key for b in app.sidebar.button}
@@ -241,9 +307,9 @@ def test_the_sidebar_lists_a_run_in_the_same_script_run_that_started_it(store, h
 def test_an_objectives_own_number_is_refused_not_replaced(app, store):
     open_page(app, "launch")
     next(s for s in app.selectbox if s.label == "Objective").set_value("lora").run()
-    number(app, "LoRA α (scale α / r)").set_value(0.0).run()
+    number(app, "LoRA α (scale α / r)").set_value("0").run()
     button(app, "Start run").click().run()
-    assert number(app, "LoRA α (scale α / r)").value == 0.0
+    assert number(app, "LoRA α (scale α / r)").value == "0"
     assert "LoRA α (scale α / r) must be a number above 0; it is 0." in texts(app.error)
     assert store.list() == []
 

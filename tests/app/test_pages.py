@@ -65,7 +65,7 @@ def populated(store: RunStore) -> dict[str, str]:
 
 
 def start_run(app: AppTest, steps: int = 5) -> AppTest:
-    next(n for n in app.number_input if n.label == "Steps").set_value(steps)
+    next(n for n in app.text_input if n.label == "Steps").set_value(str(steps))
     button(app, "Start run").click()
     return app.run()
 
@@ -347,13 +347,13 @@ def test_a_run_that_fails_in_the_worker_shows_its_reason_on_its_card(store, tmp_
     assert "fewer than the batch size" in texts(app.error)
 
 
-def test_lambda_is_picked_on_a_log_scale_with_zero_and_only_for_regularised_objectives(app):
+def test_lambda_is_typed_on_the_launch_page_from_the_objectives_default_and_only_for_regularised_objectives(app):
     open_page(app, "launch")
-    lam = app.select_slider[0]
-    assert lam.options[0] == "0" and {"0.01", "1", "100"} <= set(lam.options)
-    assert (lam.value, lam.disabled) == (10.0, False)
+    lam = next(t for t in app.text_input if t.label == "λ (regulariser weight)")
+    assert (lam.value, lam.disabled) == ("10", False)
+    assert "0.01" in lam.help and "100" in lam.help  # the paper's grid, as a hint
     next(s for s in app.selectbox if s.label == "Objective").set_value("ce").run()
-    assert app.select_slider[0].disabled
+    assert next(t for t in app.text_input if t.label == "λ (regulariser weight)").disabled
 
 
 # -- navigation ------------------------------------------------------------------------------------------
@@ -559,8 +559,8 @@ def test_the_drift_page_keeps_its_numbers_when_a_runs_umap_file_is_corrupt(app, 
 
 def test_the_advanced_launch_settings_reach_the_run(app, store):
     open_page(app, "launch")
-    next(n for n in app.number_input if n.label == "Train images per class for linear probes").set_value(30)
-    next(n for n in app.number_input if n.label.startswith("At most this many linear-probe")).set_value(2000)
+    next(n for n in app.text_input if n.label == "Train images per class for linear probes").set_value("30")
+    next(n for n in app.text_input if n.label.startswith("At most this many linear-probe")).set_value("2000")
     next(r for r in app.radio if r.label.startswith("BatchNorm")).set_value("frozen")
     start_run(app)
     (record,) = store.list()
