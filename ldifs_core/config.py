@@ -82,7 +82,7 @@ class RunSettings:
     eval_datasets: list[str] | None = setting(None, help="datasets checked for forgetting", empty=True,
                                               flag=NO_FLAG)  # None: every other concept-bank domain
     steps: int = setting(300, help="fine-tuning steps", least=1, most=1_000_000, label="Steps")
-    lr: float = setting(5e-4, help="peak learning rate", least=0, most=1, above=True, below=True, hint="try 5e-4")
+    lr: float = setting(5e-4, help="peak learning rate", label="Learning rate", least=0, most=1, above=True, below=True, hint="try 5e-4")
     batch_size: int = setting(64, help="images per step", least=2, most=65536, what="batch size", label="Batch size")
     weight_decay: float = setting(0.1, help="AdamW weight decay", least=0, label="Weight decay (AdamW)")
     warmup_steps: int = setting(20, help="linear warmup steps", least=0, label="Warmup steps")

@@ -19,7 +19,6 @@ from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.models import describe_device, pick_device
 
 DEFAULT = RunConfig()
-LEARNING_RATES = tuple(sorted({1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, DEFAULT.lr}))
 IMAGE_FOLDER = "ImageFolder directory…"
 RECENT_RUNS = 5  # the store's newest runs shown live here; the rest are on the Runs page
 OFFER = "launch-offer"  # session_state: {"cfg": settings, "run_id": the finished run that already answers them}
@@ -181,7 +180,7 @@ init = st.radio("Classifier head starts from", INITS, horizontal=True, format_fu
                 help="Zero-shot init uses the text tower's class prompts (as in the paper); LP-init fits a probe first.")
 steps_col, lr_col, batch_col, seed_col = st.columns(4)
 numbers = {"steps": checked_setting(steps_col, "steps")}
-lr = lr_col.select_slider("Learning rate", LEARNING_RATES, value=DEFAULT.lr, format_func=lambda v: f"{v:g}")
+numbers["lr"] = checked_setting(lr_col, "lr")
 numbers["batch_size"] = checked_setting(batch_col, "batch_size")
 numbers["seed"] = checked_setting(seed_col, "seed")
 
@@ -209,7 +208,7 @@ settings = {**lam, **numbers, **objective_kwargs, **optimiser_kwargs}
 # The settings as typed; None while a number field holds a value it refuses (the field says why).
 cfg = None if None in settings.values() else RunConfig(
     dataset=dataset, objective=objective, init=init, model=model.name,
-    pretrained=model.pretrained, eval_datasets=eval_datasets, lr=lr, augment=augment, bn=bn, data_root=root,
+    pretrained=model.pretrained, eval_datasets=eval_datasets, augment=augment, bn=bn, data_root=root,
     download=download, label=label.strip(), **settings)
 
 st.caption(f"Runs on: **{device_line()}**. Expected time: "

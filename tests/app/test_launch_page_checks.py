@@ -105,6 +105,16 @@ def test_any_lambda_can_be_typed_and_reaches_the_queued_run(app, store):
     assert (record.config.objective, record.config.lam) == ("ldifs", 5.0)
 
 
+def test_any_learning_rate_can_be_typed_and_reaches_the_queued_run(app, store):
+    """Like λ, the learning rate was one of a few fixed values; 2e-4 could not be chosen."""
+    open_page(app, "launch")
+    number(app, "Learning rate").set_value("2e-4")
+    number(app, "Steps").set_value("5")
+    button(app, "Start run").click().run()
+    (record,) = store.list()
+    assert record.config.lr == 2e-4
+
+
 def test_a_negative_lambda_is_refused_under_its_field(app, store):
     open_page(app, "launch")
     number(app, "λ (regulariser weight)").set_value("-1").run()
