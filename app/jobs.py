@@ -7,8 +7,9 @@ no st.* calls.
 
 Three kinds of job share the queue:
 - a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
-- a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, each α cached in the
-  store as it is computed (`wise_records.wise_results`); its state lives here (`wise_state`), its results in the store;
+- a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, measured together and each
+  cached in the store (`wise_records.wise_results`); its state and progress live here (`wise_state`), its results in
+  the store;
 - a sequence (`submit_sequence`): `sequence.run_sequence`, its stages recorded as queued runs at once, each run
   through the same execute as a single run; cancelling any of its stages cancels the sequence.
 
@@ -37,7 +38,7 @@ import streamlit as st
 from app.results import store_at, store_root
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import LabError, RunCancelled
-from ldifs_core.hooks import RunHooks, TrainEvent
+from ldifs_core.hooks import Progress, RunHooks, TrainEvent
 from ldifs_core.store import RunStore
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class WiseState:
     status: str = "queued"
     message: str = ""
     computed: list[float] = field(default_factory=list)  # α values evaluated by this job so far
+    progress: Progress | None = None  # where the evaluation of the missing α (all measured together) is
 
     @property
     def active(self) -> bool:
@@ -300,7 +302,7 @@ class JobRunner:
         with self._changed:
             state = self._wise.get(run_id)
             return None if state is None else WiseState(state.run_id, state.alphas, state.status, state.message,
-                                                        list(state.computed))
+                                                        list(state.computed), state.progress)
 
     def active_wise(self) -> list[WiseState]:
         """WiSE-FT jobs queued or running, in queue order (the running one first)."""
@@ -379,7 +381,7 @@ class JobRunner:
     def _run_wise(self, job: WiseJob) -> None:
         self._set_wise(job.run_id, status="running")
         try:
-            self._wise_path(self.store, job.run_id, job.alphas, hooks=WorkerHooks(self, None),
+            self._wise_path(self.store, job.run_id, job.alphas, hooks=WiseHooks(self, job.run_id),
                             on_alpha=lambda alpha, metrics: self._wise_computed(job.run_id, alpha))
         except RunCancelled as cancel:
             self._set_wise(job.run_id, status="cancelled", message=str(cancel))
@@ -464,6 +466,17 @@ class WorkerHooks(RunHooks):
 
     def should_stop(self) -> bool:
         return self.runner._should_stop()
+
+
+class WiseHooks(WorkerHooks):
+    """A WiSE-FT job: its evaluation's progress is kept in its state (it has no run record of its own)."""
+
+    def __init__(self, runner: JobRunner, run_id: str):
+        super().__init__(runner, None)
+        self.wise_run_id = run_id
+
+    def progress(self, progress: Progress) -> None:
+        self.runner._set_wise(self.wise_run_id, progress=progress)
 
 
 class RayTrialHooks(RunHooks):

@@ -83,9 +83,10 @@ def padded_range(values: np.ndarray, pad: float = 0.05) -> list[float]:
 
 def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_names: Sequence[str], ids: np.ndarray,
                 show: str = SHOW_BOTH, colors: dict[str, str] | None = None,
-                trail_classes: Sequence[str] = ()) -> go.Figure:
-    """The joint UMAP of pre- and post-fine-tuning features (point i of `pre` and of `post` is test image
-    `ids[i]`), concepts in `colors` in their colour with a legend entry each, the rest in grey.
+                trail_classes: Sequence[str] = (), reduction: str = "UMAP") -> go.Figure:
+    """The joint 2-D projection (`reduction`: UMAP or PCA) of pre- and post-fine-tuning features (point i of `pre`
+    and of `post` is test image `ids[i]`), concepts in `colors` in their colour with a legend entry each, the rest
+    in grey.
 
     `show` picks the before points, the after points, both overlaid with pre → post trails (in their concept's
     colour) for `trail_classes`, or before | after side by side. Every view has the same axis ranges, so views
@@ -135,7 +136,8 @@ def feature_map(pre: np.ndarray, post: np.ndarray, labels: np.ndarray, class_nam
         add_points(concept, members, color)
     both = np.concatenate([pre, post])
     axis = dict(showticklabels=False, title="", range=padded_range(both[:, 0]))
-    layout = dict(title="Joint UMAP of image features (open = before, filled = after)", height=560, showlegend=True,
+    layout = dict(title=f"Joint {reduction} of image features (open = before, filled = after)", height=560,
+                  showlegend=True,
                   legend=dict(title="concept (click to hide)", itemsizing="constant"), xaxis=axis,
                   yaxis=dict(showticklabels=False, title="", range=padded_range(both[:, 1])))
     if show == SHOW_SIDE:  # two panels sharing the y axis; zooming one zooms the other

@@ -7,7 +7,7 @@ positions are comparable.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -19,23 +19,27 @@ from ldifs_core.ldifs import distance_from_taps, forward_with_taps
 
 
 @torch.inference_mode()
-def paired_features(base_visual, tuned_visual, inputs_fn, n: int, taps: int, variant: str, batch_size: int = 256,
-                    on_batch: Callable[[int], None] | None = None):
-    """Pooled, normalised features of both towers [N, D] each (float32 on the CPU, computed in the same
-    precision as every other evaluation feature), and mean per-layer LDIFS distance [L]. `on_batch` hears how
-    many images each batch encoded, both towers counted."""
-    pre, post, per_layer = [], [], []
+def paired_features(base_visual, tuned_visuals: Sequence[torch.nn.Module], inputs_fn, n: int, taps: int, variant: str,
+                    batch_size: int = 256, on_batch: Callable[[int], None] | None = None):
+    """Pooled, normalised features [N, D] of θ₀'s tower and of each tuned tower (float32 on the CPU, computed in
+    the same precision as every other evaluation feature), and each tuned tower's mean per-layer LDIFS distance
+    [L] to θ₀. Each batch goes through θ₀'s tower once, whatever the number of tuned towers. `on_batch` hears how
+    many images each batch encoded, every tower counted."""
+    pre, posts, per_layers = [], [[] for _ in tuned_visuals], [[] for _ in tuned_visuals]
     for start in range(0, n, batch_size):
         x = inputs_fn(start, start + batch_size)
         with autocast_for(x.device):
             pooled0, taps0 = forward_with_taps(base_visual, x, taps)
-            pooled1, taps1 = forward_with_taps(tuned_visual, x, taps)
         pre.append(F.normalize(pooled0.float(), dim=-1).cpu())
-        post.append(F.normalize(pooled1.float(), dim=-1).cpu())
-        per_layer.append(distance_from_taps(taps0, taps1, variant).sum(dim=1).cpu())
+        for tuned_visual, post, per_layer in zip(tuned_visuals, posts, per_layers):
+            with autocast_for(x.device):
+                pooled1, taps1 = forward_with_taps(tuned_visual, x, taps)
+            post.append(F.normalize(pooled1.float(), dim=-1).cpu())
+            per_layer.append(distance_from_taps(taps0, taps1, variant).sum(dim=1).cpu())
         if on_batch is not None:
-            on_batch(2 * len(x))
-    return torch.cat(pre), torch.cat(post), (torch.stack(per_layer).sum(dim=0) / n)
+            on_batch((1 + len(tuned_visuals)) * len(x))
+    return (torch.cat(pre), [torch.cat(post) for post in posts],
+            [torch.stack(per_layer).sum(dim=0) / n for per_layer in per_layers])
 
 
 def centroid_shift(pre: torch.Tensor, post: torch.Tensor, labels: torch.Tensor) -> float:

@@ -1,11 +1,15 @@
-"""Reading a run's drift records: which concepts moved most in feature space, and what is known about one test
-image of the drift picture.
+"""Reading a run's drift records: which concepts moved most in feature space, what is known about one test
+image of the drift picture, its nearest neighbours before and after fine-tuning, and the picture's projection.
 
 Besides the per-image records of image_records.py, a run stores for every checked dataset
 
 - `displacement/D`  float32 [N]  each evaluated test image's relative displacement (drift.relative_displacement:
                                  how far its feature moved, divided by the mean distance to its 10 nearest
                                  neighbours before fine-tuning), addressed by the same positions as `eval_labels/D`.
+- `features_pre/D`, `features_post/D`  float16 [K, E]  the unit-normalised image features of the drawn test images
+                                 (those of `umap_ids/D`, row for row) by θ₀'s and by the tuned tower: neighbours and
+                                 a PCA of the picture come from them (K × E × 4 bytes: 0.25 MB for 500 points of a
+                                 128-wide embedding, 1 MB at ViT-B/32's 512).
 
 Runs made before these records existed have none of them; every reader here then answers None.
 """
@@ -21,10 +25,16 @@ from ldifs_core.image_records import thumbnail_of
 from ldifs_core.stats import Z95
 
 PROBES = ("zs", "lp", "tuned")
+UMAP, PCA = "UMAP", "PCA"  # the drift picture's reductions
 
 
 def displacement_key(dataset: str) -> str:
     return f"displacement/{dataset}"
+
+
+def features_key(when: str, dataset: str) -> str:
+    """Where the drawn points' features are kept: `when` is "pre" (θ₀'s tower) or "post" (the tuned one)."""
+    return f"features_{when}/{dataset}"
 
 
 @dataclass(frozen=True)
@@ -115,3 +125,64 @@ def image_facts(arrays: dict[str, np.ndarray], dataset: str, position: int) -> I
     return ImageFacts(position, int(labels[position]) if known else None, predictions,
                       thumbnail_of(arrays, dataset, position),
                       float(displacement[position]) if known and displacement is not None else None)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A test image of the drawn sample near another: its position, true label and cosine similarity."""
+
+    position: int
+    label: int
+    similarity: float
+
+
+def nearest_rows(features: np.ndarray, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the k features most cosine-similar to row `row` (itself excluded), most similar first, ties
+    to the lower row; and their similarities."""
+    unit = features.astype(np.float32)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit[row]
+    similarity[row] = -np.inf
+    order = np.lexsort((np.arange(len(similarity)), -similarity))[:min(k, len(similarity) - 1)]
+    return order, similarity[order]
+
+
+def neighbours(arrays: dict[str, np.ndarray], dataset: str, position: int,
+               k: int = 5) -> dict[str, list[Neighbour]] | None:
+    """The k drawn test images nearest to test image `position` in θ₀'s feature space ("before") and in the tuned
+    model's ("after"): which concepts the image sat among and sits among now. None when the run kept no features
+    (made before this version) or the image is not among the drawn ones."""
+    ids, labels = arrays.get(f"umap_ids/{dataset}"), arrays.get(f"umap_labels/{dataset}")
+    pre, post = arrays.get(features_key("pre", dataset)), arrays.get(features_key("post", dataset))
+    if ids is None or labels is None or pre is None or post is None:
+        return None
+    row = int(np.searchsorted(ids, position))
+    if row >= len(ids) or ids[row] != position:
+        return None
+    found = {}
+    for when, features in (("before", pre), ("after", post)):
+        rows, similarities = nearest_rows(features, row, k)
+        found[when] = [Neighbour(int(ids[r]), int(labels[r]), float(s)) for r, s in zip(rows, similarities)]
+    return found
+
+
+def joint_pca(pre: np.ndarray, post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets [K, E] projected together onto their two principal directions (about the joint mean), so
+    pre and post positions compare, as in the joint UMAP; instant, with no fit to wait for. Each direction's sign
+    is fixed (its largest loading positive), so the same features always give the same picture."""
+    points = np.concatenate([pre, post]).astype(np.float64)
+    centred = points - points.mean(axis=0)
+    directions = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    directions *= np.sign(directions[np.arange(len(directions)), np.abs(directions).argmax(axis=1)])[:, None]
+    coords = np.zeros((len(points), 2), dtype=np.float32)
+    coords[:, :len(directions)] = centred @ directions.T
+    return coords[:len(pre)], coords[len(pre):]
+
+
+def projection(arrays: dict[str, np.ndarray], dataset: str, reduction: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The drift picture's 2-D (pre, post) positions of the drawn points by `reduction`: the UMAP the run fitted,
+    or a PCA of the features it kept (None when it kept none: runs made before this version)."""
+    if reduction == UMAP:
+        return arrays[f"umap_pre/{dataset}"], arrays[f"umap_post/{dataset}"]
+    pre, post = arrays.get(features_key("pre", dataset)), arrays.get(features_key("post", dataset))
+    return None if pre is None or post is None else joint_pca(pre, post)

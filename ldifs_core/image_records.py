@@ -70,6 +70,21 @@ def image_records(dataset: str, images: torch.Tensor, labels: torch.Tensor,
     return records
 
 
+def png_base64(thumbnail: np.ndarray) -> str:
+    """A thumbnail as base64 PNG text (one grey channel when its three are equal: a third of the bytes), for an
+    HTML page or a table's image column."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    grey = bool((thumbnail == thumbnail[..., :1]).all())
+    image = Image.fromarray(thumbnail[..., 0] if grey else thumbnail, mode="L" if grey else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def thumbnail_of(arrays: dict[str, np.ndarray], dataset: str, position: int) -> np.ndarray | None:
     """The stored thumbnail of test image `position` of `dataset`, or None when the run kept none for it (runs
     made before these records existed keep none at all)."""

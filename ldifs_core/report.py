@@ -15,7 +15,6 @@ import base64
 import functools
 import gzip
 import html
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from plotly.offline import get_plotlyjs
 from ldifs_core import figures, gallery, metrics_tables
 from ldifs_core.config import RunConfig
 from ldifs_core.errors import RunNotFound
+from ldifs_core.image_records import png_base64
 from ldifs_core.metrics import RunMetrics
 from ldifs_core.store import RunStore
 
@@ -152,21 +152,10 @@ def _gallery_block(flips: gallery.ConceptFlips) -> str:
         caption = (f"now: {image.predicted_after}" if flips.direction == gallery.BECAME_WRONG
                    else f"was: {image.predicted_before}")
         side = image.thumbnail.shape[0] * gallery.display_scale(image.thumbnail.shape[0])
-        cells.append(f"<figure><img src='data:image/png;base64,{_png(image.thumbnail)}' width='{side}' "
+        cells.append(f"<figure><img src='data:image/png;base64,{png_base64(image.thumbnail)}' width='{side}' "
                      f"height='{side}' alt='{_text(image.true_class)}, test image #{image.position}'>"
                      f"<figcaption>{_text(caption)}</figcaption></figure>")
     return head + "<div class='gallery'>" + "".join(cells) + "</div>"
-
-
-def _png(thumbnail: np.ndarray) -> str:
-    """A thumbnail as base64 PNG text (one grey channel when its three are equal: a third of the bytes)."""
-    from PIL import Image
-
-    grey = bool((thumbnail == thumbnail[..., :1]).all())
-    image = Image.fromarray(thumbnail[..., 0] if grey else thumbnail, mode="L" if grey else "RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # -- tables --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ldifs_core.errors import BadConfig, RunUnreadable
-from ldifs_core.evaluate import forgetting_report
+from ldifs_core.evaluate import forgetting_reports
 from ldifs_core.hooks import NO_HOOKS, EvaluationProgress, RunHooks
 from ldifs_core.objectives import OBJECTIVE_TYPES, Objective
 from ldifs_core.runner import prepare
@@ -30,8 +30,10 @@ def mix_weights(base_clip: nn.Module, tuned_clip: nn.Module, alpha: float) -> nn
 
 def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_umap: bool = False,
                    hooks: RunHooks = NO_HOOKS, on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
-    """Evaluate each α afresh (no cache); the run's data and weights are loaded once for all of them. `hooks` hear
-    each α's evaluation progress and are asked before each α and each of its datasets whether to stop."""
+    """Evaluate each α afresh (no cache), all together: the run's data and weights are loaded once, θ₀'s features,
+    zero-shot heads and probes computed once, and each mix's tower sees every evaluation image once (the mixes are
+    held in memory together). `hooks` hear the evaluation's progress and are asked before each dataset whether to
+    stop; `on_alpha` hears each α's report once all are measured."""
     alphas = list(alphas)
     bad = [a for a in alphas if not 0.0 <= a <= 1.0]
     if bad:
@@ -44,13 +46,14 @@ def evaluate_mixes(store: RunStore, run_id: str, alphas: Iterable[float], with_u
         raise RunUnreadable(f"unreadable: the weights file of run {run_id} does not fit its model ({str(err).splitlines()[0][:160]}); "
                        f"it was replaced by another file. Run the configuration again.") from None
     kind = OBJECTIVE_TYPES.get(cfg.objective, Objective)  # a checked run's heads mix like the weights
-    results = []
+    mixes = []
     for alpha in alphas:
         hooks.check(f"before WiSE-FT α = {alpha:g}")
         mixed = mix_weights(run.base.clip, tuned_clip, alpha)
-        head = kind.mixed_head(run.base, mixed, initial, final, alpha, run.test)
-        report, _ = forgetting_report(cfg, run.base, mixed.visual, head, run.test, run.others, with_umap,
-                                      EvaluationProgress(hooks))
+        mixes.append((mixed.visual, kind.mixed_head(run.base, mixed, initial, final, alpha, run.test)))
+    reports = forgetting_reports(cfg, run.base, mixes, run.test, run.others, with_umap, EvaluationProgress(hooks))
+    results = []
+    for alpha, (report, _) in zip(alphas, reports):
         results.append({"run_id": run_id, "alpha": alpha, **report})
         if on_alpha is not None:
             on_alpha(alpha, results[-1])
@@ -64,7 +67,8 @@ def wise_ft_metrics(store: RunStore, run_id: str, alpha: float) -> dict:
 
 def wise_ft_path(store: RunStore, run_id: str, alphas: Iterable[float], hooks: RunHooks = NO_HOOKS,
                  on_alpha: Callable[[float, dict], None] | None = None) -> list[dict]:
-    """Reports for every α (sorted), each computed once per run and kept in the store; cancellable between α."""
+    """Reports for every α (sorted), each computed once per run and kept in the store; cancellable before each
+    dataset of the evaluation (the α missing are measured together, so a cancel keeps none of them)."""
     alphas = sorted(set(alphas))
     cached = wise_results(store, run_id)
     missing = [a for a in alphas if a not in cached]

@@ -1,14 +1,22 @@
 """Feature drift: where the image features of other datasets moved during fine-tuning."""
+import pandas as pd
 import streamlit as st
 
 from app import display, plots, results, tables, widgets
 from ldifs_core import drift_records
+from ldifs_core.image_records import png_base64
 
 SHOW_LABELS = {plots.SHOW_BOTH: "Overlay with trails", plots.SHOW_SIDE: "Before | After", plots.SHOW_BEFORE: "Before",
                plots.SHOW_AFTER: "After"}
 ALL_COLOURED_UP_TO = 10  # a dataset with at most this many concepts in the picture starts with all in colour
 DEFAULT_COLOURED = 8
 PROBE_NAMES = {"zs": "zero-shot", "lp": "linear probe"}
+NEIGHBOURS = 5
+REDUCTIONS = {drift_records.UMAP: "UMAP (as fitted by the run)", drift_records.PCA: "PCA (instant, linear)"}
+SPACE_CAPTIONS = {
+    drift_records.UMAP: "2-D distances are only a picture: UMAP bends space, so judge drift by the numbers below.",
+    drift_records.PCA: "2-D distances are only a picture: PCA keeps the two directions of largest spread and "
+                       "flattens the rest, so judge drift by the numbers below."}
 TAPS_EXPLAINED = (
     "The tapped layers run from input to output: **stem** is where the image enters the tower (a ViT's patch "
     "embeddings after its first layer norm, a ResNet's convolutional stem after pooling) and **tap 1–4** sit at "
@@ -34,6 +42,37 @@ def follow_click(dataset: str) -> None:
     position = plots.clicked_position(st.session_state.get(chart_key(dataset)))
     if position is not None:
         st.session_state[image_key(dataset)] = position
+
+
+def neighbour_rows(run_arrays: dict, dataset: str, found: list, names: list[str]) -> pd.DataFrame:
+    """One row per neighbour: its thumbnail, concept, zero-shot prediction before → after, and similarity."""
+    rows = []
+    for neighbour in found:
+        facts = drift_records.image_facts(run_arrays, dataset, neighbour.position)
+        predicted = facts.predictions.get("zs")
+        rows.append({"image": None if facts.thumbnail is None else f"data:image/png;base64,{png_base64(facts.thumbnail)}",
+                     "test image": f"#{neighbour.position}", "concept": display.plain(names[neighbour.label]),
+                     "zero-shot": "" if predicted is None else " → ".join(display.plain(names[p]) for p in predicted),
+                     "cosine": neighbour.similarity})
+    return pd.DataFrame(rows)
+
+
+def neighbours_panel(run_arrays: dict, dataset: str, position: int, names: list[str]) -> None:
+    """The picked image's nearest drawn test images in θ₀'s feature space and in the tuned model's: which concepts
+    it sat among, and which it sits among now."""
+    found = drift_records.neighbours(run_arrays, dataset, position, NEIGHBOURS)
+    if found is None:
+        st.caption("Neighbours need a run made by this version: it keeps the features of the drawn points.")
+        return
+    st.markdown(f"**{NEIGHBOURS} nearest test images** among the points drawn, by cosine similarity of features")
+    for column, (when, title) in zip(st.columns(2), (("before", "before fine-tuning (θ₀)"),
+                                                     ("after", "after fine-tuning"))):
+        concepts = pd.Series([display.plain(names[n.label]) for n in found[when]]).value_counts()
+        column.caption(f"{title}: among " + ", ".join(f"{name} ×{count}" for name, count in concepts.items()))
+        column.dataframe(neighbour_rows(run_arrays, dataset, found[when], names), hide_index=True,
+                         key=f"neighbours_{when}_{dataset}", column_config={
+                             "image": st.column_config.ImageColumn("image", width="small"),
+                             "cosine": st.column_config.NumberColumn(format="%.3f")})
 
 
 def image_panel(run_arrays: dict, dataset: str, position: int, names: list[str]) -> None:
@@ -70,10 +109,19 @@ if metrics is not None:
         st.info("This run stored no UMAP points (it ran with 0 UMAP points); the numbers below still apply.",
                 icon=":material/info:")
     elif embedded:
-        dataset_col, show_col = st.columns([1, 1])
+        dataset_col, show_col, reduction_col = st.columns([1, 1, 1])
         dataset = dataset_col.selectbox("Dataset", embedded)
         show = show_col.segmented_control("Show", list(SHOW_LABELS), default=plots.SHOW_BOTH, required=True,
                                           format_func=SHOW_LABELS.__getitem__)
+        reduction = reduction_col.radio("Reduction", list(REDUCTIONS), format_func=REDUCTIONS.__getitem__,
+                                        horizontal=True, help="UMAP keeps neighbourhoods but bends distances; PCA "
+                                        "is a linear projection of the kept features, drawn at once.")
+        projected = drift_records.projection(run_arrays, dataset, reduction)
+        if projected is None:
+            st.info("PCA needs a run made by this version (it keeps the features of the drawn points); showing "
+                    "the UMAP.", icon=":material/info:")
+            reduction = drift_records.UMAP
+            projected = drift_records.projection(run_arrays, dataset, reduction)
         labels, ids = run_arrays[f"umap_labels/{dataset}"], run_arrays[f"umap_ids/{dataset}"]
         names = results.class_names(metrics, dataset, drift_records.recorded_labels(run_arrays, dataset))
         moved = drift_records.most_moved(run_arrays, dataset, names)
@@ -91,18 +139,17 @@ if metrics is not None:
             help="Trails show in the overlay view, in their concept's colour; a concept picked here gets a colour. "
                  "Starts on the two concepts first in the colour order.")
         coloured = list(dict.fromkeys(ranked[:int(k)] + trails))
-        st.plotly_chart(plots.feature_map(run_arrays[f"umap_pre/{dataset}"], run_arrays[f"umap_post/{dataset}"],
-                                          labels, names, ids, show, plots.concept_colors(coloured, names),
-                                          trails),
+        st.plotly_chart(plots.feature_map(*projected, labels, names, ids, show, plots.concept_colors(coloured, names),
+                                          trails, reduction),
                         key=chart_key(dataset), on_select=lambda: follow_click(dataset), selection_mode="points")
-        st.caption("2-D distances are only a picture: UMAP bends space, so judge drift by the numbers below. "
-                   "Click a point to see its image.")
+        st.caption(f"{SPACE_CAPTIONS[reduction]} Click a point to see its image and its nearest neighbours.")
         concept_of = {int(i): names[int(label)] for i, label in zip(ids, labels)}
         position = st.selectbox("Test image", sorted(concept_of), index=None, key=image_key(dataset),
                                 format_func=lambda p: f"#{p} · {concept_of[p]}",
                                 placeholder="click a point in the picture, or pick an image here")
         if position is not None:
             image_panel(run_arrays, dataset, position, names)
+            neighbours_panel(run_arrays, dataset, position, names)
         if moved is not None:
             st.markdown("**Concepts that moved most** in feature space", help=MOVED_HELP)
             st.dataframe(tables.most_moved(metrics, dataset, moved), hide_index=True, height=260, column_config={

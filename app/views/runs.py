@@ -219,9 +219,7 @@ def wise_ft_path(run_id: str, was_active: bool) -> None:
     if state is not None and state.active:
         position = runner.queue_position(jobs.wise_job_id(run_id))
         ahead = f"{position - 1} job(s) ahead of it" if position and position > 1 else "next in line"
-        text = (f"Queued — {ahead}; jobs go one at a time." if state.status == "queued" else
-                f"Evaluating the mixes: {len(ALPHAS) - len(missing)} of {len(ALPHAS)} ready.")
-        st.progress((len(ALPHAS) - len(missing)) / len(ALPHAS), text=text)
+        st.progress(*wise_progress(state, ahead))
         widgets.cancel_control(jobs.wise_job_id(run_id), key=f"cancel-wise-{run_id}", what="WiSE-FT path")
     elif was_active:
         st.rerun()  # the job just ended: redraw once with every mix and stop polling
@@ -232,10 +230,19 @@ def wise_ft_path(run_id: str, was_active: bool) -> None:
                                  key=f"wise-queue-{run_id}"):
             if runner.submit_wise(run_id, ALPHAS):
                 st.rerun()
-            st.info("The WiSE-FT path of this run is already queued; it fills in here as it is evaluated.",
+            st.info("The WiSE-FT path of this run is already queued; it appears here once evaluated.",
                     icon=":material/schedule:")
     if mixes:
         wise_ft_results(run_id, mixes)
+
+
+def wise_progress(state: jobs.WiseState, ahead: str) -> tuple[float, str]:
+    """The bar of a queued or running path: the mixes are measured together, dataset by dataset."""
+    progress = state.progress
+    if state.status == "queued" or progress is None or not progress.images_to_encode:
+        return 0.0, f"Queued — {ahead}; jobs go one at a time." if state.status == "queued" else "Loading the run…"
+    return (progress.images_encoded / progress.images_to_encode,
+            f"Evaluating the mixes together: {progress.where()}.")
 
 
 def wise_ft_results(run_id: str, mixes: dict[float, dict]) -> None:

@@ -13,7 +13,7 @@ import torch
 from ldifs_core import stats
 from ldifs_core.config import SCHEMA_VERSION, RunConfig
 from ldifs_core.datasets import load_bank
-from ldifs_core.drift_records import displacement_key
+from ldifs_core.drift_records import displacement_key, features_key
 from ldifs_core.image_records import image_records
 from ldifs_core.metrics import ClassRow, DatasetReport, Evaluation, RunMetrics, TaskReport, Timings
 from ldifs_core.store import RunStore
@@ -177,7 +177,18 @@ def sample_drift_records(dataset: str, umap_labels: np.ndarray, umap_ids: np.nda
     displacement[labels.numpy() == classes - 1] *= 3
     return {**image_records(dataset, images, labels, predictions, also_thumbnail=umap_ids,
                           class_names=class_names(dataset)),
-            displacement_key(dataset): displacement}
+            displacement_key(dataset): displacement, **drawn_features(dataset, umap_labels)}
+
+
+def drawn_features(dataset: str, umap_labels: np.ndarray, width: int = 16) -> dict[str, np.ndarray]:
+    """Unit features of the drawn points before and after (float16, as a run keeps them), clustered by concept
+    and moved a little; from a generator of their own, so the other sample records stay as they were."""
+    rng = np.random.default_rng(len(umap_labels))
+    centres = rng.normal(size=(int(umap_labels.max()) + 1, width))
+    pre = centres[umap_labels] + rng.normal(scale=0.3, size=(len(umap_labels), width))
+    post = pre + rng.normal(scale=0.5, size=pre.shape)
+    return {features_key(when, dataset): (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+            for when, x in (("pre", pre), ("post", post))}
 
 
 def sample_history(cfg: RunConfig) -> list[dict]:

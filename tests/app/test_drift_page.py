@@ -19,6 +19,7 @@ from tests.app.sample_runs import CHECKED, add_finished_run
 
 DATASET = CHECKED[0]
 UMAP_TITLE = "Joint UMAP of image features (open = before, filled = after)"
+PCA_TITLE = "Joint PCA of image features (open = before, filled = after)"
 
 
 @pytest.fixture
@@ -26,9 +27,9 @@ def run_id(store: RunStore) -> str:
     return add_finished_run(store, objective="ce")
 
 
-def drift_map(app: AppTest) -> dict:
+def drift_map(app: AppTest, title: str = UMAP_TITLE) -> dict:
     charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
-    return next(c for c in charts if c["layout"]["title"]["text"] == UMAP_TITLE)
+    return next(c for c in charts if c["layout"]["title"]["text"] == title)
 
 
 def keyed(figure: dict) -> list[str]:
@@ -143,3 +144,51 @@ def test_a_picked_image_names_predictions_of_concepts_absent_from_the_picture(ap
     picker.set_value(next(o for o in picker.options if o.startswith(f"#{arrays['umap_ids/quickdraw'][last]} "))).run()
     assert not app.exception
     assert "zero-shot:" in texts(app.markdown)
+
+
+def picked_position(app: AppTest) -> int:
+    picker = control(app.selectbox, "Test image")
+    picker.set_value(picker.options[0]).run()
+    return int(picker.options[0].split(" · ")[0][1:])
+
+
+def neighbour_tables(app: AppTest) -> list:
+    return [frame.value for frame in app.dataframe if "cosine" in frame.value.columns]
+
+
+def test_the_page_offers_pca_and_lists_a_picked_images_neighbours_before_and_after(app, store, run_id):
+    open_page(app, "drift")
+    reduction = control(app.radio, "Reduction")
+    assert reduction.value == drift_records.UMAP
+    reduction.set_value(drift_records.PCA).run()
+    assert not app.exception
+    arrays = store.arrays(run_id)
+    pca = np.concatenate(drift_records.joint_pca(arrays[f"features_pre/{DATASET}"],
+                                                 arrays[f"features_post/{DATASET}"]))
+    picture = drift_map(app, PCA_TITLE)  # drawn where the kept features' PCA puts them
+    assert picture["layout"]["xaxis"]["range"] == pytest.approx(plots.padded_range(pca[:, 0]))
+    assert picture["layout"]["yaxis"]["range"] == pytest.approx(plots.padded_range(pca[:, 1]))
+    assert "PCA keeps the two directions" in texts(app.caption)
+    position = picked_position(app)
+    before, after = neighbour_tables(app)
+    expected = drift_records.neighbours(arrays, DATASET, position, 5)
+    names = [display.plain(name) for name in arrays[f"class_names/{DATASET}"]]
+    for table, when in ((before, "before"), (after, "after")):
+        assert table["test image"].tolist() == [f"#{n.position}" for n in expected[when]]
+        assert table["concept"].tolist() == [names[n.label] for n in expected[when]]
+        assert table["image"].str.startswith("data:image/png;base64,").all()
+    assert "before fine-tuning (θ₀): among" in texts(app.caption)
+
+
+def test_a_run_without_kept_features_draws_its_umap_and_says_neighbours_need_this_version(app, store, run_id):
+    arrays = store.arrays(run_id)
+    np.savez_compressed(store.root / run_id / "arrays.npz",
+                        **{key: value for key, value in arrays.items() if not key.startswith("features_")})
+    open_page(app, "drift")
+    control(app.radio, "Reduction").set_value(drift_records.PCA).run()
+    assert not app.exception
+    assert "PCA needs a run made by this version" in texts(app.info)
+    assert keyed(drift_map(app))
+    picked_position(app)
+    assert neighbour_tables(app) == []
+    assert "Neighbours need a run made by this version" in texts(app.caption)
