@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import ClassVar, NewType, Self, get_args, get_origin, get_type_hints
 
 from ldifs_core.config import RunConfig
+from ldifs_core.curve_records import Curve
 from ldifs_core.stats import forgotten_order
 
 Interval = NewType("Interval", list)  # [low, high] of a 95 % interval, in percent or points
@@ -147,7 +148,8 @@ class RunMetrics(Evaluation):
     # the order the lab writes the keys in (from_json, to_json and messages follow it)
     JSON_ORDER: ClassVar[tuple[str, ...]] = (
         "code_version", "run_id", "config", "status", "model", "device", "schema_version", "downstream", "forgetting",
-        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "timings")
+        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "curve",
+        "timings")
     code_version: int | None = None  # None: stored before runs carried it (counts as 1)
     config: dict  # RunConfig.to_dict() of the run
     status: str
@@ -155,6 +157,7 @@ class RunMetrics(Evaluation):
     device: str
     schema_version: int
     stage_task: DatasetReport | None = None  # a sequence's stage only: its own task, the matrix's diagonal
+    curve: Curve | None = None  # forgetting over training (curve_records.py); None: measured by no run before it existed
     timings: Timings
 
     def run_config(self) -> RunConfig:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from ldifs_core.config import RunConfig
+from ldifs_core.curve import CurveMeter
+from ldifs_core.curve_records import CurvePoint
 from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, listing_snapshot, load_subset
 from ldifs_core.datasets import decoding
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
@@ -116,6 +118,13 @@ def evaluation_data(cfg: RunConfig, name: str, image_size: int, progress: decodi
                     load("test", Selection(cfg.eval_limit, SUBSET_SEED), EVAL_LIMIT_HINT))
 
 
+def forgetting_curve(cfg: RunConfig, run: PreparedRun, hooks: RunHooks) -> CurveMeter | None:
+    """The hooks measuring the run's forgetting curve on its test subsets (None when cfg.curve_points is 0)."""
+    if not cfg.curve_points:
+        return None
+    return CurveMeter(cfg, run.base, run.test, {name: data.test for name, data in run.others.items()}, hooks)
+
+
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
     keep = lambda k: k.startswith("visual.") or OBJECTIVE_TYPES[objective].trains_text
     weights = {f"clip.{k}": v.detach().cpu().contiguous() for k, v in result.clip.state_dict().items() if keep(k)}
@@ -140,6 +149,9 @@ class StoreRecorder(RunHooks):
         if progress.worth_recording():
             self.store.update_progress(self.run_id, progress.to_dict())
         self.caller.progress(progress)
+
+    def curve(self, point: CurvePoint) -> None:
+        self.caller.curve(point)
 
     def should_stop(self) -> bool:
         return self.caller.should_stop()
@@ -169,7 +181,8 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         sequence_started = time.perf_counter()  # a sequence's own work is timed apart (benchmarks/sequence_bench.py)
         start = starting_clip(store, cfg, run.base)
         sequence_s = time.perf_counter() - sequence_started
-        result = finetune(cfg, run.base, run.train, run.device, recorder, start)
+        meter = forgetting_curve(cfg, run, recorder)
+        result = finetune(cfg, run.base, run.train, run.device, meter or recorder, start)
         evaluation = EvaluationProgress(recorder, Progress("evaluating", step=cfg.steps, total_steps=cfg.steps))
         eval_started = time.perf_counter()
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
@@ -199,6 +212,7 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         "model": run.base.label,
         "device": describe_device(run.device),
         **report,
+        **({"curve": meter.measured.to_json()} if meter else {}),
         "timings": {"train_s": round(result.train_s, 3), "eval_s": round(eval_s, 3),
                     "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3),
                     **({"sequence_s": round(sequence_s, 3)} if cfg.sequence_id else {})},
