@@ -14,7 +14,7 @@ from app import tables
 from ldifs_core.config import REGULARISED, parse_ldifs_taps
 # The figures the HTML report also draws live in ldifs_core.figures; pages reach them through this module.
 from ldifs_core.figures import (AFTER_COLOR, BEFORE_COLOR, GAIN_COLOR, LOSS_COLOR, accuracy_change,  # noqa: F401
-                                change_colors, class_drops, interval_bars, run_comparison)
+                                change_colors, class_drops, forgetting_curve, interval_bars, run_comparison)
 from ldifs_core.objectives import OBJECTIVE_TYPES
 
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS, OBJECTIVES,
                                REGULARISED, RUN_SETTINGS, RunConfig)
+from ldifs_core.curve_records import Curve
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
+from ldifs_core.metrics import RunMetrics
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.hooks import Progress, RunHooks
 from ldifs_core.store import LISTED_STATUSES, RunStore
@@ -486,6 +488,14 @@ def progress_text(progress: dict) -> str:
     return shown.where() + (f" on {shown.node}" if shown.node else "")
 
 
+def curve_text(curve: Curve) -> str:
+    """The forgetting-over-training curve as a compact table (zero-shot accuracy in %)."""
+    header, *rows = curve.table()
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in (header, *rows)]
+    return "Forgetting over training (zero-shot accuracy %, every " + f"{curve.every} steps):\n  " + "\n  ".join(lines)
+
+
 def cmd_show(args) -> int:
     store = RunStore(args.store)
     record = store.get(args.run)
@@ -503,6 +513,8 @@ def cmd_show(args) -> int:
           f"init {cfg.init}" + (f"; {progress_text(record.progress)}" if record.status == "running" else ""))
     if metrics is not None:
         print(results_summary(metrics))
+        if (curve := RunMetrics.from_json(metrics).curve) is not None:
+            print(curve_text(curve))
     folder = store.root / record.run_id
     files = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
     print(f"Files: {folder}" + (f" ({', '.join(files)})" if files else " (none)"))

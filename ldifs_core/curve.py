@@ -12,6 +12,7 @@ on or off (tests/test_curve.py).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from ldifs_core.config import RunConfig
 from ldifs_core.curve_records import Curve, CurvePoint
 from ldifs_core.datasets import ImageSet
 from ldifs_core.encoding import encode_images, zero_shot_head, zero_shot_predictions
-from ldifs_core.hooks import RunHooks, TrainEvent, Progress
+from ldifs_core.hooks import Progress, RunHooks, TrainEvent
 from ldifs_core.models import FoundationModel
 from ldifs_core.stats import accuracy
 
@@ -52,9 +53,8 @@ class CurveMeter(RunHooks):
 
     def weights(self, step: int, clip: nn.Module) -> None:
         if measured_at(step, self.steps, self.every):
-            point = CurvePoint(step, self.measure(clip.visual))
-            self.measured.points.append(point)
-            self.caller.curve(point)
+            self.measured.points.append(CurvePoint(step, self.measure(clip.visual)))
+            self.caller.curve(replace(self.measured, points=list(self.measured.points)))
         self.caller.weights(step, clip)
 
     def measure(self, visual: nn.Module) -> dict[str, float]:
@@ -80,8 +80,8 @@ class CurveMeter(RunHooks):
     def progress(self, progress: Progress) -> None:
         self.caller.progress(progress)
 
-    def curve(self, point: CurvePoint) -> None:
-        self.caller.curve(point)
+    def curve(self, curve: Curve) -> None:
+        self.caller.curve(curve)
 
     def should_stop(self) -> bool:
         return self.caller.should_stop()

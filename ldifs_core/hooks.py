@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ldifs_core.config import RunConfig
-    from ldifs_core.curve_records import CurvePoint
+    from ldifs_core.curve_records import Curve
 
 RECORD_EVERY = 5  # training steps between the progress records kept in a store (or posted by a Ray trial)
 
@@ -105,8 +105,8 @@ class RunHooks:
         """The CLIP being tuned, after `step` training steps (0: before the first). Read it, never change it: a
         hook that needs another mode restores the one it found (curve.py)."""
 
-    def curve(self, point: CurvePoint) -> None:
-        """A point of the forgetting-over-training curve (curve.py), measured after `point.step` steps."""
+    def curve(self, curve: Curve) -> None:
+        """The forgetting-over-training curve so far (curve.py), after each new point: the hook's own copy."""
 
     def stage(self, stage: int, run_id: str, cfg: RunConfig) -> None:
         """A stage of a sequence starts (1-based); it then runs as an ordinary run with these hooks."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from ldifs_core.config import RunConfig
 from ldifs_core.curve import CurveMeter
-from ldifs_core.curve_records import CurvePoint
+from ldifs_core.curve_records import Curve
 from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, listing_snapshot, load_subset
 from ldifs_core.datasets import decoding
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
@@ -150,8 +150,8 @@ class StoreRecorder(RunHooks):
             self.store.update_progress(self.run_id, progress.to_dict())
         self.caller.progress(progress)
 
-    def curve(self, point: CurvePoint) -> None:
-        self.caller.curve(point)
+    def curve(self, curve: Curve) -> None:
+        self.caller.curve(curve)
 
     def should_stop(self) -> bool:
         return self.caller.should_stop()

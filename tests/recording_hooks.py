@@ -16,7 +16,7 @@ class RecordingHooks(RunHooks):
         self.events: list[TrainEvent] = []
         self.progresses: list[Progress] = []
         self.stages: list[int] = []
-        self.curve_points: list = []  # the forgetting curve's points, as they came
+        self.curves: list = []  # the forgetting curve so far, after each of its points
 
     def step(self, event: TrainEvent) -> None:
         self.events.append(event)
@@ -25,8 +25,8 @@ class RecordingHooks(RunHooks):
     def progress(self, progress: Progress) -> None:
         self.progresses.append(progress)
 
-    def curve(self, point) -> None:
-        self.curve_points.append(point)
+    def curve(self, curve) -> None:
+        self.curves.append(curve)
 
     def stage(self, stage: int, run_id: str, cfg) -> None:
         self.stages.append(stage)

@@ -6,12 +6,15 @@ import pytest
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from app import plots
+from ldifs_core.cli import main
 from ldifs_core.config import RunConfig
 from ldifs_core.curve import CurveMeter, curve_every
 from ldifs_core.curve_records import Curve, CurvePoint, joined
 from ldifs_core.datasets import load_split
 from ldifs_core.metrics import RunMetrics
 from ldifs_core.models import FoundationModel
+from ldifs_core.report import run_report
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
@@ -21,7 +24,8 @@ TINY = dict(steps=4, batch_size=16, eval_limit=120, probe_limit=12, umap_points=
             eval_datasets=["animals"])
 
 
-def test_a_run_measures_the_task_and_each_checked_dataset_every_k_steps_on_n_images(store_dir):
+def test_a_run_measures_the_task_and_each_checked_dataset_every_k_steps_on_n_images(store_dir, capsys):
+    """... and `show`, the HTML report and the app's figure draw it."""
     hooks = RecordingHooks()
     run_id = execute(RunConfig(objective="ce", curve_points=2, curve_images=30, **TINY), RunStore(), hooks=hooks)
     metrics = RunStore().metrics(run_id)
@@ -29,8 +33,25 @@ def test_a_run_measures_the_task_and_each_checked_dataset_every_k_steps_on_n_ima
     assert (curve.task, curve.every, curve.n) == ("mnist", 2, {"mnist": 30, "animals": 30})
     assert [point.step for point in curve.points] == [0, 2, 4]
     assert all(set(point.accuracy) == {"mnist", "animals"} for point in curve.points)
-    assert [point.step for point in hooks.curve_points] == [0, 2, 4]  # heard live, as they were measured
+    assert [len(heard.points) for heard in hooks.curves] == [1, 2, 3]  # heard live, after each point
+    assert hooks.curves[-1] == curve
     json.dumps(metrics)
+    assert main(["show", run_id]) == 0
+    shown = capsys.readouterr().out
+    assert "Forgetting over training" in shown and "mnist (task) n=30" in shown and "animals n=30" in shown
+    assert "Forgetting over training" in run_report(RunStore(), [run_id])
+
+
+def test_the_figure_draws_a_line_per_dataset_with_n_the_task_highlighted_and_stage_boundaries():
+    curve = Curve("animals", 5, {"mnist": 10, "animals": 20},
+                  [CurvePoint(0, {"mnist": 10.0, "animals": 50.0}), CurvePoint(10, {"mnist": 90.0, "animals": 40.0}),
+                   CurvePoint(20, {"mnist": 60.0, "animals": 80.0})], stage_starts=[10])
+    fig = plots.forgetting_curve(curve)
+    mnist, animals = fig.data
+    assert (mnist.name, animals.name) == ("mnist, n = 10", "animals (task), n = 20")
+    assert list(animals.x) == [0, 10, 20] and list(animals.y) == [50.0, 40.0, 80.0]
+    assert animals.line.width > mnist.line.width
+    assert [shape.x0 for shape in fig.layout.shapes] == [10]
 
 
 def test_the_curve_never_changes_the_final_metrics(store_dir):
