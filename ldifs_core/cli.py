@@ -663,6 +663,32 @@ def sequence_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_find_lambda(args) -> int:
+    from ldifs_core.lambda_finder import StoreTrial, find_lambda, save_search
+
+    if args.lam is not None:
+        raise BadConfig("find-lambda searches λ itself: leave --lam out.")
+    base = config_from(args, args.objective, None, args.seed)
+    check_output("--json", args.json)
+    store = RunStore(args.store)
+    trial = StoreTrial(str(store.root))
+    if args.ray is None:
+        tell = lambda trial: print(f"  {'CE' if trial.lam is None else f'λ = {trial.lam:.4g}'}: run {trial.run_id}"
+                                   f"{' (reused)' if trial.reused else ''}", flush=True)
+        result = find_lambda(base, trial, args.tolerance, args.budget, on_trial=tell)
+    else:
+        from ldifs_core import ray_sweep
+        from ldifs_core.lambda_tune import find_lambda_on_tune
+
+        with ray_sweep.ray_session(args.ray):
+            result = find_lambda_on_tune(base, trial, args.tolerance, args.budget)
+    save_search(store, result)
+    print(result.summary())
+    if args.json:
+        write_output("--json", args.json, json.dumps(result.to_dict(), indent=2), "")
+    return 0 if result.chosen is not None else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m ldifs_core", description="LDIFS Lab: fine-tune CLIP, measure concept "
                             "forgetting.")
@@ -672,6 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "recorded and the others go on (exit code 1 if any failed)"), sweep=True)
     add_run_options(sub.add_parser("sequence", help="continual fine-tuning: one objective over tasks in order, "
                                    "each stage starting from the last; prints the forgetting matrix"), sequence=True)
+    finder = sub.add_parser("find-lambda", help="the λ with the least forgetting whose task accuracy stays within "
+                            "--tolerance points of CE's (docs/find-lambda.md); exit code 1 if no λ does")
+    add_run_options(finder)
+    finder.add_argument("--tolerance", type=float, default=1.0, help="points of task accuracy below CE's allowed")
+    finder.add_argument("--budget", type=int, default=8, help="runs at most, the CE reference included (>= 3)")
+    finder.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the trials on Ray Tune: alone, "
+                        "on $RAY_ADDRESS if set, else on a Ray instance started here")
     listing = sub.add_parser("list", help="runs in the store (unreadable ones with the reason)")
     listing.add_argument("--dataset")
     listing.add_argument("--objective", choices=OBJECTIVES)
@@ -693,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "export": cmd_export,
-            "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report}
+            "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report, "find-lambda": cmd_find_lambda}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

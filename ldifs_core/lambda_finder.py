@@ -14,9 +14,12 @@ Ray Tune.
 """
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.curve_records import Curve
@@ -224,3 +227,31 @@ class StoreTrial:
         low, high = metrics.mean_zs_delta_ci
         return TrialResult(cfg.lam, run_id, metrics.downstream.accuracy_after, list(metrics.downstream.accuracy_after_ci),
                            -metrics.mean_zs_delta, [-high, -low], reused=reused, curve=metrics.curve)
+
+
+# -- searches kept in the store, for the app ----------------------------------------------------------------
+
+SEARCHES = "lambda_searches"  # a folder of the store: one JSON per finished search
+
+
+def save_search(store, result: SearchResult) -> Path:
+    """Keep a finished search beside the runs it made (the app's Runs & sweeps page lists them)."""
+    from ldifs_core import disk
+
+    folder = store.root / SEARCHES
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{result.dataset.replace('/', '_')}-{result.objective}-{int(time.time() * 1000)}.json"
+    disk.write_json(path, result.to_dict())
+    return path
+
+
+def saved_searches(store) -> list[dict]:
+    """The searches kept in the store, newest first (unreadable files skipped)."""
+    folder = store.root / SEARCHES
+    found = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []:
+        try:
+            found.append(json.loads(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return found

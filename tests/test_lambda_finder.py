@@ -80,3 +80,54 @@ def test_the_finder_on_ray_tune_returns_the_same_lambda():
     assert [t.lam for t in on_ray.tried] == [t.lam for t in local.tried]
     assert on_ray.chosen == local.chosen and on_ray.bracket == local.bracket
     assert on_ray.bracket[0] <= ANSWER <= on_ray.bracket[1]
+
+
+def test_find_lambda_on_the_command_line_prints_and_keeps_the_search(tmp_path, monkeypatch, capsys):
+    from ldifs_core import lambda_finder
+    from ldifs_core.cli import main
+    from ldifs_core.store import RunStore
+
+    monkeypatch.setattr(lambda_finder, "StoreTrial", lambda root: fabricated_trial)
+    code = main(["find-lambda", "--dataset", "mnist", "--tolerance", "3", "--store", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "Chosen λ" in out and "λ = 1000" in out
+    (kept,) = lambda_finder.saved_searches(RunStore(tmp_path))
+    assert kept["chosen"]["lam"] <= ANSWER <= kept["bracket"][1]
+
+
+def test_the_search_figure_shows_each_lambda_the_floor_and_the_chosen_one():
+    from app import plots
+
+    search = find_lambda(BASE, fabricated_trial, TOLERANCE, budget=5).to_dict()
+    fig = plots.lambda_search(search)
+    accuracy, forgetting, *chosen = fig.data
+    assert list(accuracy.x) == sorted(t["lam"] for t in search["tried"]) and len(chosen) == 2
+    assert fig.layout.shapes[0].y0 == CE_ACCURACY - TOLERANCE
+
+
+def test_a_lambda_is_hopeless_when_its_task_curve_falls_far_below_ces_late_in_training():
+    from ldifs_core.curve_records import Curve, CurvePoint
+    from ldifs_core.lambda_finder import HopelessRule, StopWhenHopeless
+
+    ce = Curve("mnist", 5, {"mnist": 10}, [CurvePoint(s, {"mnist": 90.0}) for s in (0, 5, 10)])
+    rule = HopelessRule(ce, steps=10)
+    early = Curve("mnist", 5, {"mnist": 10}, [CurvePoint(0, {"mnist": 10.0})])
+    late = Curve("mnist", 5, {"mnist": 10}, [CurvePoint(5, {"mnist": 60.0})])
+    close = Curve("mnist", 5, {"mnist": 10}, [CurvePoint(5, {"mnist": 80.0})])
+    assert (rule.hopeless(early), rule.hopeless(late), rule.hopeless(close)) == (False, True, False)
+    hooks = StopWhenHopeless(rule)
+    hooks.curve(late)
+    assert hooks.should_stop()
+
+
+def test_a_store_trial_reuses_a_finished_run_with_the_same_settings(store_dir):
+    from ldifs_core.lambda_finder import StoreTrial
+    from ldifs_core.runner import execute
+    from ldifs_core.store import RunStore
+
+    cfg = RunConfig(objective="ldifs", lam=10.0, steps=2, batch_size=16, eval_limit=60, probe_limit=6, umap_points=0,
+                    train_limit=100, eval_datasets=["animals"], curve_points=2, curve_images=20)
+    run_id = execute(cfg, RunStore())
+    result = StoreTrial()(cfg, None)
+    assert result.reused and result.run_id == run_id and result.curve is not None
+    assert result.forgetting == -RunStore().metrics(run_id)["mean_zs_delta"]
