@@ -24,7 +24,8 @@ BUDGET_RATIO = 1.15
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="training steps of both runs (default: a default run's)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of both runs (default: a default "
+                        "run's)")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     from ldifs_core.config import RunConfig

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import torch
 from torch import nn
 
 from ldifs_core.config import RunConfig

@@ -22,7 +22,7 @@ class Curve:
     every: int  # training steps between points (the last step is always measured)
     n: dict  # dataset -> images of its curve subset
     points: list[CurvePoint] = field(default_factory=list)
-    stage_starts: list[int] | None = None  # a sequence's joined curve: the step at which each stage after the first begins
+    stage_starts: list[int] | None = None  # a sequence's joined curve: where each stage after the first begins
 
     def to_json(self) -> dict:
         """The metrics.json section (a curve of a single run has no stage_starts)."""

@@ -143,10 +143,11 @@ class SearchResult:
                          f"CE's: raise the tolerance, or use CE.")
         else:
             chosen = self.chosen
-            lines.append(f"Chosen λ = {chosen.lam:.4g} (the boundary lies in [{self.bracket[0]:.4g}, "
-                         f"{self.bracket[1]:.4g}]): task {chosen.task_accuracy:.1f}% (95 % CI {chosen.task_ci[0]:.1f} to "
-                         f"{chosen.task_ci[1]:.1f}), forgetting {chosen.forgetting:.2f} points (95 % CI "
-                         f"{chosen.forgetting_ci[0]:.2f} to {chosen.forgetting_ci[1]:.2f}); {self.runs()} runs trained.")
+            low, high = self.bracket
+            lines.append(f"Chosen λ = {chosen.lam:.4g} (the boundary lies in [{low:.4g}, {high:.4g}]): task "
+                         f"{chosen.task_accuracy:.1f}% (95 % CI {chosen.task_ci[0]:.1f} to {chosen.task_ci[1]:.1f}), "
+                         f"forgetting {chosen.forgetting:.2f} points (95 % CI {chosen.forgetting_ci[0]:.2f} to "
+                         f"{chosen.forgetting_ci[1]:.2f}); {self.runs()} runs trained.")
         return "\n".join(lines)
 
 
@@ -225,8 +226,9 @@ class StoreTrial:
                                    stopped=True)
         metrics = RunMetrics.from_json(store.metrics(run_id))
         low, high = metrics.mean_zs_delta_ci
-        return TrialResult(cfg.lam, run_id, metrics.downstream.accuracy_after, list(metrics.downstream.accuracy_after_ci),
-                           -metrics.mean_zs_delta, [-high, -low], reused=reused, curve=metrics.curve)
+        task = metrics.downstream
+        return TrialResult(cfg.lam, run_id, task.accuracy_after, list(task.accuracy_after_ci), -metrics.mean_zs_delta,
+                           [-high, -low], reused=reused, curve=metrics.curve)
 
 
 # -- searches kept in the store, for the app ----------------------------------------------------------------

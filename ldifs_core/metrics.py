@@ -157,7 +157,7 @@ class RunMetrics(Evaluation):
     device: str
     schema_version: int
     stage_task: DatasetReport | None = None  # a sequence's stage only: its own task, the matrix's diagonal
-    curve: Curve | None = None  # forgetting over training (curve_records.py); None: measured by no run before it existed
+    curve: Curve | None = None  # forgetting over training (curve_records.py); None: a run made without one
     timings: Timings
 
     def run_config(self) -> RunConfig:

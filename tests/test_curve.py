@@ -2,7 +2,6 @@
 import json
 
 import open_clip
-import pytest
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 

@@ -19,8 +19,9 @@ def fabricated_trial(cfg, rule):
     if cfg.objective == "ce":
         return TrialResult(None, "ce-run", CE_ACCURACY, [88.0, 92.0], 10.0, [9.0, 11.0])
     drop, forgetting = math.log10(cfg.lam) + 2, 10 / (1 + cfg.lam)
-    return TrialResult(cfg.lam, f"run-{cfg.lam:g}", CE_ACCURACY - drop, [CE_ACCURACY - drop - 1, CE_ACCURACY - drop + 1],
-                       forgetting, [forgetting - 0.5, forgetting + 0.5])
+    accuracy = CE_ACCURACY - drop
+    return TrialResult(cfg.lam, f"run-{cfg.lam:g}", accuracy, [accuracy - 1, accuracy + 1], forgetting,
+                       [forgetting - 0.5, forgetting + 0.5])
 
 
 def resolution(budget: int) -> float:
