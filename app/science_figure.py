@@ -2,7 +2,7 @@
 function the Runs page uses for the user's own runs.
 
 Run: `.venv/bin/python -m app.science_figure docs/science_rows.json [more rows JSON ...] [--seeds 0] --out docs/pareto.html`
-(rows as written by `python -m ldifs_core.experiments --rows`). The page loads plotly.js from its CDN.
+(rows as written by `python -m scripts.experiments --rows`). The page loads plotly.js from its CDN.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ results themselves always come from the shared run store.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -117,17 +117,17 @@ def run_curve(metrics: dict) -> Curve | None:
 
 def run_metrics(run_id: str) -> dict | None:
     """A finished run's metrics, or None with the reason shown (a run can turn unreadable after it was listed)."""
-    try:
-        return results.metrics(run_id)
-    except LabError as err:
-        show_error(err)
-        return None
+    return _read_or_explain(results.metrics, run_id)
 
 
 def run_arrays(run_id: str) -> dict | None:
     """A finished run's stored arrays (UMAP points), or None with the reason shown when they cannot be read."""
+    return _read_or_explain(results.arrays, run_id)
+
+
+def _read_or_explain(read: Callable[[str], dict], run_id: str) -> dict | None:
     try:
-        return results.arrays(run_id)
+        return read(run_id)
     except LabError as err:
         show_error(err)
         return None

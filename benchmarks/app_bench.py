@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/app_bench.py   (prints figures with their budgets; never fails on a number)
 
 - Sessions at once: a real `streamlit run` server on localhost (as `make run` starts it, with the project's
-  .streamlit/config.toml) and SESSIONS clients that each fetch the page's HTML and open the app's websocket at the
+  app/.streamlit/config.toml) and SESSIONS clients that each fetch the page's HTML and open the app's websocket at the
   same moment, as browsers do; a session is served when its script run on the Runs page has finished. Loopback only,
   SESSIONS clients, each given at most SESSION_TIMEOUT_S.
 - The other figures are AppTest script runs: what the server spends per browser interaction.
@@ -79,7 +79,7 @@ def free_port() -> int:
 
 
 def start_server(store: Path, port: int, log_path: Path) -> subprocess.Popen:
-    """The app as `make run` starts it (the project's .streamlit/config.toml applies), on loopback only."""
+    """The app as `make run` starts it (app/.streamlit/config.toml applies), on loopback only."""
     args = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
             "--server.address", "localhost", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     with log_path.open("w") as log:

@@ -2,9 +2,9 @@
 science tasks, three seeds, summarised to metrics only (assets/lambda_grid.json, about 50 KB), so a class sees λ's
 trade-off without training anything.
 
-This module is the grid's format: summarising finished runs into cells, and the JSON round-trip with a schema
-check. `ldifs_core.experiments.lambda_grid` runs (or reuses) the runs; regenerate the shipped file with
-`python -m ldifs_core.experiments --lambda-grid --store STORE --out assets/lambda_grid.json`.
+This module is the grid's format, what the app reads: its records and the JSON round-trip with a schema check.
+Building it from runs is a script's job (scripts/lambda_grid.py); regenerate the shipped file with the command in
+`REGENERATE`.
 """
 from __future__ import annotations
 
@@ -15,27 +15,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ldifs_core.config import RunConfig
 from ldifs_core.errors import LambdaGridUnreadable
 from ldifs_core.paths import ASSETS_DIR
-from ldifs_core.stats import rank_forgotten
 
 GRID_PATH = ASSETS_DIR / "lambda_grid.json"
 GRID_FORMAT = "ldifs-lambda-grid"
 GRID_VERSION = 1
-GRID_TASKS = ("mnist", "fashion_mnist")  # the science table's fine-tuning tasks
-GRID_LAMBDAS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)  # λ = 0 is plain CE (objective "ce")
-GRID_SEEDS = (0, 1, 2)
-TOP_CONCEPTS = 5  # most-forgotten concepts kept per checked dataset and cell
-REGENERATE = "python -m ldifs_core.experiments --lambda-grid --store STORE --out assets/lambda_grid.json"
-PER_RUN_SETTINGS = ("dataset", "objective", "lam", "seed")  # what varies across the grid; the rest is shared
-
-
-def grid_config(task: str, lam: float, seed: int, **settings) -> RunConfig:
-    """The run behind one grid point: plain CE for λ = 0, else LDIFS with that λ; defaults otherwise."""
-    if lam == 0:
-        return RunConfig(dataset=task, objective="ce", seed=seed, umap_points=0, **settings)
-    return RunConfig(dataset=task, objective="ldifs", lam=float(lam), seed=seed, umap_points=0, **settings)
+REGENERATE = "python -m scripts.experiments --lambda-grid --store STORE --out assets/lambda_grid.json"
 
 
 @dataclass(frozen=True)
@@ -118,41 +104,6 @@ class LambdaGrid:
 
     def to_dict(self) -> dict:
         return {"format": GRID_FORMAT, "version": GRID_VERSION, "regenerate": REGENERATE, **asdict(self)}
-
-
-def shared_settings(cfg: RunConfig) -> dict:
-    return {key: value for key, value in cfg.to_dict().items() if key not in PER_RUN_SETTINGS}
-
-
-def grid_cell(task: str, lam: float, runs: Sequence[tuple[str, int, dict]], top: int = TOP_CONCEPTS) -> GridCell:
-    """Summarise the finished runs (run id, seed, metrics.json) of one grid point."""
-    metrics = [m for _, _, m in runs]
-    return GridCell(
-        task=task, lam=float(lam), seeds=tuple(seed for _, seed, _ in runs), run_ids=tuple(r for r, _, _ in runs),
-        zero_shot_before=statistics.mean(m["downstream"]["zero_shot_before"] for m in metrics),
-        accuracy=Spread.of([m["downstream"]["accuracy_after"] for m in metrics]),
-        zs_delta=Spread.of([m["mean_zs_delta"] for m in metrics]),
-        lp_delta=Spread.of([m["mean_lp_delta"] for m in metrics]),
-        forgotten=tuple(concept for report in metrics[0]["forgetting"]
-                        for concept in most_forgotten(report["dataset"], metrics, top)))
-
-
-def most_forgotten(dataset: str, metrics: Sequence[dict], top: int) -> list[ForgottenConcept]:
-    """The `top` concepts of `dataset` most surely forgotten on average over the runs (only those that lost
-    accuracy), from each run's zero-shot class rows."""
-    by_concept: dict[str, list[dict]] = {}
-    for run in metrics:
-        report = next(r for r in run["forgetting"] if r["dataset"] == dataset)
-        for row in report["per_class"]:
-            by_concept.setdefault(row["class_name"], []).append(row)
-    averaged = [{"class_name": name, "n": min(r["n"] for r in rows),
-                 **{key: statistics.mean(r[key] for r in rows) for key in ("before", "after", "change")},
-                 "change_std": Spread.of([r["change"] for r in rows]).std,
-                 "change_ci": (statistics.mean(r["change_ci"][0] for r in rows),
-                               statistics.mean(r["change_ci"][1] for r in rows))}
-                for name, rows in by_concept.items() if len(rows) == len(metrics)]
-    lost = [row for row in rank_forgotten(averaged) if row["change"] < 0]
-    return [ForgottenConcept(dataset=dataset, **row) for row in lost[:top]]
 
 
 # -- the JSON file ----------------------------------------------------------------------------------------------

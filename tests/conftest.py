@@ -1,4 +1,9 @@
-"""Shared fixtures: small open_clip towers with random weights, and an isolated run store."""
+"""Shared fixtures: small open_clip towers with random weights, an isolated run store, and the guard that no test
+writes into the checkout."""
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 from open_clip.modified_resnet import ModifiedResNet
@@ -28,9 +33,13 @@ def store_dir(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True, scope="session")
 def decoded_image_cache(tmp_path_factory):
     """Decoded images go to a cache of the test session's own, never the user's ~/.cache."""
-    import os
-
     os.environ["LDIFS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_store(tmp_path_factory):
+    """A test that forgets the store_dir fixture writes its runs to the session's own store, not ./runs."""
+    os.environ["LDIFS_STORE"] = str(tmp_path_factory.mktemp("session-store"))
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +56,52 @@ def digits():
     from ldifs_core.datasets import load_split
 
     return load_split("mnist", "train").subset(200, seed=0)
+
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+NOT_THE_CHECKOUTS = ("__pycache__", ".pytest_cache")  # what Python and pytest themselves keep there
+
+
+def checkout_state() -> frozenset[str] | None:
+    """The checkout's changed, untracked and ignored paths (git status), or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"], cwd=CHECKOUT,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return frozenset(line for line in out.stdout.splitlines() if not any(n in line for n in NOT_THE_CHECKOUTS))
+
+
+_after_last_test: list[frozenset[str] | None] = []
+
+
+@pytest.fixture(autouse=True)
+def checkout_untouched(request):
+    """Fails the test that wrote into the checkout (tests write under tmp_path or the store_dir fixture), naming
+    what it left there. One `git status` per test: each is compared with the state the test before left."""
+    if not _after_last_test:
+        _after_last_test.append(checkout_state())
+    yield
+    before, after = _after_last_test[0], checkout_state()
+    _after_last_test[0] = after
+    if before is None or after is None:
+        return
+    asked = ("docs/screenshots/",) if os.environ.get("LDIFS_UPDATE_SCREENSHOTS") == "1" else ()  # the e2e test's
+    written = sorted(line for line in after - before if not any(path in line for path in asked))
+    if written:
+        pytest.fail(f"{request.node.nodeid} wrote into the checkout: {', '.join(written)}", pytrace=False)
+
+
+# Per-test limits (pytest-timeout) by lane: the default in pyproject.toml holds for unit and AppTest tests.
+LIMITS_S = {"e2e": 3600, "ray": 1800, "slow": 1800}
+
+
+def pytest_collection_modifyitems(items):
+    """A slow, ray or e2e test gets its lane's larger limit unless it sets its own `timeout` mark."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            limits = [limit for lane, limit in LIMITS_S.items() if item.get_closest_marker(lane)]
+            if limits:
+                item.add_marker(pytest.mark.timeout(max(limits)))

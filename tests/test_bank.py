@@ -2,7 +2,7 @@
 import pytest
 
 from ldifs_core.datasets import BANK_NAMES, load_split
-from ldifs_core.datasets.build_bank import build_bank, main
+from scripts.build_bank import build_bank, main
 from ldifs_core.errors import BankSourceMissing
 from ldifs_core.paths import ASSETS_DIR
 

@@ -40,6 +40,7 @@ def one_error_line(capsys) -> str:
 # -- tiny real runs --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_writes_the_documented_metrics_json_lists_shows_and_exports_it(store_dir, tmp_path, capsys):
     out = tmp_path / "metrics.json"
     assert run_cli("run", "--dataset", "mnist", "--objective", "ldifs", "--lam", "5", *TINY, "--json", str(out)) == 0
@@ -65,6 +66,7 @@ def test_run_writes_the_documented_metrics_json_lists_shows_and_exports_it(store
                for r in zebra)
 
 
+@pytest.mark.slow
 def test_a_sweep_records_a_diverging_run_goes_on_and_reports_every_run(store_dir, tmp_path, capsys):
     """λ = 1e300 overflows to infinity in float32: the loss is not a number at the first step."""
     out = tmp_path / "sweep.json"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ldifs_core.config import RunConfig
 from ldifs_core.datasets import Selection, decoding, load_split, load_subset, split_index
-from ldifs_core.datasets import folder as folder_module
+from ldifs_core.datasets import pixels as pixels_module
 from ldifs_core.memo import ByteBudgetCache
 from ldifs_core.runner import prepare
 from tests.recording_hooks import RecordingHooks
@@ -56,13 +56,13 @@ def photos(tmp_path: Path) -> Path:
 def counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts every image decoded in this process."""
     calls: list[int] = []
-    real = folder_module.pil_to_uint8
+    real = pixels_module.pil_to_uint8
 
     def counted(img, image_size):
         calls.append(1)
         return real(img, image_size)
 
-    monkeypatch.setattr(folder_module, "pil_to_uint8", counted)
+    monkeypatch.setattr(pixels_module, "pil_to_uint8", counted)
     return calls
 
 
@@ -349,6 +349,7 @@ def test_the_memory_cache_builds_a_value_once_for_concurrent_callers():
     assert len(builds) == 1 and all(r is results[0] for r in results)
 
 
+@pytest.mark.slow
 def test_a_run_shows_its_decoding_progress_in_the_store_and_the_app(photos: Path, cache: Path, store_dir: Path):
     from app.widgets import progress_bar
     from ldifs_core.runner import execute
@@ -396,6 +397,7 @@ def test_a_torchvision_dataset_is_versioned_by_its_own_folder_not_the_whole_root
     assert data_version("svhn", tmp_path) != data_version("svhn", tmp_path / "gtsrb")
 
 
+@pytest.mark.slow
 def test_the_cli_takes_all_as_no_limit_and_decodes_exactly_the_whole_split(photos: Path, cache: Path, store_dir: Path,
                                                                           tmp_path: Path, capsys):
     import json

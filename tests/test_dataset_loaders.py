@@ -19,7 +19,7 @@ from ldifs_core.datasets import ImageSet, load_split
 from ldifs_core.datasets import folder
 from ldifs_core.datasets.domains import DIGITS
 from ldifs_core.datasets import readable_class_name, stratified_split
-from ldifs_core.datasets.folder import pil_to_uint8
+from ldifs_core.datasets.pixels import pil_to_uint8
 from ldifs_core.datasets.torchvision_sets import EUROSAT_CLASSES, TORCHVISION_SETS
 from ldifs_core.errors import DatasetUnavailable
 

@@ -131,6 +131,7 @@ def test_precomputed_frozen_features_give_the_same_training(model, digits):
         torch.testing.assert_close(visual_state(cached)[key], value, atol=2e-4, rtol=1e-3)  # fp16 cache
 
 
+@pytest.mark.slow
 def test_a_run_reports_every_documented_metric_and_survives_a_new_store(store_dir):
     run_id = execute(RunConfig(objective="ldifs", **TINY), RunStore())
     metrics = RunStore().metrics(run_id)  # a fresh store: what the app sees after a restart
@@ -148,6 +149,7 @@ def test_a_run_reports_every_documented_metric_and_survives_a_new_store(store_di
     json.dumps(metrics)
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_the_same_metrics(store_dir):
     store = RunStore()
     cfg = dict(TINY, umap_points=0)
@@ -157,6 +159,7 @@ def test_same_config_and_seed_give_the_same_metrics(store_dir):
         assert first[key] == second[key]
 
 
+@pytest.mark.slow
 def test_wise_ft_of_a_finished_run_at_alpha_zero_is_the_pretrained_model(store_dir):
     store = RunStore()
     metrics = store.metrics(execute(RunConfig(objective="ce", **TINY), store))
@@ -233,6 +236,7 @@ def test_probe_subsets_give_every_class_images_within_the_cap():
     assert torch.bincount(small.labels).tolist() == [20] * 10
 
 
+@pytest.mark.slow
 def test_every_number_in_the_report_carries_its_n_and_an_interval_that_contains_it(store_dir):
     store = RunStore()
     metrics = store.metrics(execute(RunConfig(objective="ce", **{**TINY, "eval_datasets": ["animals", "quickdraw"]}),

@@ -1,7 +1,7 @@
 """The science table's bookkeeping: which stored run counts as a grid point, and how rows become the table."""
 import json
 
-from ldifs_core import experiments
+from scripts import experiments
 
 
 def test_table_of_saved_rows_shows_spread_over_seeds_and_a_single_seed_alone(tmp_path, capsys):

@@ -52,6 +52,7 @@ def flips_by_concept(metrics, arrays, dataset, probe, direction):
             for concept in metrics_tables.class_changes(metrics, dataset, probe)["class_name"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["zs", "lp"])
 def test_became_wrong_is_every_image_of_the_concept_right_before_and_wrong_after(real, probe):
     _, metrics, arrays = real
@@ -70,6 +71,7 @@ def test_became_wrong_is_every_image_of_the_concept_right_before_and_wrong_after
             assert np.array_equal(image.thumbnail, thumbnail_of(arrays, CHECKED, image.position))
 
 
+@pytest.mark.slow
 def test_lost_minus_gained_images_is_the_concepts_reported_change(real):
     _, metrics, arrays = real
     lost = flips_by_concept(metrics, arrays, CHECKED, "zs", gallery.BECAME_WRONG)
@@ -78,6 +80,7 @@ def test_lost_minus_gained_images_is_the_concepts_reported_change(real):
         assert gained[concept].total - lost[concept].total == round(row["change"] * row["n"] / 100)
 
 
+@pytest.mark.slow
 def test_the_tasks_zero_shot_choice_reads_the_tuned_classifier(real):
     _, metrics, arrays = real
     gained = flips_by_concept(metrics, arrays, TASK, "zs", gallery.BECAME_RIGHT)
@@ -90,6 +93,7 @@ def test_the_tasks_zero_shot_choice_reads_the_tuned_classifier(real):
         gallery.record_probe(metrics, TASK, "lp")
 
 
+@pytest.mark.slow
 def test_a_run_without_records_has_no_gallery(store, old):
     arrays = store.arrays(old)
     assert not gallery.has_image_records(arrays, CHECKED)
@@ -121,6 +125,7 @@ def comparison(store, real, old):
     return run_report(store, [real[0], old])
 
 
+@pytest.mark.slow
 def test_the_report_is_one_file_with_plotly_once_inline_and_nothing_fetched(comparison):
     packed = re.findall(r"<script type='application/octet-stream' id='plotly-js-gzip'>(.*?)</script>", comparison, re.S)
     assert len(packed) == 1
@@ -129,6 +134,7 @@ def test_the_report_is_one_file_with_plotly_once_inline_and_nothing_fetched(comp
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", comparison)
 
 
+@pytest.mark.slow
 def test_the_report_holds_its_figures_data_and_the_flipped_images(comparison, store, real, old):
     run_id, metrics, arrays = real
     figures = figure_data(comparison)
@@ -157,6 +163,7 @@ def test_a_report_needs_at_least_one_run():
 # -- the CLI ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report_of_finished_runs(store, real, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert main(["report", real[0], "-o", str(out), "--store", str(store.root)]) == 0
@@ -165,6 +172,7 @@ def test_cli_writes_the_report_of_finished_runs(store, real, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_input_in_one_line_before_writing(store, real, tmp_path, capsys):
     queued = store.create(RunConfig(**TINY))
     out = tmp_path / "report.html"

@@ -24,6 +24,7 @@ def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
     return 100 * float((predicted == labels).mean())
 
 
+@pytest.mark.slow
 def test_stored_predictions_reproduce_the_reported_accuracies(finished):
     metrics, arrays = finished
     report = metrics["forgetting"][0]
@@ -38,6 +39,7 @@ def test_stored_predictions_reproduce_the_reported_accuracies(finished):
     assert accuracy(arrays["pred_tuned_after/mnist"], task_labels) == pytest.approx(task["accuracy_after"])
 
 
+@pytest.mark.slow
 def test_every_flipped_image_and_every_umap_point_has_a_thumbnail(finished):
     _, arrays = finished
     labels = arrays["eval_labels/fashion_mnist"]

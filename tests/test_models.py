@@ -9,7 +9,7 @@ from ldifs_core import models
 from ldifs_core.datasets import BANK_NAMES, load_split
 from ldifs_core.encoding import zero_shot_accuracy
 from ldifs_core.errors import BadCheckpoint, BadConfig, ModelUnavailable
-from ldifs_core.model_card import CARD_JSON
+from scripts.model_card import CARD_JSON
 from ldifs_core.models import EMBEDDED_CHECKPOINT, EMBEDDED_MODEL, load_model
 from ldifs_core.paths import ASSETS_DIR
 

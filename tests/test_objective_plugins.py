@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from ldifs_core.objectives.table import README, with_table
+from ldifs_core.objectives.table import README, REFERENCE, with_table
 from ldifs_core.paths import PROJECT_ROOT
 
 TOY = '''"""`toy`: cross-entropy times a strength (a test's objective)."""
@@ -92,7 +92,8 @@ def test_a_toy_objective_in_one_new_file_reaches_help_launch_page_a_real_run_and
     assert metrics["config"]["steps"] == 2 and "accuracy_after" in metrics["downstream"]
 
 
-def test_the_readme_objectives_table_is_the_generated_one():
+def test_the_objectives_tables_of_the_readme_and_the_docs_are_the_generated_ones():
     """Stale after an objective plugin changed: run `make docs`."""
-    text = README.read_text()
-    assert with_table(text) == text
+    for page, with_options in ((README, False), (REFERENCE, True)):
+        text = page.read_text()
+        assert with_table(text, with_options) == text, f"{page} is stale: run `make docs`"

@@ -12,7 +12,8 @@ from PIL import Image
 from ldifs_core.checkpoints import WHOLE_MODEL, read_tuned_weights
 from ldifs_core.config import RunConfig
 from ldifs_core.models import EMBEDDED_CHECKPOINT, EMBEDDED_MODEL, load_model, register_embedded_config
-from ldifs_core.objectives import LDIFS, Batch, TrainingSetup
+from ldifs_core.objectives.base import Batch, TrainingSetup
+from ldifs_core.objectives.ldifs import LDIFS
 from ldifs_core.paths import PROJECT_ROOT
 
 DOC = PROJECT_ROOT / "docs" / "own-loop.md"

@@ -36,7 +36,7 @@ def test_a_checkout_keeps_its_assets_and_runs_at_the_top_level():
 
 
 def test_the_app_command_runs_the_app_as_the_checkouts_streamlit_config_does():
-    config = tomllib.loads((PROJECT_ROOT / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads((PROJECT_ROOT / "app" / ".streamlit" / "config.toml").read_text())
     in_checkout = {f"{section}.{key}": str(value).lower() for section, table in config.items()
                    for key, value in table.items()}
     argv = command.app_command(8600)

@@ -58,6 +58,7 @@ def run_job(store, cfg):
     return job
 
 
+@pytest.mark.slow
 def test_two_runs_in_two_threads_give_the_same_metrics_as_alone(store_dir):
     store = RunStore()
     ldifs, ce = RunConfig(objective="ldifs", **SETTINGS), RunConfig(objective="ce", seed=1, **SETTINGS)
@@ -66,6 +67,7 @@ def test_two_runs_in_two_threads_give_the_same_metrics_as_alone(store_dir):
     assert [results(store, run_id) for run_id in together] == alone
 
 
+@pytest.mark.slow
 def test_a_wise_ft_evaluation_beside_a_run_changes_neither(store_dir):
     store = RunStore()
     cfg = RunConfig(objective="ce", **SETTINGS)
@@ -82,6 +84,7 @@ def test_a_wise_ft_evaluation_beside_a_run_changes_neither(store_dir):
     assert wise == alone_wise
 
 
+@pytest.mark.slow
 def test_runs_leave_the_shared_base_model_untouched(store_dir):
     base = cached_model(None, None)
     before = {k: v.clone() for k, v in base.clip.state_dict().items()}

@@ -47,6 +47,7 @@ def wait_for_free_cpus(timeout_s: float = 20.0) -> bool:
     return False
 
 
+@pytest.mark.ray
 def test_a_sweep_on_ray_gives_the_sequential_sweeps_metrics_and_files(cluster, tmp_path, capsys):
     """--cpus-per-trial 2: each trial's torch uses 2 threads, as the sequential runs in this process do."""
     grid = ["sweep", "--objectives", "ce,ldifs", "--lams", "5", *TINY]
@@ -67,6 +68,7 @@ def test_a_sweep_on_ray_gives_the_sequential_sweeps_metrics_and_files(cluster, t
         assert tuned.keys() == reference.keys() and all((tuned[k] == reference[k]).all() for k in tuned)
 
 
+@pytest.mark.ray
 def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cluster, tmp_path, capsys):
     bad = tmp_path / "scans"
     for name in ("cat", "dog"):
@@ -100,6 +102,7 @@ def test_a_trial_on_a_bad_dataset_is_recorded_failed_while_the_other_finishes(cl
     assert "could be read" in record.message and str(bad) in record.message
 
 
+@pytest.mark.ray
 def test_cancelling_stops_the_running_trial_and_the_queued_ones(cluster, tmp_path):
     """A front end cancels runs through their hooks' should_stop: here all three, once the first one trains."""
     store = RunStore(tmp_path / "store")
@@ -131,6 +134,7 @@ def test_cancelling_stops_the_running_trial_and_the_queued_ones(cluster, tmp_pat
     assert wait_for_free_cpus(), "a cancelled trial still holds its CPUs"
 
 
+@pytest.mark.ray
 def test_ctrl_c_in_the_driver_records_every_unfinished_trial_cancelled(cluster, tmp_path):
     store = RunStore(tmp_path / "store")
     trials = record_trials(store, [replace(TINY_CONFIG, steps=100_000, seed=seed) for seed in range(2)])
@@ -150,6 +154,7 @@ def test_ctrl_c_in_the_driver_records_every_unfinished_trial_cancelled(cluster, 
     assert wait_for_free_cpus(), "an interrupted trial still holds its CPUs"
 
 
+@pytest.mark.ray
 def test_files_a_trial_reads_must_exist_on_the_workers_before_anything_is_recorded(cluster, tmp_path):
     missing_root = tmp_path / "datasets"
     cfg = replace(TINY_CONFIG, dataset="cifar10", data_root=str(missing_root))
@@ -158,6 +163,7 @@ def test_files_a_trial_reads_must_exist_on_the_workers_before_anything_is_record
     assert f"{missing_root} (the data root holding cifar10)" in str(err.value)
 
 
+@pytest.mark.ray
 def test_a_trial_no_node_can_hold_is_refused(cluster):
     with pytest.raises(ClusterUnavailable, match="No node of the Ray cluster can hold a trial of 4 CPUs"):
         ray_sweep.check_cluster([TINY_CONFIG], TrialResources(cpus=4))

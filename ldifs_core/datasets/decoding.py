@@ -48,7 +48,7 @@ class ImageSource(Protocol):
     transposed: bool  # stored transposed (EMNIST): rows and columns are swapped back after decoding
 
     def open(self) -> Callable[[int], Image.Image]:
-        """A reader: position in the split -> PIL image (may raise one of folder.UNREADABLE)."""
+        """A reader: position in the split -> PIL image (may raise one of pixels.UNREADABLE)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _decode_rows_in_worker(positions: Sequence[int], image_size: int) -> tuple[n
 def _decode_rows(positions: Sequence[int], image_size: int, reader: Callable[[int], Image.Image],
                  transposed: bool) -> tuple[np.ndarray, list[bool]]:
     """The pixels of `positions` (zeros where unreadable) and which of them could be read."""
-    from ldifs_core.datasets.folder import UNREADABLE, pil_to_uint8
+    from ldifs_core.datasets.pixels import UNREADABLE, pil_to_uint8
 
     pixels = np.zeros((len(positions), 3, image_size, image_size), dtype=np.uint8)
     ok = []
@@ -297,7 +297,7 @@ def is_cached(identity: dict, positions: np.ndarray, image_size: int) -> bool:
 
 def estimate_seconds(source: ImageSource, positions: np.ndarray, image_size: int, sample: int = 16) -> float:
     """How long decoding `positions` will take, from timing a few of them here, shared among the workers."""
-    from ldifs_core.datasets.folder import UNREADABLE, pil_to_uint8
+    from ldifs_core.datasets.pixels import UNREADABLE, pil_to_uint8
 
     reader = source.open()
     started = time.perf_counter()

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import plots, tables
 from ldifs_core import lambda_grid as grid
+from scripts import lambda_grid as build
 from tests.app.conftest import open_page
 from tests.app.sample_runs import add_finished_run
 
@@ -118,12 +119,12 @@ def cell(task: str, lam: float, accuracy: float, forgetting: float, seeds=(0, 1,
 @pytest.fixture
 def grid_file(tmp_path, monkeypatch):
     """A grid with every λ for mnist but only CE and λ = 10 (one seed so far) for fashion_mnist."""
-    cells = [cell("mnist", lam, 95.3 - lam / 50, -10.0 / (1 + lam)) for lam in grid.GRID_LAMBDAS]
+    cells = [cell("mnist", lam, 95.3 - lam / 50, -10.0 / (1 + lam)) for lam in build.GRID_LAMBDAS]
     cells += [cell("fashion_mnist", 0.0, 83.4, -24.7), cell("fashion_mnist", 10.0, 82.3, -6.2, seeds=(0,))]
     missing = [grid.GridGap("fashion_mnist", lam, seed) for lam in (1.0, 3.0, 30.0, 100.0) for seed in (0, 1, 2)]
     path = tmp_path / "lambda_grid.json"
-    grid.save_grid(grid.LambdaGrid("LabCLIP (test)", {"steps": 300}, grid.GRID_TASKS, grid.GRID_LAMBDAS,
-                                   grid.GRID_SEEDS, tuple(cells), tuple(missing)), path)
+    grid.save_grid(grid.LambdaGrid("LabCLIP (test)", {"steps": 300}, build.GRID_TASKS, build.GRID_LAMBDAS,
+                                   build.GRID_SEEDS, tuple(cells), tuple(missing)), path)
     monkeypatch.setattr(grid, "GRID_PATH", path)
     return path
 
@@ -176,7 +177,7 @@ def test_the_model_filter_and_the_sweep_model_choice_keep_models_apart(app, swee
 
 
 def test_learn_with_a_grid_of_no_finished_runs_says_how_to_fill_it(app, grid_file):
-    empty = grid.LambdaGrid("LabCLIP (test)", {"steps": 300}, grid.GRID_TASKS, grid.GRID_LAMBDAS, grid.GRID_SEEDS,
+    empty = grid.LambdaGrid("LabCLIP (test)", {"steps": 300}, build.GRID_TASKS, build.GRID_LAMBDAS, build.GRID_SEEDS,
                             (), (grid.GridGap("mnist", 0.0, 0),))
     grid.save_grid(empty, grid_file)
     open_page(app, "learn")

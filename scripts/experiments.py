@@ -1,9 +1,9 @@
 """The science table: concept forgetting of every objective, several tasks and seeds, mean ± std.
 
-Run `python -m ldifs_core.experiments` (add `--datasets fashion_mnist` to split the work across
+Run `python -m scripts.experiments` (add `--datasets fashion_mnist` to split the work across
 processes; finished runs already in the store are reused, so an interrupted table resumes). With `--sequence`,
 the continual table: each method fine-tuned over a sequence of tasks (finished stages are reused likewise). With
-`--lambda-grid --out assets/lambda_grid.json`, the Learn page's λ grid (see ldifs_core.lambda_grid).
+`--lambda-grid --out assets/lambda_grid.json`, the Learn page's λ grid (see scripts/lambda_grid.py).
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from ldifs_core import lambda_grid as grid
 from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVES, REGULARISED, RunConfig
+from ldifs_core.lambda_grid import GRID_PATH, save_grid
 from ldifs_core.reuse import finished_run
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.wise import wise_ft_metrics
+from scripts import lambda_grid as grid
 
 WISE_ALPHA = 0.5
 METHOD_ORDER = (*OBJECTIVES, f"wise-ft (α={WISE_ALPHA}, of ce)")
@@ -145,34 +146,6 @@ def sequence_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# -- the Learn page's λ grid (`--lambda-grid`): CE and LDIFS at each λ, per task and seed ---------------------
-
-
-def lambda_grid(store: RunStore, tasks: list[str], lambdas: list[float], seeds: list[int], train: bool = True,
-                **settings) -> grid.LambdaGrid:
-    """The grid of `grid.grid_config` runs, each summarised over its seeds. Finished runs in the store are
-    reused; without `train` nothing is trained and the points not finished yet are listed as missing."""
-    cells, missing, model = [], [], ""
-    for task in tasks:
-        for lam in lambdas:
-            runs = []
-            for seed in seeds:
-                cfg = grid.grid_config(task, lam, seed, **settings).validate()
-                run_id = finished_run(store, cfg) or (execute(cfg, store) if train else None)
-                if run_id is None:
-                    missing.append(grid.GridGap(task, float(lam), seed))
-                    continue
-                metrics = store.metrics(run_id)
-                model = model or metrics["model"]
-                runs.append((run_id, seed, metrics))
-            if runs:
-                cells.append(grid.grid_cell(task, lam, runs))
-            print(f"{task} λ={lam:g}: {len(runs)} of {len(seeds)} seeds finished", file=sys.stderr, flush=True)
-    shared = grid.shared_settings(grid.grid_config(tasks[0], 0.0, 0, **settings))
-    return grid.LambdaGrid(model=model, settings=shared, tasks=tuple(tasks), lambdas=tuple(map(float, lambdas)),
-                           seeds=tuple(seeds), cells=tuple(cells), missing=tuple(missing))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequence", action="store_true", help="continual fine-tuning instead: each method over "
@@ -181,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                         "ldifs per λ in --lambdas on --datasets, --seeds), written to --out")
     parser.add_argument("--lambdas", default=",".join(f"{lam:g}" for lam in grid.GRID_LAMBDAS),
                         help="with --lambda-grid: the λ values (0 = plain ce)")
-    parser.add_argument("--out", type=Path, default=grid.GRID_PATH, help="with --lambda-grid: where the grid goes "
+    parser.add_argument("--out", type=Path, default=GRID_PATH, help="with --lambda-grid: where the grid goes "
                         "(default assets/lambda_grid.json)")
     parser.add_argument("--no-train", action="store_true", help="with --lambda-grid: tabulate the runs already "
                         "finished in the store, train nothing, and list the missing ones")
@@ -215,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             lambdas = []
         if not lambdas or not all(0 <= lam < float("inf") for lam in lambdas):
             parser.error(f"--lambdas {args.lambdas!r}: give λ values >= 0 separated by commas, e.g. 0,1,3,10,30,100")
-        result = lambda_grid(store, datasets, lambdas, seeds, not args.no_train, eval_limit=args.eval_limit,
-                             probe_limit=args.probe_limit)
-        grid.save_grid(result, args.out)
+        result = grid.build_grid(store, datasets, lambdas, seeds, not args.no_train, eval_limit=args.eval_limit,
+                                 probe_limit=args.probe_limit)
+        save_grid(result, args.out)
         gaps = ", ".join(f"{g.task} λ={g.lam:g} seed {g.seed}" for g in result.missing)
         print(f"wrote {args.out}: {len(result.cells)} (task, λ) cells" + (f"; missing {gaps}" if gaps else ""))
         return 0

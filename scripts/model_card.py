@@ -61,7 +61,7 @@ transformer), registered from `LabCLIP-ViT-28-p7.json` with `open_clip.add_model
 - Stored in fp16 safetensors (no pickle), under 10 MB; loaded into fp32.
 
 ## How it was made
-`python -m ldifs_core.pretrain` ({pretrain_minutes} min on 2 CPU cores): contrastive image-caption training on
+`python -m scripts.pretrain` ({pretrain_minutes} min on 2 CPU cores): contrastive image-caption training on
 the concept bank, captions from the domains' prompt templates. The mix follows the paper's setting of a
 foundation model that knows many concepts broadly but has not mastered the downstream tasks: every
 QuickDraw training drawing (345 concepts) plus only a small captioned slice of the domains offered as
@@ -80,7 +80,7 @@ frozen, L2-normalised train features (L2 chosen on a held-out fifth).
 |---|---|---|---|---|---|---|
 {rows}
 
-Reproduce: `python -m ldifs_core.pretrain` rewrites the checkpoint and this card; `python -m ldifs_core.model_card`
+Reproduce: `python -m scripts.pretrain` rewrites the checkpoint and this card; `python -m scripts.model_card`
 re-measures the committed checkpoint.
 """.replace("{{model}}", EMBEDDED_MODEL)
 

