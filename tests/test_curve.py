@@ -2,6 +2,7 @@
 import json
 
 import open_clip
+import pytest
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
@@ -23,6 +24,7 @@ TINY = dict(steps=4, batch_size=16, eval_limit=120, probe_limit=12, umap_points=
             eval_datasets=["animals"])
 
 
+@pytest.mark.slow
 def test_a_run_measures_the_task_and_each_checked_dataset_every_k_steps_on_n_images(store_dir, capsys):
     """... and `show`, the HTML report and the app's figure draw it."""
     hooks = RecordingHooks()
@@ -53,6 +55,7 @@ def test_the_figure_draws_a_line_per_dataset_with_n_the_task_highlighted_and_sta
     assert [shape.x0 for shape in fig.layout.shapes] == [10]
 
 
+@pytest.mark.slow
 def test_the_curve_never_changes_the_final_metrics(store_dir):
     """Same seed with the curve on or off: the same numbers (augmentation draws from the training generator)."""
     store = RunStore()
@@ -64,6 +67,7 @@ def test_the_curve_never_changes_the_final_metrics(store_dir):
         assert on[key] == off[key]
 
 
+@pytest.mark.slow
 def test_measuring_a_batchnorm_tower_keeps_its_statistics_and_its_training_mode():
     """A ModifiedResNet tuned with bn="train": the curve's evaluation (eval mode) must not move the running
     statistics, so the tuned weights are exactly those of a run without the curve."""

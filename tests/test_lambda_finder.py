@@ -121,6 +121,7 @@ def test_a_lambda_is_hopeless_when_its_task_curve_falls_far_below_ces_late_in_tr
     assert hooks.should_stop()
 
 
+@pytest.mark.slow
 def test_a_store_trial_reuses_a_finished_run_with_the_same_settings(store_dir):
     from ldifs_core.lambda_finder import StoreTrial
     from ldifs_core.runner import execute
