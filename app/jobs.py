@@ -37,6 +37,7 @@ import streamlit as st
 
 from app.results import store_at, store_root
 from ldifs_core.config import RunConfig
+from ldifs_core.curve_records import Curve
 from ldifs_core.errors import LabError, RunCancelled
 from ldifs_core.hooks import Progress, RunHooks, TrainEvent
 from ldifs_core.store import RunStore
@@ -180,6 +181,7 @@ class JobRunner:
         self._current_ids: tuple[str, ...] = ()  # the ids that name the running job (a sequence's: its stage runs too)
         self._stop_requested = False
         self._live: dict[str, list[dict]] = {}
+        self._live_curves: dict[str, Curve] = {}  # the forgetting curve so far, per running run
         self._wise: dict[str, WiseState] = {}  # run id -> its latest WiSE-FT job
         self._warm_up_asked = self._warmed = False
         self._warming_since: float | None = None  # monotonic time the warm-up began, while it runs
@@ -297,6 +299,11 @@ class JobRunner:
         with self._changed:
             return list(self._live.get(run_id, ()))
 
+    def live_curve(self, run_id: str) -> Curve | None:
+        """The forgetting-over-training curve of the running run so far (None before its first point)."""
+        with self._changed:
+            return self._live_curves.get(run_id)
+
     def wise_state(self, run_id: str) -> WiseState | None:
         """The latest WiSE-FT job of a run in this process (a copy), or None if none was asked for."""
         with self._changed:
@@ -332,6 +339,7 @@ class JobRunner:
                     self._current, self._current_ids = None, ()
                     for run_id in job_ids(job):
                         self._live.pop(run_id, None)
+                        self._live_curves.pop(run_id, None)
 
     def _run(self, job: RunJob) -> None:
         run_id = job.job_id
@@ -444,6 +452,10 @@ class JobRunner:
         with self._changed:
             self._live.setdefault(run_id, []).append(event.history_row())
 
+    def _record_curve(self, run_id: str, curve: Curve) -> None:
+        with self._changed:
+            self._live_curves[run_id] = curve
+
     def _record_crash(self, run_id: str, err: Exception) -> None:
         """execute records its own crashes; this covers one that happened before it could. It never raises:
         the worker must outlive any run (a run the store cannot update shows as interrupted after a restart)."""
@@ -459,6 +471,9 @@ class WorkerHooks(RunHooks):
 
     def step(self, event: TrainEvent) -> None:
         self.runner._record(self.run_id, event)
+
+    def curve(self, curve: Curve) -> None:
+        self.runner._record_curve(self.run_id, curve)
 
     def stage(self, stage: int, run_id: str, cfg: RunConfig) -> None:
         self.run_id = run_id

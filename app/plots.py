@@ -18,7 +18,7 @@ from app import tables
 from ldifs_core.config import REGULARISED, parse_ldifs_taps
 # The figures the HTML report also draws live in ldifs_core.figures; pages reach them through this module.
 from ldifs_core.figures import (AFTER_COLOR, BEFORE_COLOR, GAIN_COLOR, LOSS_COLOR, accuracy_change,  # noqa: F401
-                                change_colors, class_drops, interval_bars, run_comparison)
+                                change_colors, class_drops, forgetting_curve, interval_bars, run_comparison)
 from ldifs_core.objectives import OBJECTIVE_TYPES
 
 CLASS_PALETTE = qualitative.Dark24 + qualitative.Light24
@@ -442,4 +442,31 @@ def sequences_average(summaries: dict[str, dict], probe: str = "zs") -> go.Figur
                         mode="lines+markers", hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>")
     fig.update_layout(title=f"Average accuracy over the tasks seen so far ({tables.PROBES[probe]})",
                       yaxis_title="accuracy (%)", height=340, legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def lambda_search(search: dict) -> go.Figure:
+    """A λ finder's search (lambda_finder.SearchResult.to_dict): task accuracy and mean zero-shot forgetting of each
+    λ tried, with their 95 % intervals, CE's accuracy minus the tolerance as the floor, and the chosen λ ringed."""
+    tried = sorted((trial for trial in search["tried"] if not trial["stopped"]), key=lambda trial: trial["lam"])
+    floor = search["ce"]["task_accuracy"] - search["tolerance"]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Task accuracy (%)", "Mean zero-shot forgetting (points)"))
+    lams = [trial["lam"] for trial in tried]
+    for row, key, ci, color in ((1, "task_accuracy", "task_ci", AFTER_COLOR), (2, "forgetting", "forgetting_ci",
+                                                                              LOSS_COLOR)):
+        values = [trial[key] for trial in tried]
+        fig.add_scatter(x=lams, y=values, mode="lines+markers", name=key.replace("_", " "), row=row, col=1,
+                        line=dict(color=color), error_y=interval_bars(values, [t[ci][0] for t in tried],
+                                                                      [t[ci][1] for t in tried]))
+    fig.add_hline(y=floor, line=dict(dash="dash", color="#777777"), row=1, col=1,
+                  annotation_text=f"CE {search['ce']['task_accuracy']:.1f}% − {search['tolerance']:g}")
+    if search["chosen"] is not None:
+        chosen = search["chosen"]
+        for row, key in ((1, "task_accuracy"), (2, "forgetting")):
+            fig.add_scatter(x=[chosen["lam"]], y=[chosen[key]], mode="markers", name=f"chosen λ = {chosen['lam']:.3g}",
+                            marker=dict(size=16, symbol="circle-open", color="#111111", line=dict(width=2)),
+                            showlegend=row == 1, row=row, col=1)
+    fig.update_xaxes(type="log", title_text="λ", row=2, col=1)
+    fig.update_layout(title=f"λ search: {search['objective']} on {search['dataset']}", height=520, showlegend=True)
     return fig

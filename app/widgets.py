@@ -14,6 +14,9 @@ from app import display, jobs, plots, results, tables
 from ldifs_core.errors import LabError
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.hooks import Progress
+from ldifs_core.curve_records import Curve
+from ldifs_core.metrics import RunMetrics
+from ldifs_core.sequence import sequence_curve
 from ldifs_core.store import RunRecord
 
 MY_RUNS = "my_runs"  # session_state: ids this session launched, oldest first
@@ -99,6 +102,18 @@ def finished_run_metrics() -> dict | None:
     this one's results cannot be read)."""
     run_id = pick_finished_run()
     return None if run_id is None else run_metrics(run_id)
+
+
+def run_curve(metrics: dict) -> Curve | None:
+    """A finished run's forgetting-over-training curve; a sequence stage's runs on from the stages before it."""
+    cfg = metrics["config"]
+    if not cfg.get("sequence_id"):
+        return RunMetrics.from_json(metrics).curve
+    try:
+        return sequence_curve(results.run_store(), cfg["sequence_id"], cfg.get("stage"))
+    except LabError as err:
+        show_error(err)
+        return None
 
 
 def run_metrics(run_id: str) -> dict | None:
@@ -265,6 +280,9 @@ def _running(record: RunRecord) -> None:
     history = jobs.job_runner().live_history(record.run_id)
     if len(history) > 1:
         st.plotly_chart(plots.training_curves(history), key=f"live-{record.run_id}")
+    curve = jobs.job_runner().live_curve(record.run_id)
+    if curve is not None and curve.points:
+        st.plotly_chart(plots.forgetting_curve(curve), key=f"live-curve-{record.run_id}")
 
 
 def _done(record: RunRecord) -> None:
@@ -280,6 +298,8 @@ def _done(record: RunRecord) -> None:
     middle.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
     middle.caption(interval_caption(metrics, "zs"))
     right.metric("Total time", format_duration(metrics.get("timings", {}).get("total_s", 0.0)))
+    if (curve := run_curve(metrics)) is not None:
+        st.plotly_chart(plots.forgetting_curve(curve), key=f"curve-{record.run_id}")
     st.page_link(FORGETTING_PAGE, label="See what it forgot", icon=":material/insights:")
 
 

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS, OBJECTIVES,
                                REGULARISED, RUN_OBJECTIVES, RUN_SETTINGS, RunConfig)
+from ldifs_core.curve_records import Curve
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
+from ldifs_core.metrics import RunMetrics
 from ldifs_core.objectives import OBJECTIVE_TYPES
 from ldifs_core.hooks import Progress, RunHooks
 from ldifs_core.store import LISTED_STATUSES, RunStore
@@ -502,6 +504,14 @@ def progress_text(progress: dict) -> str:
     return shown.where() + (f" on {shown.node}" if shown.node else "")
 
 
+def curve_text(curve: Curve) -> str:
+    """The forgetting-over-training curve as a compact table (zero-shot accuracy in %)."""
+    header, *rows = curve.table()
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in (header, *rows)]
+    return "Forgetting over training (zero-shot accuracy %, every " + f"{curve.every} steps):\n  " + "\n  ".join(lines)
+
+
 def cmd_show(args) -> int:
     store = RunStore(args.store)
     record = store.get(args.run)
@@ -522,6 +532,8 @@ def cmd_show(args) -> int:
                                            else ""))
     if metrics is not None:
         print(results_summary(metrics))
+        if (curve := RunMetrics.from_json(metrics).curve) is not None:
+            print(curve_text(curve))
     folder = store.root / record.run_id
     files = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
     print(f"Files: {folder}" + (f" ({', '.join(files)})" if files else " (none)"))
@@ -738,6 +750,32 @@ def sequence_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_find_lambda(args) -> int:
+    from ldifs_core.lambda_finder import StoreTrial, find_lambda, save_search
+
+    if args.lam is not None:
+        raise BadConfig("find-lambda searches λ itself: leave --lam out.")
+    base = config_from(args, args.objective, None, args.seed)
+    check_output("--json", args.json)
+    store = RunStore(args.store)
+    trial = StoreTrial(str(store.root))
+    if args.ray is None:
+        tell = lambda trial: print(f"  {'CE' if trial.lam is None else f'λ = {trial.lam:.4g}'}: run {trial.run_id}"
+                                   f"{' (reused)' if trial.reused else ''}", flush=True)
+        result = find_lambda(base, trial, args.tolerance, args.budget, on_trial=tell)
+    else:
+        from ldifs_core import ray_sweep
+        from ldifs_core.lambda_tune import find_lambda_on_tune
+
+        with ray_sweep.ray_session(args.ray):
+            result = find_lambda_on_tune(base, trial, args.tolerance, args.budget)
+    save_search(store, result)
+    print(result.summary())
+    if args.json:
+        write_output("--json", args.json, json.dumps(result.to_dict(), indent=2), "")
+    return 0 if result.chosen is not None else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m ldifs_core", description="LDIFS Lab: fine-tune CLIP, measure concept "
                             "forgetting.")
@@ -747,6 +785,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "recorded and the others go on (exit code 1 if any failed)"), sweep=True)
     add_run_options(sub.add_parser("sequence", help="continual fine-tuning: one objective over tasks in order, "
                                    "each stage starting from the last; prints the forgetting matrix"), sequence=True)
+    finder = sub.add_parser("find-lambda", help="the λ with the least forgetting whose task accuracy stays within "
+                            "--tolerance points of CE's (docs/find-lambda.md); exit code 1 if no λ does")
+    add_run_options(finder)
+    finder.add_argument("--tolerance", type=float, default=1.0, help="points of task accuracy below CE's allowed")
+    finder.add_argument("--budget", type=int, default=8, help="runs at most, the CE reference included (>= 3)")
+    finder.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the trials on Ray Tune: alone, "
+                        "on $RAY_ADDRESS if set, else on a Ray instance started here")
     listing = sub.add_parser("list", help="runs in the store (unreadable ones with the reason)")
     listing.add_argument("--dataset")
     listing.add_argument("--objective", choices=RUN_OBJECTIVES)
@@ -772,7 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show,
-            "export": cmd_export, "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report, "store": cmd_store}
+            "export": cmd_export, "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report, "store": cmd_store,
+            "find-lambda": cmd_find_lambda}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,12 +1,13 @@
 """The Plotly figures of a run's metrics that both the app and the HTML report draw (report.py): accuracy before and
 after per dataset, the concepts most surely forgotten, and runs side by side. Every bar carries its 95 % interval
-and n, and every axis makes room for its labels (automargin) whichever template draws it. Pure functions: plain
-metrics in, a figure out.
+and n, and every axis makes room for its labels (automargin) whichever template draws it; the forgetting-over-training
+curve too. Pure functions: plain metrics in, a figure out.
 """
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from ldifs_core import metrics_tables as tables
 
@@ -83,4 +84,29 @@ def run_comparison(runs: dict[str, dict]) -> go.Figure:
     fig.update_layout(barmode="group", title="Accuracy change per dataset (fine-tuning task first)",
                       yaxis=dict(title="change (accuracy points)", automargin=True), xaxis=dict(automargin=True),
                       legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+TASK_LINE_COLOR = "#111111"
+
+
+def forgetting_curve(curve, title: str = "Zero-shot accuracy while fine-tuning") -> go.Figure:
+    """The forgetting-over-training curve (curve_records.Curve): one line per dataset, the task's drawn thick and
+    dark, each named with its n; a sequence's stage boundaries as dotted lines."""
+    fig = go.Figure()
+    others = iter(qualitative.Plotly)
+    for name in curve.datasets():
+        steps, accuracy = curve.line(name)
+        task = name == curve.task
+        fig.add_scatter(x=steps, y=accuracy, mode="lines+markers", name=f"{name}{' (task)' if task else ''}, "
+                        f"n = {curve.n[name]}", line=dict(width=4 if task else 1.8,
+                                                         color=TASK_LINE_COLOR if task else next(others)),
+                        marker=dict(size=6 if task else 4),
+                        hovertemplate=f"{name}<br>step %{{x}}: %{{y:.1f}}% (n = {curve.n[name]})<extra></extra>")
+    for start in curve.stage_starts or ():
+        fig.add_vline(x=start, line=dict(dash="dot", color="#777777", width=1))
+    fig.update_layout(title=title, xaxis_title="training step", yaxis_title="zero-shot accuracy (%)",
+                      yaxis_range=[0, 100], legend_title_text="dataset", margin=dict(t=50))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig

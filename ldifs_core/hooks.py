@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 from ldifs_core.errors import RunCancelled
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ldifs_core.config import RunConfig
+    from ldifs_core.curve_records import Curve
 
 RECORD_EVERY = 5  # training steps between the progress records kept in a store (or posted by a Ray trial)
 
@@ -97,6 +100,13 @@ class RunHooks:
     def progress(self, progress: Progress) -> None:
         """Where the run is: each phase, decoding chunk, training step and evaluation step. Cheap to call often;
         a hook that writes somewhere keeps only `progress.worth_recording()` ones."""
+
+    def weights(self, step: int, clip: nn.Module) -> None:
+        """The CLIP being tuned, after `step` training steps (0: before the first). Read it, never change it: a
+        hook that needs another mode restores the one it found (curve.py)."""
+
+    def curve(self, curve: Curve) -> None:
+        """The forgetting-over-training curve so far (curve.py), after each new point: the hook's own copy."""
 
     def stage(self, stage: int, run_id: str, cfg: RunConfig) -> None:
         """A stage of a sequence starts (1-based); it then runs as an ordinary run with these hooks."""

@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import ClassVar, NewType, Self, get_args, get_origin, get_type_hints
 
 from ldifs_core.config import RunConfig
+from ldifs_core.curve_records import Curve
 from ldifs_core.stats import forgotten_order
 
 Interval = NewType("Interval", list)  # [low, high] of a 95 % interval, in percent or points
@@ -162,7 +163,7 @@ class RunMetrics(Evaluation):
     # the order the lab writes the keys in (from_json, to_json and messages follow it)
     JSON_ORDER: ClassVar[tuple[str, ...]] = (
         "code_version", "run_id", "config", "status", "model", "device", "schema_version", "downstream", "forgetting",
-        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "checked",
+        "mean_zs_delta", "mean_zs_delta_ci", "mean_lp_delta", "mean_lp_delta_ci", "stage_task", "checked", "curve",
         "timings")
     code_version: int | None = None  # None: stored before runs carried it (counts as 1)
     config: dict  # RunConfig.to_dict() of the run
@@ -173,6 +174,7 @@ class RunMetrics(Evaluation):
     # its own task checked as the other datasets are: a sequence's stage (the matrix's diagonal), a checked run
     stage_task: DatasetReport | None = None
     checked: CheckedCheckpoint | None = None  # a checked run only
+    curve: Curve | None = None  # forgetting over training (curve_records.py); None: a run made without one
     timings: Timings
 
     def run_config(self) -> RunConfig:

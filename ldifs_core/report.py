@@ -103,6 +103,11 @@ def _run_section(page: _Page, run: ReportRun, name: str | None) -> None:
     page.add(_accuracy_table(metrics))
     for probe in metrics_tables.PROBES:
         page.figure(figures.accuracy_change(metrics, probe))
+    if (curve := run.record.curve) is not None:
+        page.add("<h3>Forgetting over training</h3>")
+        page.add(f"<p class='note'>Zero-shot accuracy of the image tower every {curve.every} steps, on a fixed "
+                 f"subset of each dataset (n in the legend), with the original text tower's heads.</p>")
+        page.figure(figures.forgetting_curve(curve))
     page.add("<h3>Which concepts were forgotten</h3>")
     page.add("<p class='note'>Ranked by the upper end of each change's 95 % interval: first come the concepts that "
              "surely lost most; one resting on a few test images ranks lower than its bare change suggests. Below "

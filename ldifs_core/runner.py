@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from ldifs_core.config import RunConfig
+from ldifs_core.curve import CurveMeter
+from ldifs_core.curve_records import Curve
 from ldifs_core.datasets import ImageSet, Selection, available_bank, data_version, listing_snapshot, load_subset
 from ldifs_core.datasets import decoding
 from ldifs_core.errors import BadConfig, DatasetUnavailable, LabError, RunCancelled
@@ -119,6 +121,13 @@ def evaluation_data(cfg: RunConfig, name: str, image_size: int, progress: decodi
                     load("test", Selection(cfg.eval_limit, SUBSET_SEED), EVAL_LIMIT_HINT))
 
 
+def forgetting_curve(cfg: RunConfig, run: PreparedRun, hooks: RunHooks) -> CurveMeter | None:
+    """The hooks measuring the run's forgetting curve on its test subsets (None when cfg.curve_points is 0)."""
+    if not cfg.curve_points:
+        return None
+    return CurveMeter(cfg, run.base, run.test, {name: data.test for name, data in run.others.items()}, hooks)
+
+
 def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.Tensor]:
     keep = lambda k: k.startswith("visual.") or OBJECTIVE_TYPES.get(objective, Objective).trains_text  # checked: no
     weights = {f"clip.{k}": v.detach().cpu().contiguous() for k, v in result.clip.state_dict().items() if keep(k)}
@@ -143,6 +152,9 @@ class StoreRecorder(RunHooks):
         if progress.worth_recording():
             self.store.update_progress(self.run_id, progress.to_dict())
         self.caller.progress(progress)
+
+    def curve(self, curve: Curve) -> None:
+        self.caller.curve(curve)
 
     def should_stop(self) -> bool:
         return self.caller.should_stop()
@@ -172,10 +184,12 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         sequence_started = time.perf_counter()  # a sequence's own work is timed apart (benchmarks/sequence_bench.py)
         start = starting_clip(store, cfg, run.base)
         sequence_s = time.perf_counter() - sequence_started
+        meter = None
         if cfg.checked:  # a checkpoint fine-tuned elsewhere takes the fine-tuning's place
             result, checked = checked_result(cfg, run.base, run.test)
         else:
-            result = finetune(cfg, run.base, run.train, run.device, recorder, start)
+            meter = forgetting_curve(cfg, run, recorder)
+            result = finetune(cfg, run.base, run.train, run.device, meter or recorder, start)
         steps = 0 if cfg.checked else cfg.steps
         evaluation = EvaluationProgress(recorder, Progress("evaluating", step=steps, total_steps=steps))
         eval_started = time.perf_counter()
@@ -207,6 +221,7 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         "device": describe_device(run.device),
         **report,
         **({"checked": checked} if cfg.checked else {}),
+        **({"curve": meter.measured.to_json()} if meter else {}),
         "timings": {"train_s": round(result.train_s, 3), "eval_s": round(eval_s, 3),
                     "total_s": round(time.perf_counter() - started, 3), "step_ms": round(result.step_ms, 3),
                     **({"sequence_s": round(sequence_s, 3)} if cfg.sequence_id else {})},

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ldifs_core.config import ANCHORS, STORED_DEFAULT_LAMBDA, RunConfig
+from ldifs_core.curve_records import Curve, joined
 from ldifs_core.datasets import available_bank, check_known, same_dataset
 from ldifs_core.errors import BadConfig, LabError
 from ldifs_core.hooks import NO_HOOKS, RunHooks
@@ -291,6 +292,16 @@ def sequence_state(store: RunStore, sequence_id: str) -> SequenceState:
         stages.append(StageState(stage, seq.tasks[stage - 1], run_id, run.status, run.message))
     matrix = ForgettingMatrix.from_dict(record["matrix"]) if record.get("matrix") else None
     return SequenceState(sequence_id, seq, record.get("created_at", 0.0), tuple(stages), matrix)
+
+
+def sequence_curve(store: RunStore, sequence_id: str, up_to: int | None = None) -> Curve | None:
+    """The forgetting-over-training curve across the finished stages (up to stage `up_to`), one after the other
+    with their boundaries (curve_records.joined); None when none has a curve."""
+    from ldifs_core.metrics import RunMetrics
+
+    stages = sequence_state(store, sequence_id).stages[:up_to]
+    return joined([RunMetrics.from_json(store.metrics(stage.run_id)).curve for stage in stages
+                   if stage.status == "done"])
 
 
 def find_sequence(store: RunStore, seq: SequenceConfig) -> str | None:

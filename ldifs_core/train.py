@@ -75,7 +75,8 @@ def set_training_mode(clip: nn.Module, cfg: RunConfig, objective: Objective) -> 
 def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: torch.device,
              hooks: RunHooks = NO_HOOKS, start: nn.Module | None = None) -> FinetuneResult:
     """Fine-tune a copy of `start` (default: `base`, a run's private θ₀ on `device`) on `train`; neither changes.
-    `hooks` hear every step (its event and its progress record) and are asked before each step whether to stop.
+    `hooks` hear every step (its event, its progress record and the weights after it) and are asked before each
+    step whether to stop.
 
     A stage of a sequence passes the previous stage's CLIP as `start`: the new head is initialised on it (its
     text tower, which only FLYP tunes, or a probe on its image tower), and with cfg.anchor "previous" LDIFS and
@@ -118,6 +119,7 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
         pending.clear()
 
     part_names: list[str] = []
+    hooks.weights(0, tuned)
     for step, idx in enumerate(batch_order(len(train), cfg.steps, cfg.batch_size, generator), start=1):
         hooks.check(f"at step {step - 1} of {cfg.steps}")
         raw, labels = train.images[idx], train.labels[idx]
@@ -136,6 +138,7 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
                         optimizer.param_groups[0]["lr"]))
         part_names = list(parts)
         scheduler.step()
+        hooks.weights(step, tuned)
         if step % read_every == 0 or step == cfg.steps:
             read_pending()
     train_s = time.perf_counter() - started

@@ -16,6 +16,7 @@ class RecordingHooks(RunHooks):
         self.events: list[TrainEvent] = []
         self.progresses: list[Progress] = []
         self.stages: list[int] = []
+        self.curves: list = []  # the forgetting curve so far, after each of its points
 
     def step(self, event: TrainEvent) -> None:
         self.events.append(event)
@@ -23,6 +24,9 @@ class RecordingHooks(RunHooks):
 
     def progress(self, progress: Progress) -> None:
         self.progresses.append(progress)
+
+    def curve(self, curve) -> None:
+        self.curves.append(curve)
 
     def stage(self, stage: int, run_id: str, cfg) -> None:
         self.stages.append(stage)

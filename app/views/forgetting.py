@@ -84,6 +84,13 @@ if metrics is not None:
     st.plotly_chart(plots.accuracy_change(metrics, probe))
     st.caption("The first pair is the fine-tuning task (zero-shot before → tuned classifier after); the others are "
                "the datasets checked for forgetting.")
+    curve = widgets.run_curve(metrics)
+    if curve is not None:
+        st.subheader("Forgetting over training")
+        st.plotly_chart(plots.forgetting_curve(curve))
+        st.caption(f"Zero-shot accuracy of the image encoder every {curve.every} steps on a fixed subset of each "
+                   "dataset (n in the legend), the task's line thick"
+                   + ("; dotted lines mark where each stage of the sequence began." if curve.stage_starts else "."))
 
     st.subheader("Which concepts were forgotten")
     st.markdown("Ranked by the **upper end of each change's 95 % interval**: first come the concepts that surely "

@@ -193,6 +193,9 @@ with st.expander("Advanced"):
         left, "probe_cap", help="Caps datasets with many classes (quickdraw has 345); fewer per class then.")
     numbers["umap_points"] = checked_setting(left, "umap_points")
     numbers["train_limit"] = checked_setting(right, "train_limit")
+    numbers["curve_points"] = checked_setting(right, "curve_points", help="Zero-shot accuracy on the task and "
+                                              "each checked dataset every steps/points steps, drawn live (0: none).")
+    numbers["curve_images"] = checked_setting(right, "curve_images")
     augment = right.checkbox("Random-shift augmentation", value=DEFAULT.augment)
     bn = right.radio("BatchNorm statistics (ResNet towers)", BATCHNORM_MODES, format_func=BN_LABELS.__getitem__,
                      index=BATCHNORM_MODES.index(DEFAULT.bn),

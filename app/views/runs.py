@@ -5,11 +5,12 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import display, figure_cache, jobs, launch_checks, model_picker, plots, results, tables, widgets
+from app import display, figure_cache, jobs, lambda_search, launch_checks, model_picker, plots, results, tables, widgets
 from ldifs_core import export, report, reuse
 from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
 from ldifs_core.errors import BadConfig, LabError
+from ldifs_core.lambda_finder import saved_searches
 from ldifs_core.store import RunRecord
 
 ALPHAS = jobs.WISE_ALPHAS
@@ -152,6 +153,37 @@ def sweep_tab(records: list[RunRecord]) -> None:
             st.page_link("views/launch.py", label=follow, icon=":material/monitoring:")
     if sent_to_ray:  # their cards on this draw only: from the next one they are under "Running and queued"
         widgets.live_runs(sent_to_ray)
+    find_lambda_section(records)
+
+
+def find_lambda_section(records: list[RunRecord]) -> None:
+    st.subheader("Find λ for me")
+    st.markdown("The LDIFS λ with the least forgetting whose task accuracy stays within a tolerance of CE's: a "
+                "bisection of log λ in at most the budget's runs, finished runs reused, hopeless λ stopped early "
+                "from their forgetting curve (docs/find-lambda.md). Its runs appear above as they go.")
+    with st.form("find-lambda"):
+        datasets = known_datasets() + launch_checks.stored_folders(records)
+        dataset_col, tolerance_col, budget_col = st.columns(3)
+        dataset = dataset_col.selectbox("Fine-tune on", datasets, index=datasets.index(RunConfig().dataset),
+                                        format_func=launch_checks.dataset_label, key="find-lambda-dataset")
+        tolerance = tolerance_col.number_input("Tolerance (points below CE)", min_value=0.0, value=1.0, step=0.5)
+        budget = budget_col.number_input("Budget (runs)", min_value=3, max_value=20, value=8, step=1)
+        ray_address = st.text_input(RAY_FIELD, value=jobs.default_ray_address(), key="find-lambda-ray",
+                                    placeholder="empty: here, one run after another",
+                                    help="Empty: here. Otherwise the trials run on Ray Tune at this address.").strip()
+        if st.form_submit_button("Find λ", icon=":material/travel_explore:"):
+            pid = lambda_search.start_search(str(results.run_store().root), dataset, tolerance, int(budget),
+                                             ray_address)
+            st.success(f"The λ search started (process {pid}); its result appears here when it ends.",
+                       icon=":material/travel_explore:")
+    for newest, search in enumerate(saved_searches(results.run_store())[:3]):
+        with st.expander(f"λ search: {search['objective']} on {search['dataset']}, tolerance {search['tolerance']:g}"
+                         + (f" → λ = {search['chosen']['lam']:.3g}" if search["chosen"] else " → no λ meets it"),
+                         expanded=newest == 0):
+            if search["chosen"] is None:
+                st.warning("No λ searched keeps the task accuracy within the tolerance of CE's: raise the tolerance, "
+                           "or use CE.", icon=":material/warning:")
+            st.plotly_chart(plots.lambda_search(search), key=f"search-{newest}")
 
 
 def queue_sweep(dataset: str, lams: list[float | str], steps: int | None, seed: int | None, ray_address: str,
