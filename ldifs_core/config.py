@@ -111,9 +111,9 @@ class RunSettings:
                                     "cap)", least=10, empty=True,
                                     label="At most this many linear-probe train images per dataset")
     curve_points: int = setting(20, help="points of the forgetting-over-training curve, measured every steps/points "
-                                "steps (0: no curve)", least=0, most=10000, label="Forgetting-curve points", step=5)
+                                "steps (0: no curve)", least=0, most=10000, label="Forgetting-curve points")
     curve_images: int = setting(200, help="test images per dataset for each point of the forgetting curve", least=10,
-                                most=100000, label="Forgetting-curve images per dataset", step=50)
+                                most=100000, label="Forgetting-curve images per dataset")
     umap_points: int = setting(500, help="points per dataset in the UMAP, pre and post each", least=0,
                                label="Points per dataset in the UMAP", flag=NO_FLAG)
     data_root: str | None = setting(None, help="root of torchvision datasets", empty=True)
