@@ -12,6 +12,8 @@ import torch
 
 from ldifs_core import stats
 from ldifs_core.config import SCHEMA_VERSION, RunConfig
+from ldifs_core.curve import curve_every, measured_at
+from ldifs_core.curve_records import Curve, CurvePoint
 from ldifs_core.datasets import load_bank
 from ldifs_core.drift_records import displacement_key, features_key
 from ldifs_core.image_records import image_records
@@ -130,10 +132,23 @@ def sample_results(cfg: RunConfig, run_id: str) -> tuple[dict, dict[str, dict[st
     task, task_outcomes = downstream_report(cfg.dataset, rng, drop)
     # a sequence's stage also reports its own task like a checked dataset (the forgetting matrix's diagonal)
     stage = {"stage_task": forgetting_report(cfg.dataset, rng, 0.0)[0]} if cfg.sequence_id else {}
-    record = run_metrics(cfg, run_id, task, forgetting, outcomes_by_probe, **stage)
+    curve = {"curve": sample_curve(cfg, task, forgetting)} if cfg.curve_points else {}
+    record = run_metrics(cfg, run_id, task, forgetting, outcomes_by_probe, **stage, **curve)
     per_image = {cfg.dataset: {"tuned": task_outcomes},
                  **{report.dataset: flags for report, flags in zip(forgetting, outcomes_by_probe)}}
     return record.to_json(), per_image
+
+
+def sample_curve(cfg: RunConfig, task: TaskReport, forgetting: list[DatasetReport]) -> Curve:
+    """The forgetting curve a run of `cfg` measures: every line moves evenly from its zero-shot accuracy before to
+    its accuracy after (no random draws, so the other sample numbers stay as they are)."""
+    ends = {task.dataset: (task.zero_shot_before, task.zero_shot_after),
+            **{r.dataset: (r.zs_before, r.zs_after) for r in forgetting}}
+    every = curve_every(cfg.steps, cfg.curve_points)
+    steps = [step for step in range(cfg.steps + 1) if measured_at(step, cfg.steps, every)]
+    points = [CurvePoint(step, {name: before + (after - before) * step / cfg.steps
+                                for name, (before, after) in ends.items()}) for step in steps]
+    return Curve(cfg.dataset, every, {name: cfg.curve_images for name in ends}, points)
 
 
 def small_metrics(cfg: RunConfig | None = None, run_id: str = "20260101-000000-aaaaaa", seed: int = 0) -> dict:

@@ -19,7 +19,7 @@ from app.jobs import JobRunner
 from app.widgets import MY_RUNS, NO_FINISHED_RUNS, OTHER_PROCESS
 from ldifs_core import export, models, ownership, stats
 from ldifs_core import store as store_module
-from ldifs_core.errors import RunUnreadable
+from ldifs_core.errors import RunUnreadable, TrainingDiverged
 from ldifs_core.store import INTERRUPTED_MESSAGE, RunStore
 from ldifs_core.wise_records import save_wise, wise_results
 from tests.app.conftest import (MAIN, PAGES, FakeWisePath, HeldExecute, fake_execute, open_page, wait_for_status,
@@ -329,22 +329,24 @@ def test_an_image_folder_path_that_is_no_folder_is_an_error_before_queuing(app, 
 
 
 @pytest.mark.slow
-def test_a_run_that_fails_in_the_worker_shows_its_reason_on_its_card(store, tmp_path, monkeypatch):
-    real_runner = JobRunner(store)  # the real runner: the empty folder is only found out when the run loads data
+def test_a_run_that_fails_in_the_worker_shows_its_reason_on_its_card(store, monkeypatch):
+    """What only the run finds out (checks before queuing catch bad folders now): here the loss diverges."""
+    from ldifs_core import runner
+
+    real_runner = JobRunner(store)  # the real worker runs the real runner; only the training is made to diverge
     monkeypatch.setattr(jobs, "job_runner", lambda: real_runner)
-    for name in ("cat", "dog"):  # a usable folder (checked before queuing), but fewer images than one batch
-        (tmp_path / "few" / name).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "few" / name / f"{i}.png")
+
+    def diverging(*args, **kwargs):
+        raise TrainingDiverged("the loss became nan at step 3: lower the learning rate")
+
+    monkeypatch.setattr(runner, "finetune", diverging)
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "launch")
-    app.selectbox[0].set_value("ImageFolder directory…").run()
-    next(t for t in app.text_input if t.label == "ImageFolder path").set_value(str(tmp_path / "few")).run()
     start_run(app)
     (record,) = store.list()
     wait_for_status(store, record.run_id, ("failed",), timeout_s=120)
     app.run()
     assert_no_exception(app)
-    assert "fewer than the batch size" in texts(app.error)
+    assert "lower the learning rate" in texts(app.error)
 
 
 def test_lambda_is_typed_on_the_launch_page_from_the_objectives_default_and_only_for_regularised_objectives(app):
