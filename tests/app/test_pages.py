@@ -9,7 +9,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
