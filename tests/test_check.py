@@ -178,9 +178,9 @@ def test_a_check_of_vit_b_32_with_random_weights_at_224_px(tmp_path):
     env = {**os.environ, "LDIFS_STORE": str(tmp_path / "runs")}
     started = time.perf_counter()
     ran = subprocess.run([sys.executable, "-m", "ldifs_core", "check", "--model", "ViT-B-32", "--base", base,
-                          "--tuned", tuned, "--datasets", "animals", "--eval-limit", "100", "--probe-limit", "10",
+                          "--tuned", tuned, "--datasets", "animals", "--eval-limit", "50", "--probe-limit", "5", "--no-umap",
                           "--json", str(tmp_path / "m.json")], env=env, capture_output=True, text=True, timeout=1800)
     assert ran.returncode == 0, ran.stderr[-2000:]
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["checked"]["found"] == WHOLE_MODEL and metrics["model"].startswith("ViT-B-32")
-    print(f"check of ViT-B-32 (224 px, 100 test images, 10 per class): {time.perf_counter() - started:.0f} s")
+    print(f"check of ViT-B-32 (224 px, 50 test images, 5 per class): {time.perf_counter() - started:.0f} s")
