@@ -94,7 +94,7 @@ def test_a_sweep_records_a_diverging_run_goes_on_and_reports_every_run(store_dir
     (["sweep", "--seeds", ""], "--seeds is empty"),
     (["sweep", "--seeds", "0,,1"], "has an empty item"),
     (["sweep", "--objectives", "ce,bogus"], "--objectives: 'bogus' is not an objective"),
-    (["sweep", "--objectives", "ce,flyp", "--lams", "1,10"], "--lams applies to ldifs, l2sp, lipsum, zscl only"),
+    (["sweep", "--objectives", "ce,flyp", "--lams", "1,10"], "--lams applies to ldifs, l2sp, lipsum, zscl, fda, spd only"),
     (["sweep", "--eval-datasets", "mnist"], "no dataset is left to check for forgetting"),
     (["run", "--seed", str(2**70)], "seed must be between 0 and 4294967295"),
     (["run", "--seed", "-1"], "seed must be between 0 and 4294967295"),
