@@ -69,7 +69,7 @@ def test_spd_anchors_the_image_tower_at_theta0_and_the_head_where_it_starts(mode
     objective = built("spd", model, digits)
     params = objective.trainable_parameters()
     optimizer = objective.make_optimizer(params)
-    assert isinstance(optimizer, AdamSPD) and optimizer.lam == objective.lam == 1.0
+    assert isinstance(optimizer, AdamSPD) and optimizer.lam == objective.lam == 2.0
     anchors = dict(zip(map(id, params), (anchor for _, anchor in optimizer.anchored)))
     for name, p in objective.setup.tuned.visual.named_parameters():
         assert torch.equal(anchors[id(p)], dict(model.clip.visual.named_parameters())[name])

@@ -15,7 +15,7 @@ class SPD(Objective):
     summary = "CE with AdamSPD: a step that moves a layer away from θ₀ against its gradient is pulled back by λ"
     label = "SPD — CE + selective projection decay (λ: pull-back)"
     order = 11
-    default_lam = 1.0
+    default_lam = 2.0  # the defaults sweep (docs/methods.md): λ 1 keeps 2/3 of ce's forgetting, 3 costs 2.3 task points
     color, symbol = "#637939", "bowtie"
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
