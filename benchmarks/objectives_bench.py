@@ -30,7 +30,8 @@ CPU = torch.device("cpu")
 
 
 def build(objective: str, base, data, batch_size: int):
-    """An objective, its optimiser (its own: spd's projects) and its trainable parameters, as `finetune` sets them up."""
+    """An objective, its optimiser (its own: spd's projects) and its trainable parameters, as `finetune` sets
+    them up."""
     cfg = RunConfig(objective=objective, batch_size=batch_size, train_limit=len(data), probe_limit=10).validate()
     kind = OBJECTIVE_TYPES[objective]
     tuned = copy.deepcopy(base.clip)

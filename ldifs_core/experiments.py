@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES),
-                        help="comma list of objectives (default: all; wise-ft rows come with ce; model_stock merges ce's "
-                        "runs of seed s and the next seed)")
+                        help="comma list of objectives (default: all; wise-ft rows come with ce; model_stock "
+                        "merges ce's runs of seed s and the next seed)")
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
     parser.add_argument("--table", type=Path, nargs="+", metavar="ROWS",

@@ -1,5 +1,6 @@
-"""The one fine-tuning loop: AdamW (or the objective's optimiser), warmup + cosine, gradient clipping, bf16 autocast on CUDA, an event for
-every step, cancellation within one step, and a guard against non-finite losses. What is optimised, and which
+"""The one fine-tuning loop: the objective's optimiser (AdamW unless it says otherwise), warmup + cosine, gradient
+clipping, bf16 autocast on CUDA, an event for every step, cancellation within one step, and a guard against
+non-finite losses. What is optimised, and which
 head comes out, is the objective's business (objectives.py)."""
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""`model_stock`: not a way to train but a run made after training: two finished runs of the same settings (other
-seeds) merged with θ₀ layer by layer (Jang, Yun & Han, ECCV 2024; ldifs_core/model_stock.py), then evaluated
-like any run. Made by `python -m ldifs_core model-stock RUN_A RUN_B` or the Runs page (ldifs_core/merging.py; runner.execute
-hands such a config there);
-registered so that every page, table and plot shows such runs with their own name, colour and symbol."""
+"""`model_stock`: not a way to train but a run made after training: two finished runs of the same settings
+(other seeds) merged with θ₀ layer by layer (Jang, Yun & Han, ECCV 2024; ldifs_core/model_stock.py), then
+evaluated like any run. Made by `python -m ldifs_core model-stock RUN_A RUN_B` or the Runs page
+(ldifs_core/merging.py; runner.execute hands such a config there); registered so that every page, table and plot
+shows such runs with their own name, colour and symbol."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
