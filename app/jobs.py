@@ -6,7 +6,8 @@ a page's thread); it lives here and records everything in the run store, which t
 no st.* calls.
 
 Three kinds of job share the queue:
-- a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled;
+- a run (`submit`): `runner.execute`, recorded in the store as queued → running → done / failed / cancelled; a
+  Model Stock merge of two finished runs (`submit_model_stock`) is such a run;
 - a WiSE-FT path (`submit_wise`): `wise.wise_ft_path` of a finished run for a list of α, measured together and each
   cached in the store (`wise_records.wise_results`); its state and progress live here (`wise_state`), its results in
   the store;
@@ -205,6 +206,13 @@ class JobRunner:
             self._pending.append(RunJob(run_id, cfg))
             self._changed.notify()
         return run_id
+
+    def submit_model_stock(self, run_a: str, run_b: str) -> str:
+        """Record the Model Stock merge of two finished runs as a queued run and queue it like one (execute hands it
+        to ldifs_core.merging); a pair that cannot be merged raises a LabError before anything is recorded."""
+        from ldifs_core.merging import model_stock_config
+
+        return self.submit(model_stock_config(self.store, run_a, run_b))
 
     def submit_wise(self, run_id: str, alphas: Sequence[float]) -> bool:
         """Queue the WiSE-FT path of a finished run; False (and nothing queued) while one for that run is

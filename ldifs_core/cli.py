@@ -1,4 +1,5 @@
-"""Command-line front end: `python -m ldifs_core run|sweep|sequence|check|list|show|export|wise|report|store`.
+"""Command-line front end: `python -m ldifs_core run|sweep|sequence|check|list|show|export|wise|model-stock|
+report|store|find-lambda`.
 
 Thin over runner and store; `main(argv)` returns an exit code so tests call it in-process. Every input is checked
 before any work starts, and every problem a user can cause ends in one line "error: ..." saying what to do.
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS, OBJECTIVES,
-                               REGULARISED, RUN_OBJECTIVES, RUN_SETTINGS, RunConfig)
+                               REGULARISED, RUN_OBJECTIVES, RUN_SETTINGS, TRAINED, RunConfig)
 from ldifs_core.curve_records import Curve
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
 from ldifs_core.metrics import RunMetrics
@@ -108,8 +109,8 @@ def alpha(item: str) -> float:
 
 
 def objective(item: str) -> str:
-    if item not in OBJECTIVES:
-        raise ValueError(f"is not an objective (use {', '.join(OBJECTIVES)})")
+    if item not in TRAINED:
+        raise ValueError(f"is not an objective (use {', '.join(TRAINED)})")
     return item
 
 
@@ -150,7 +151,7 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False, sequen
     parser.add_argument("--eval-datasets", help="comma list of datasets checked for forgetting "
                         "(default: every other concept-bank domain)")
     if sweep:
-        parser.add_argument("--objectives", default="ce,ldifs", help=f"comma list of {','.join(OBJECTIVES)}")
+        parser.add_argument("--objectives", default="ce,ldifs", help=f"comma list of {','.join(TRAINED)}")
         parser.add_argument("--lams", default="", help=f"comma list of λ values for {' and '.join(REGULARISED)} "
                             f"(default: their default λ)")
         parser.add_argument("--seeds", default="0", help=f"comma list of seeds (0..{MAX_SEED})")
@@ -162,7 +163,7 @@ def add_run_options(parser: argparse.ArgumentParser, sweep: bool = False, sequen
         parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (with --ray; "
                             "default 1 when the cluster has GPUs, else 0)")
     else:
-        parser.add_argument("--objective", default=RunConfig.objective, choices=OBJECTIVES,
+        parser.add_argument("--objective", default=RunConfig.objective, choices=TRAINED,
                             help=RUN_SETTINGS["objective"].help)
         parser.add_argument("--lam", type=float, help=f"regulariser weight, only for {' and '.join(REGULARISED)} "
                             f"(default: {', '.join(f'{o} {DEFAULT_LAMBDA[o]:g}' for o in REGULARISED)})")
@@ -653,6 +654,26 @@ def cmd_check(args) -> int:
     return record_and_run(cfg, args)
 
 
+def cmd_model_stock(args) -> int:
+    from ldifs_core.merging import model_stock_run
+
+    store = RunStore(args.store)
+    progress = TerminalProgress()
+    try:
+        run_id = model_stock_run(store, args.run_a, args.run_b, hooks=progress)
+    finally:
+        progress.close()
+    record = store.get(run_id)
+    if record.status != "done":
+        print(f"error: run {run_id} {record.status}: {record.message}", file=sys.stderr)
+        return 2
+    m = store.metrics(run_id)
+    print(f"Model Stock of {args.run_a} and {args.run_b}: run {run_id}\n{m['downstream']['dataset']}: "
+          f"{m['downstream']['accuracy_after']:.1f}%   forgetting: ZS {m['mean_zs_delta']:+.1f} pts, "
+          f"LP {m['mean_lp_delta']:+.1f} pts")
+    return 0
+
+
 # -- report: one self-contained HTML file of finished runs ---------------------------------------------------
 
 
@@ -807,18 +828,22 @@ def build_parser() -> argparse.ArgumentParser:
     wise.add_argument("run")
     wise.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma list of α in 0..1")
     add_check_parser(sub)
+    stock = sub.add_parser("model-stock", help="Model Stock: merge two finished runs of the same settings (other "
+                           "seeds) with θ₀ layer by layer, evaluate and store the merge as a run")
+    stock.add_argument("run_a", metavar="RUN_A")
+    stock.add_argument("run_b", metavar="RUN_B")
     report = add_report_parser(sub)
     store = sub.add_parser("store", help="upkeep of the run store: `store rebuild-index` rebuilds a lost, emptied or "
                            "unreadable index from the run folders (nothing is deleted)")
     store.add_argument("action", choices=("rebuild-index",))
-    for p in (listing, show, export, wise, report, store):
+    for p in (listing, show, export, wise, stock, report, store):
         p.add_argument("--store", type=Path, help=STORE_HELP)
     return parser
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show,
-            "export": cmd_export, "wise": cmd_wise, "sequence": cmd_sequence, "report": cmd_report, "store": cmd_store,
-            "find-lambda": cmd_find_lambda}
+            "export": cmd_export, "wise": cmd_wise, "model-stock": cmd_model_stock, "sequence": cmd_sequence,
+            "report": cmd_report, "store": cmd_store, "find-lambda": cmd_find_lambda}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

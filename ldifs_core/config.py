@@ -21,6 +21,7 @@ LDIFS_TAP_GROUPS = ("stem", "blocks", "last", "embedding")
 
 # -- what the objective plugins declare (ldifs_core/objectives/), in the forms the rest of the lab reads --
 OBJECTIVES = tuple(OBJECTIVE_TYPES)
+TRAINED = tuple(name for name, kind in OBJECTIVE_TYPES.items() if kind.trained)  # what a run, sweep or sequence offers
 REGULARISED = tuple(name for name, kind in OBJECTIVE_TYPES.items() if kind.default_lam is not None)  # take a λ
 # Default regulariser weight per objective (see README "Choosing the defaults"); 0 for those without one. The store
 # records each run's λ resolved, so changing a default never changes what a stored run says it was made with.

@@ -18,11 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Provisional until the measured sweep: the paper gives neither τ, b nor K (only K larger than the images per class,
-# 4 per class in batches of 64). τ = 0.1 is SigLIP's starting temperature. b·τ is the cosine at which a pair's term
-# changes side, so it must lie between θ₀'s neighbour and non-neighbour similarities: on the embedded model
-# (batches of 64 from each bank domain) the 8th-neighbour cosine has median 0.62-0.80 and the rest 0.15-0.52, so
-# b·τ = 0.5. With b = 0 a scrambled batch scores lower than θ₀'s own structure.
+# Kept after the measured sweep (docs/methods.md: K 4 or 32 and b·τ 0.3 or 0.7 keep less). The paper gives neither
+# τ, b nor K (only K larger than the images per class, 4 per class in batches of 64). τ = 0.1 is SigLIP's starting
+# temperature. b·τ is the cosine at which a pair's term changes side, so it must lie between θ₀'s neighbour and
+# non-neighbour similarities: on the embedded model (batches of 64 from each bank domain) the 8th-neighbour cosine
+# has median 0.62-0.80 and the rest 0.15-0.52, so b·τ = 0.5. With b = 0 a scrambled batch scores lower than θ₀'s own
+# structure.
 FDA_K = 8
 FDA_TAU = 0.1
 FDA_BIAS = 5.0

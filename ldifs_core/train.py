@@ -1,5 +1,6 @@
-"""The one fine-tuning loop: AdamW, warmup + cosine, gradient clipping, bf16 autocast on CUDA, an event for
-every step, cancellation within one step, and a guard against non-finite losses. What is optimised, and which
+"""The one fine-tuning loop: the objective's optimiser (AdamW unless it says otherwise), warmup + cosine, gradient
+clipping, bf16 autocast on CUDA, an event for every step, cancellation within one step, and a guard against
+non-finite losses. What is optimised, and which
 head comes out, is the objective's business (objectives.py)."""
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def finetune(cfg: RunConfig, base: FoundationModel, train: ImageSet, device: tor
     trainable = objective.trainable_parameters()
     for p in trainable:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = objective.make_optimizer(trainable)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps))
     set_training_mode(tuned, cfg, objective)
 

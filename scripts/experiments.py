@@ -16,33 +16,56 @@ from pathlib import Path
 from ldifs_core.config import DEFAULT_LAMBDA, OBJECTIVES, REGULARISED, RunConfig
 from ldifs_core.lambda_grid import GRID_PATH, save_grid
 from ldifs_core.reuse import finished_run
+from ldifs_core.merging import NAME as MODEL_STOCK
+from ldifs_core.merging import model_stock_run
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from ldifs_core.wise import wise_ft_metrics
 from scripts import lambda_grid as grid
 
 WISE_ALPHA = 0.5
-METHOD_ORDER = (*OBJECTIVES, f"wise-ft (α={WISE_ALPHA}, of ce)")
+METHOD_ORDER = (*OBJECTIVES, f"wise-ft (α={WISE_ALPHA}, of ce)")  # model_stock: of ce, seeds s and s + 1
 
 
 def run_grid(store: RunStore, datasets: list[str], seeds: list[int], objectives: tuple[str, ...] = OBJECTIVES,
              **settings) -> list[dict]:
-    """One row per (dataset, seed, method) with downstream accuracy and mean forgetting."""
+    """One row per (dataset, seed, method) with downstream accuracy and mean forgetting (model_stock: merges of
+    ce's runs, see model_stock_rows)."""
     rows = []
     for dataset in datasets:
         for seed in seeds:
             for objective in objectives:
-                # λ written out, so a stored run keeps saying which λ it ran with if a default changes later
-                lam = DEFAULT_LAMBDA[objective] if objective in REGULARISED else None
-                cfg = RunConfig(dataset=dataset, objective=objective, lam=lam, seed=seed, umap_points=0,
-                                **settings).validate()
-                run_id = finished_run(store, cfg) or execute(cfg, store)
-                metrics = store.metrics(run_id)
-                rows.append(row(dataset, seed, objective, metrics))
+                if objective == MODEL_STOCK:
+                    continue
+                run_id = default_run(store, dataset, objective, seed, settings)
+                rows.append(row(dataset, seed, objective, store.metrics(run_id)))
                 print(json.dumps(rows[-1]), flush=True)
                 if objective == "ce":
                     rows.append(row(dataset, seed, METHOD_ORDER[-1], wise_ft_metrics(store, run_id, WISE_ALPHA)))
                     print(json.dumps(rows[-1]), flush=True)
+        if MODEL_STOCK in objectives:
+            rows += model_stock_rows(store, dataset, seeds, settings)
+    return rows
+
+
+def default_run(store: RunStore, dataset: str, objective: str, seed: int, settings: dict) -> str:
+    """The finished run of `objective` at its defaults, trained now unless the store has it."""
+    # λ written out, so a stored run keeps saying which λ it ran with if a default changes later
+    lam = DEFAULT_LAMBDA[objective] if objective in REGULARISED else None
+    cfg = RunConfig(dataset=dataset, objective=objective, lam=lam, seed=seed, umap_points=0, **settings).validate()
+    return finished_run(store, cfg) or execute(cfg, store)
+
+
+def model_stock_rows(store: RunStore, dataset: str, seeds: list[int], settings: dict) -> list[dict]:
+    """Model Stock of the ce runs, seed by seed: seed s merges ce's seed s with the next seed of the list (the last
+    with the first), so each seed's row is one merge of two ce runs."""
+    if len(seeds) < 2:
+        raise ValueError("model_stock rows merge two ce runs of other seeds: give at least two seeds")
+    ce = {seed: default_run(store, dataset, "ce", seed, settings) for seed in seeds}
+    rows = []
+    for seed, partner in zip(seeds, [*seeds[1:], seeds[0]]):
+        rows.append(row(dataset, seed, MODEL_STOCK, store.metrics(model_stock_run(store, ce[seed], ce[partner]))))
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -166,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES),
-                        help="comma list of objectives (default: all; wise-ft rows come with ce)")
+                        help="comma list of objectives (default: all; wise-ft rows come with ce; model_stock "
+                        "merges ce's runs of seed s and the next seed)")
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--rows", type=Path, help="also write the per-run rows as JSON")
     parser.add_argument("--table", type=Path, nargs="+", metavar="ROWS",

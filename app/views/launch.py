@@ -11,8 +11,8 @@ from app.folder_preview import folder_preview
 from app.launch_checks import checked_setting, passes
 from ldifs_core import estimate, preflight, reuse
 from ldifs_core.availability import folder_summary
-from ldifs_core.config import (ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, OBJECTIVES, REGULARISED, RUN_SETTINGS,
-                               RunConfig)
+from ldifs_core.config import (ANCHORS, BATCHNORM_MODES, DEFAULT_LAMBDA, INITS, REGULARISED, RUN_SETTINGS,
+                               TRAINED, RunConfig)
 from ldifs_core.sequence import SequenceConfig
 from ldifs_core.datasets import available_bank, known_datasets, same_dataset
 from ldifs_core.errors import BadConfig, LabError, RunNotFound
@@ -164,7 +164,7 @@ for name in previews if image_size else []:
     folder_preview(name, image_size, expanded=name == dataset)
 
 objective_col, lam_col = st.columns(2)
-objective = objective_col.selectbox("Objective", OBJECTIVES, index=OBJECTIVES.index(DEFAULT.objective),
+objective = objective_col.selectbox("Objective", TRAINED, index=TRAINED.index(DEFAULT.objective),
                                     format_func=widgets.OBJECTIVE_LABELS.__getitem__)
 lam_help = (f"How strongly the regulariser pulls towards the pre-trained model: any number ≥ 0; 0 is plain CE. The "
             f"paper's grid: {', '.join(f'{v:g}' for v in widgets.LAMBDAS[1:])}. Only {', '.join(REGULARISED)} use it.")

@@ -1,4 +1,5 @@
-"""Runs and sweeps: every run in the store, the accuracy/forgetting trade-off, λ sweeps, WiSE-FT, compare, download."""
+"""Runs and sweeps: every run in the store, the accuracy/forgetting trade-off, λ sweeps, WiSE-FT and Model Stock,
+compare, download."""
 from functools import partial
 
 import pandas as pd
@@ -6,7 +7,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app import display, figure_cache, jobs, lambda_search, launch_checks, model_picker, plots, results, tables, widgets
-from ldifs_core import export, report, reuse
+from ldifs_core import export, merging, report, reuse
 from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
 from ldifs_core.errors import BadConfig, LabError
@@ -240,6 +241,38 @@ def wise_ft_tab(finished: list[RunRecord]) -> None:
     state = jobs.job_runner().wise_state(run_id)
     active = state is not None and state.active
     st.fragment(run_every=widgets.POLL_S if active else None)(wise_ft_path)(run_id, active)
+    model_stock_section(with_weights)
+
+
+def model_stock_section(with_weights: list[RunRecord]) -> None:
+    """Merge two finished runs of the same settings (other seeds) into a run of its own, queued like a run."""
+    st.subheader("Model Stock")
+    st.markdown("Model Stock merges two runs of the same settings and different seeds with θ₀, layer by layer: "
+                "w = t·(w₁ + w₂)/2 + (1 − t)·θ₀ with t = 2·cos φ / (1 + cos φ), φ the angle between the two runs' "
+                "changes of that layer. The merge is evaluated like a run and kept as one (objective model_stock), "
+                "so every page shows it; `python -m ldifs_core model-stock RUN_A RUN_B` does the same.")
+    mergeable = [record for record in with_weights if record.config.objective != merging.NAME]
+    if not mergeable:
+        return
+    left, right = st.columns(2)
+    first = widgets.pick_run(mergeable, "Run A", key="stock-a", container=left)
+    others = merging.partners(next(r for r in mergeable if r.run_id == first), mergeable)
+    if not others:
+        right.info("No other finished run with weights has these settings: run this configuration again with "
+                   "another seed to merge the two.", icon=":material/info:")
+        return
+    second = widgets.pick_run(others, "Run B (same settings, another seed)", key="stock-b", container=right)
+    existing = merging.find_model_stock(results.run_store(), first, second)
+    if existing:
+        st.info(f"These two runs are merged already: run {existing}.", icon=":material/check:")
+    elif st.button("Merge with Model Stock", icon=":material/merge:", key=f"stock-{first}-{second}"):
+        try:
+            run_id = jobs.job_runner().submit_model_stock(first, second)
+        except LabError as err:
+            st.error(str(err), icon=":material/warning:")
+        else:
+            widgets.remember_run(run_id)
+            st.success(f"Queued the merge as run {run_id}; follow it on the Launch page.", icon=":material/schedule:")
 
 
 def wise_ft_path(run_id: str, was_active: bool) -> None:

@@ -108,6 +108,7 @@ class Objective:
     symbol: str = "circle"  # ... and a plotly marker symbol
     trains_text = False
     freezes_encoder = False
+    trained = True  # False: made from finished runs after training (model_stock), never launched as a training run
 
     def __init__(self, setup: TrainingSetup):
         self.setup = setup
@@ -139,6 +140,11 @@ class Objective:
             params += [p for name, p in clip.named_parameters()
                        if not name.startswith("visual.") and name != "logit_scale"]
         return params
+
+    def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimiser of `params` (AdamW at the run's learning rate and weight decay); the loop schedules it."""
+        cfg = self.setup.cfg
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def finalise(self) -> None:
         """After the last step: leave `setup.tuned` an ordinary CLIP (LoRA merges its adapters here)."""

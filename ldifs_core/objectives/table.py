@@ -20,10 +20,10 @@ def objectives_table(with_options: bool = False) -> str:
 
     def described(option) -> str:
         declared = RUN_SETTINGS[option.name]
-        flag = declared.flag or f"--{option.name.replace('_', '-')}"
+        flag = f"--{option.name.replace('_', '-')}" if declared.flag is None else declared.flag
         shown = ("off" if option.default is False else option.default)
         bound = f", {declared.bound()}" if declared.least is not None or declared.most is not None else ""
-        return f"`{flag}` ({shown}{bound}): {declared.help}"
+        return f"`{flag or option.name}`{'' if flag else ' (no flag)'} ({shown}{bound}): {declared.help}"
 
     extra = (" its own options |", "---|") if with_options else ("", "")
     rows = ["| objective | what it does | λ (default) |" + extra[0], "|---|---|---|" + extra[1]]
