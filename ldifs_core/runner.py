@@ -167,10 +167,9 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
     Settings that cannot work raise BadConfig before a new run is recorded; errors found later are recorded as
     failed with their message and re-raised as LabError; cancellation is recorded as cancelled and returns normally.
     """
-    if not getattr(OBJECTIVE_TYPES.get(cfg.objective), "trained", True):  # made from finished runs (model_stock)
-        from ldifs_core.merging import execute_merge
-
-        return execute_merge(cfg, store, run_id, hooks)
+    kind = OBJECTIVE_TYPES.get(cfg.objective)
+    if kind is not None and not kind.trained:  # made from finished runs (model_stock): the plugin says how
+        return kind.made(cfg, store, run_id, hooks)
     if run_id is None:
         run_id = store.create(cfg.validate())
     store.set_status(run_id, "running")

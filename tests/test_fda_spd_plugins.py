@@ -119,6 +119,6 @@ def test_the_launch_page_offers_fda_and_spd_with_their_options_but_not_model_sto
     assert {labels["fda"], labels["spd"]} <= set(choice.options) and labels["model_stock"] not in choice.options
     choice.set_value("fda")
     app.run()
-    assert {"FDA neighbours per image (K)", "FDA temperature τ", "FDA bias b"} <= {n.label for n in app.number_input}
+    assert {"FDA neighbours per image (K)", "FDA temperature τ", "FDA bias b"} <= {n.label for n in app.text_input}
     assert not app.exception
 

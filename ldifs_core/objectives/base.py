@@ -108,7 +108,7 @@ class Objective:
     symbol: str = "circle"  # ... and a plotly marker symbol
     trains_text = False
     freezes_encoder = False
-    trained = True  # False: made from finished runs after training (model_stock), never launched as a training run
+    trained = True  # False: made from finished runs after training (model_stock) by `made`, never trained
 
     def __init__(self, setup: TrainingSetup):
         self.setup = setup
@@ -119,6 +119,11 @@ class Objective:
     def problems(cls, cfg: RunConfig) -> list[str]:
         """What is wrong with `cfg` for this objective beyond each option's own range (empty when it can work)."""
         return []
+
+    @classmethod
+    def made(cls, cfg: RunConfig, store, run_id: str | None, hooks) -> str:
+        """How a run of an objective that is not trained is made and recorded (runner.execute hands it over)."""
+        raise NotImplementedError(f"{cls.name} is trained by the training loop")
 
     @classmethod
     def initial_head(cls, cfg: RunConfig, base: FoundationModel, train: ImageSet) -> nn.Linear:

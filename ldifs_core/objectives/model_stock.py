@@ -35,5 +35,11 @@ class ModelStock(Objective):
                     "(python -m ldifs_core model-stock RUN_A RUN_B, or the Runs page's WiSE-FT tab)"]
         return []
 
+    @classmethod
+    def made(cls, cfg: RunConfig, store, run_id: str | None, hooks) -> str:
+        from ldifs_core.merging import execute_merge
+
+        return execute_merge(cfg, store, run_id, hooks)
+
 
 OBJECTIVE = ModelStock
