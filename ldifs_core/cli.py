@@ -291,8 +291,10 @@ class TerminalProgress(RunHooks):
         elif progress.phase == "evaluating" and progress.dataset is not None:
             bar = self._bar("evaluating", progress.images_to_encode, "", "img")
             bar.total = progress.images_to_encode  # a sequence's stage plans its own task last
-            bar.set_description(progress.where(), refresh=False)
+            where = progress.where()
             bar.set_postfix_str(f"probes {progress.probes_fitted}/{progress.probes_total}", refresh=False)
+            # a new dataset is drawn at once: tqdm's rate limit would skip a dataset that a fast machine finishes
+            bar.set_description(where, refresh=where != bar.desc.rstrip(": "))
             bar.update(progress.images_encoded - bar.n)
 
     def _bar(self, phase: str, total: int, title: str, unit: str):
