@@ -25,6 +25,9 @@ RUN_AGAIN = "Run again anyway"
 # session_state, kept because a run that starts makes the sidebar redraw the page, which would drop them:
 SWEEP_REUSED = "sweep-reused"  # which λ the last sweep took from finished runs (None: none)
 SWEEP_QUEUED = "sweep-queued"  # (message, icon, where to follow the runs) of the last sweep queued (None: none)
+# Why the last sweep was refused (None: it was not): kept in the session like the confirmation, so a redraw that a
+# starting run causes never takes the message away before it was read.
+SWEEP_REFUSED = "sweep-refused"
 
 
 FILTERS = ("model", "dataset", "objective")
@@ -145,6 +148,8 @@ def sweep_tab(records: list[RunRecord]) -> None:
     sent_to_ray = []
     if submitted:
         sent_to_ray = queue_sweep(folder or dataset, lams, steps, seed, ray_address, again, dataset_slot)
+    if st.session_state.get(SWEEP_REFUSED):
+        st.error(st.session_state[SWEEP_REFUSED], icon=":material/error:")
     if st.session_state.get(SWEEP_REUSED):
         st.info(st.session_state[SWEEP_REUSED], icon=":material/recycling:")
     if st.session_state.get(SWEEP_QUEUED):
@@ -187,13 +192,20 @@ def find_lambda_section(records: list[RunRecord]) -> None:
             st.plotly_chart(plots.lambda_search(search), key=f"search-{newest}")
 
 
+class KeptRefusal:
+    """Where a sweep check writes its refusal: the session, drawn under the form until the next sweep."""
+
+    def error(self, message: str, icon: str | None = None) -> None:
+        st.session_state[SWEEP_REFUSED] = message
+
+
 def queue_sweep(dataset: str, lams: list[float | str], steps: int | None, seed: int | None, ray_address: str,
                 again: bool, dataset_slot: DeltaGenerator) -> list[str]:
     """Check, then queue the λ values that have no finished identical run (all of them with `again`); returns the
     ids of the runs sent to Ray."""
-    st.session_state[SWEEP_QUEUED] = None
+    st.session_state[SWEEP_QUEUED] = st.session_state[SWEEP_REFUSED] = None
     dataset_ok = launch_checks.passes(dataset_slot, launch_checks.check_dataset, dataset, None, False)
-    lams = launch_checks.checked_lambdas(st, "λ values", lams)
+    lams = launch_checks.checked_lambdas(KeptRefusal(), "λ values", lams)
     if not dataset_ok or None in (steps, seed, lams):
         return []
     try:
@@ -203,7 +215,7 @@ def queue_sweep(dataset: str, lams: list[float | str], steps: int | None, seed: 
                              label=f"sweep λ={lam:g}").validate() for lam in sorted(lams)]
         model_picker.check_loads(model_picker.ModelChoice())
     except LabError as err:
-        widgets.show_error(err)
+        st.session_state[SWEEP_REFUSED] = str(err)
         return []
     store = results.run_store()
     reused = {} if again else {cfg.lam: run_id for cfg in configs if (run_id := reuse.finished_run(store, cfg))}
