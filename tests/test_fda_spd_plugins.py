@@ -2,7 +2,6 @@
 and both reach the CLI, sweeps, sequences and the Launch page through the registry alone; model_stock is listed
 but never offered for training."""
 import contextlib
-import copy
 import io
 
 import pytest
@@ -13,21 +12,13 @@ from ldifs_core.config import TRAINED, RunConfig
 from ldifs_core.encoding import model_inputs
 from ldifs_core.errors import BadConfig
 from ldifs_core.fda import fda_loss
-from ldifs_core.objectives import OBJECTIVE_TYPES, Batch, TrainingSetup
+from ldifs_core.objectives import OBJECTIVE_TYPES, Batch
 from ldifs_core.sequence import SequenceConfig, plan_sequence, sequence_state
 from ldifs_core.spd import AdamSPD
 from ldifs_core.store import RunStore
 from ldifs_core.train import finetune
 
-CPU = torch.device("cpu")
-TINY = dict(steps=3, batch_size=16, train_limit=200)
-
-
-def built(objective: str, model, data, **settings):
-    """An objective built as finetune builds it, on a fresh copy of θ₀."""
-    cfg = RunConfig(objective=objective, **{**TINY, **settings}).validate()
-    kind = OBJECTIVE_TYPES[objective]
-    return kind(TrainingSetup(cfg, model, copy.deepcopy(model.clip), kind.initial_head(cfg, model, data), data, CPU))
+from tests.test_bench_objectives import CPU, TINY, built
 
 
 def test_fda_at_theta0_is_the_cores_loss_of_theta0s_features_with_themselves_and_still_pulls(model, digits):
