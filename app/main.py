@@ -37,9 +37,11 @@ def _memory_settled() -> bool:
 # The job list is drawn after the page ran, into a place held at the top of the sidebar: a run the page queued in
 # this script run is listed at once, not after the next click. `finally`: a page that stops early still gets it.
 jobs_panel = st.sidebar.container()
+st.session_state[widgets.PAGE_DRAWING] = True
 try:
     page.run()
 finally:
+    st.session_state[widgets.PAGE_DRAWING] = False
     with jobs_panel:
         widgets.jobs_sidebar()  # also starts this process's worker (jobs.job_runner) on the first visit
 _memory_settled()

@@ -169,6 +169,15 @@ def compare_runs(run_ids: Sequence[str]) -> None:
 
 # -- live runs -----------------------------------------------------------------------------------------
 
+PAGE_DRAWING = "page-drawing"  # set by main.py while the page's whole script runs, not while a fragment runs alone
+
+
+def redraw_page() -> None:
+    """For a polling fragment that saw its jobs end. Only when the fragment ran on its own: in a whole-page run the
+    page is being drawn already, and a rerun there would drop the click that started the run."""
+    if not st.session_state.get(PAGE_DRAWING):
+        st.rerun()
+
 
 def live_runs(run_ids: Sequence[str]) -> None:
     """Cards for the given runs; they refresh every second while any of them is queued or running."""
@@ -182,7 +191,7 @@ def _run_cards(run_ids: list[str], was_active: bool) -> None:
         with st.container(border=True):
             run_card(record)
     if was_active and not any(record.status in results.ACTIVE for record in records):
-        st.rerun()  # the last one ended: redraw the page once with final results and stop polling
+        redraw_page()  # the last one ended: redraw the page once with final results and stop polling
 
 
 def run_card(record: RunRecord) -> None:

@@ -101,7 +101,7 @@ def sequences_view(first: str, second: str | None, probe: str, was_active: bool)
         if finished:
             st.plotly_chart(plots.sequences_average(finished, probe), key="sequences-average")
     if was_active and not any(summary["status"] in ACTIVE for summary in chosen):
-        st.rerun()  # it just ended: redraw once and stop polling
+        widgets.redraw_page()  # it just ended: redraw once and stop polling
 
 
 st.title("Continual fine-tuning")

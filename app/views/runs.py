@@ -299,7 +299,7 @@ def wise_ft_path(run_id: str, was_active: bool) -> None:
         st.progress(*wise_progress(state, ahead))
         widgets.cancel_control(jobs.wise_job_id(run_id), key=f"cancel-wise-{run_id}", what="WiSE-FT path")
     elif was_active:
-        st.rerun()  # the job just ended: redraw once with every mix and stop polling
+        widgets.redraw_page()  # the job just ended: redraw once with every mix and stop polling
     else:
         if state is not None and state.status in ("failed", "cancelled"):
             (st.error if state.status == "failed" else st.warning)(state.message, icon=":material/warning:")

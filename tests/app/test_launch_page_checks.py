@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import demo
+from app import demo, results
 from app.launch_checks import DOWNLOAD_HINT
 from app.views.launch import IMAGE_FOLDER
 from ldifs_core.datasets import available_bank
@@ -171,6 +171,26 @@ def test_the_sweep_queues_only_the_missing_lambdas_and_says_which_it_reused(app,
     next(c for c in app.checkbox if c.label == "Run again anyway").check()
     button(app, "Queue sweep").click().run()
     assert sorted(r.config.lam for r in store.list() if r.run_id != reused) == [1.0, 1.0, 10.0]
+
+
+def test_a_sweep_click_is_kept_when_a_listed_run_ends_while_the_page_draws(app, store, monkeypatch):
+    """The run cards redraw the page when their last run ends; a redraw in the middle of a click's own script run
+    would throw the click away (the sweep tests lost clicks that way when the worker finished a run mid-draw)."""
+    running = add_finished_run(store, lam=10.0, steps=300, eval_datasets=None)
+    store.set_status(running, "running")
+    open_page(app, "runs")
+    looked, looks = results.records, []
+
+    def ending_now(run_ids):  # the run ends between the cards' first look at the store and their second
+        looks.append(run_ids)
+        if len(looks) == 2:
+            store.set_status(running, "done")
+        return looked(run_ids)
+
+    monkeypatch.setattr(results, "records", ending_now)
+    next(m for m in app.multiselect if m.label == "λ values").set_value([1.0])
+    button(app, "Queue sweep").click().run()
+    assert [r.config.lam for r in store.list() if r.run_id != running] == [1.0]
 
 
 def test_the_sweep_takes_a_typed_lambda_beside_the_grid_values_and_refuses_one_that_is_not_a_number(app, store):
