@@ -782,9 +782,15 @@ def cmd_find_lambda(args) -> int:
     check_output("--json", args.json)
     store = RunStore(args.store)
     trial = StoreTrial(str(store.root))
+    kept: list[Path] = []  # the search's file in the store, rewritten after each trial
+
+    def tell(search) -> None:
+        latest = search.tried[-1] if search.tried else search.ce
+        print(f"  {'CE' if latest.lam is None else f'λ = {latest.lam:.4g}'}: run {latest.run_id}"
+              f"{' (reused)' if latest.reused else ''}", flush=True)
+        kept[:] = [save_search(store, search, *kept)]
+
     if args.ray is None:
-        tell = lambda trial: print(f"  {'CE' if trial.lam is None else f'λ = {trial.lam:.4g}'}: run {trial.run_id}"
-                                   f"{' (reused)' if trial.reused else ''}", flush=True)
         result = find_lambda(base, trial, args.tolerance, args.budget, on_trial=tell)
     else:
         from ldifs_core import ray_sweep
@@ -792,7 +798,7 @@ def cmd_find_lambda(args) -> int:
 
         with ray_sweep.ray_session(args.ray):
             result = find_lambda_on_tune(base, trial, args.tolerance, args.budget)
-    save_search(store, result)
+    save_search(store, result, *kept)
     print(result.summary())
     if args.json:
         write_output("--json", args.json, json.dumps(result.to_dict(), indent=2), "")

@@ -112,6 +112,7 @@ class SearchResult:
     tried: list[TrialResult] = field(default_factory=list)
     chosen: TrialResult | None = None
     bracket: tuple[float, float] = (LOW, HIGH)
+    done: bool = False  # False while the search still runs (its kept file then grows trial by trial)
 
     @property
     def floor(self) -> float:
@@ -161,19 +162,19 @@ def check_search(base: RunConfig, tolerance: float, budget: int) -> None:
 
 
 def find_lambda(base: RunConfig, trial: Trial, tolerance: float = 1.0, budget: int = DEFAULT_BUDGET,
-                on_trial: Callable[[TrialResult], None] = lambda result: None) -> SearchResult:
+                on_trial: Callable[[SearchResult], None] = lambda result: None) -> SearchResult:
     """Search λ for `base` (its objective and settings; its λ is ignored) with `trial`, here, one trial at a time;
-    `on_trial` hears each result as it comes."""
+    `on_trial` hears the search so far after each trial (CE's first)."""
     check_search(base, tolerance, budget)
     ce = trial(replace(base, objective="ce", lam=None), None)
-    on_trial(ce)
     result = SearchResult(base.dataset, base.objective, tolerance, ce)
+    on_trial(result)
     rule = HopelessRule(ce.curve, base.steps) if ce.curve is not None else None
     search = Bisection()
     while len(result.tried) + 1 < budget and (lam := search.next()) is not None:
         tried = trial(replace(base, lam=lam), rule)
-        on_trial(tried)
         result.tried.append(tried)
+        on_trial(result)
         search.tell(lam, tried.meets(result.floor))
     return settle(result, search)
 
@@ -183,6 +184,7 @@ def settle(result: SearchResult, search: Bisection) -> SearchResult:
     meeting = [trial for trial in result.tried if trial.meets(result.floor)]
     result.chosen = min(meeting, key=lambda trial: trial.forgetting) if meeting else None
     result.bracket = (search.low, search.high)
+    result.done = True
     return result
 
 
@@ -233,18 +235,31 @@ class StoreTrial:
 
 # -- searches kept in the store, for the app ----------------------------------------------------------------
 
-SEARCHES = "lambda_searches"  # a folder of the store: one JSON per finished search
+SEARCHES = "lambda_searches"  # a folder of the store: one JSON per search, rewritten after each of its trials
 
 
-def save_search(store, result: SearchResult) -> Path:
-    """Keep a finished search beside the runs it made (the app's Runs & sweeps page lists them)."""
-    from ldifs_core import disk
+def save_search(store, result: SearchResult, path: Path | None = None) -> Path:
+    """Keep a search beside the runs it made (the app's Runs & sweeps page lists them and follows one that runs):
+    at `path` when given (the same search, further on), else in a new file. A search not done names its process,
+    so a reader can tell one still going from one whose process died."""
+    from ldifs_core import disk, ownership
 
-    folder = store.root / SEARCHES
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{result.dataset.replace('/', '_')}-{result.objective}-{int(time.time() * 1000)}.json"
-    disk.write_json(path, result.to_dict())
+    if path is None:
+        folder = store.root / SEARCHES
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{result.dataset.replace('/', '_')}-{result.objective}-{int(time.time() * 1000)}.json"
+    disk.write_json(path, {**result.to_dict(), **({} if result.done else ownership.current_owner())})
     return path
+
+
+def search_state(search: dict) -> str:
+    """"done", "searching", or "stopped" (its process ended before the search did: killed, or it crashed)."""
+    from ldifs_core import ownership
+
+    if search.get("done", True):  # searches kept before live files existed were kept only once done
+        return "done"
+    owner = (search.get("owner_host"), search.get("owner_pid"), search.get("owner_started"))
+    return "stopped" if ownership.owner_gone(*owner) else "searching"
 
 
 def saved_searches(store) -> list[dict]:

@@ -11,7 +11,7 @@ from ldifs_core import export, merging, report, reuse
 from ldifs_core.config import REGULARISED, RunConfig
 from ldifs_core.datasets import known_datasets
 from ldifs_core.errors import BadConfig, LabError
-from ldifs_core.lambda_finder import saved_searches
+from ldifs_core.lambda_finder import saved_searches, search_state
 from ldifs_core.store import RunRecord
 
 ALPHAS = jobs.WISE_ALPHAS
@@ -28,6 +28,7 @@ SWEEP_QUEUED = "sweep-queued"  # (message, icon, where to follow the runs) of th
 # Why the last sweep was refused (None: it was not): kept in the session like the confirmation, so a redraw that a
 # starting run causes never takes the message away before it was read.
 SWEEP_REFUSED = "sweep-refused"
+SEARCH_STARTED = "search-started"  # the process id of the λ search this session started last
 
 
 FILTERS = ("model", "dataset", "objective")
@@ -180,16 +181,33 @@ def find_lambda_section(records: list[RunRecord]) -> None:
         if st.form_submit_button("Find λ", icon=":material/travel_explore:"):
             pid = lambda_search.start_search(str(results.run_store().root), dataset, tolerance, int(budget),
                                              ray_address)
-            st.success(f"The λ search started (process {pid}); its result appears here when it ends.",
-                       icon=":material/travel_explore:")
-    for newest, search in enumerate(saved_searches(results.run_store())[:3]):
+            st.session_state[SEARCH_STARTED] = pid
+    if pid := st.session_state.get(SEARCH_STARTED):
+        st.success(f"The λ search started (process {pid}); each λ appears below as its run ends.",
+                   icon=":material/travel_explore:")
+    searching = any(search_state(search) == "searching" for search in saved_searches(results.run_store())[:3])
+    st.fragment(run_every=widgets.POLL_S * 2 if searching else None)(lambda_searches)(searching)
+
+
+def lambda_searches(was_searching: bool) -> None:
+    """The three newest searches; one still going is redrawn as its trials end."""
+    searches = saved_searches(results.run_store())[:3]
+    for newest, search in enumerate(searches):
+        state = search_state(search)
+        outcome = {"searching": f" → searching ({len(search['tried']) + 1} runs so far)",
+                   "stopped": " → stopped before it finished"}.get(state) or (
+            f" → λ = {search['chosen']['lam']:.3g}" if search["chosen"] else " → no λ meets it")
         with st.expander(f"λ search: {search['objective']} on {search['dataset']}, tolerance {search['tolerance']:g}"
-                         + (f" → λ = {search['chosen']['lam']:.3g}" if search["chosen"] else " → no λ meets it"),
-                         expanded=newest == 0):
-            if search["chosen"] is None:
+                         + outcome, expanded=newest == 0):
+            if state == "stopped":
+                st.warning("Its process ended before the search did; the runs it finished are in the store and a "
+                           "new search reuses them.", icon=":material/warning:")
+            elif state == "done" and search["chosen"] is None:
                 st.warning("No λ searched keeps the task accuracy within the tolerance of CE's: raise the tolerance, "
                            "or use CE.", icon=":material/warning:")
             st.plotly_chart(plots.lambda_search(search), key=f"search-{newest}")
+    if was_searching and not any(search_state(search) == "searching" for search in searches):
+        widgets.redraw_page()  # the search ended: its runs are in the tables above
 
 
 class KeptRefusal:
