@@ -5,9 +5,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from app.check_form import START_CHECK
-from app.views.launch import CHECK
 from ldifs_core.models import load_model
 from tests.app.conftest import open_page
+
+CHECK = "Check a fine-tuned checkpoint"  # the Launch page's choice beside "Fine-tune"
 
 
 def check_form(app: AppTest, tuned: str) -> AppTest:

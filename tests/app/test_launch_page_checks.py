@@ -9,10 +9,11 @@ from streamlit.testing.v1 import AppTest
 
 from app import demo, results
 from app.launch_checks import DOWNLOAD_HINT
-from app.views.launch import IMAGE_FOLDER
 from ldifs_core.datasets import available_bank
 from tests.app.conftest import MAIN, open_page, wait_for_status
 from tests.app.sample_runs import add_finished_run
+
+IMAGE_FOLDER = "ImageFolder directory…"  # the dataset choice that opens the folder field
 
 DEFAULT_CHECKS = [name for name in available_bank() if name != "mnist"]  # what Launch checks by default
 

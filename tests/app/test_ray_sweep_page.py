@@ -12,11 +12,12 @@ import pytest
 
 from app import jobs
 from app.jobs import RAY_ADDRESS_ENV, JobRunner
-from app.views.runs import RAY_FIELD
 from ldifs_core.errors import ClusterUnavailable
 from ldifs_core.store import RunStore
 from tests.app.conftest import fake_execute, open_page, wait_for_status
 from tests.app.sample_runs import finish_run
+
+RAY_FIELD = "Ray cluster"  # the sweep form's address field
 
 
 class FakeRay:
