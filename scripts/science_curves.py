@@ -4,7 +4,8 @@ over several seeds: mean ± std of every point, the fraction of the final zero-s
 
 Run `python -m scripts.science_curves` (3 methods × 2 tasks × 3 seeds = 18 default runs without UMAP, about 20 min on
 2 idle cores; finished runs in the store are reused, so an interrupted batch resumes). It prints the table, and
-writes the summary (docs/science_curves.json) and the figure (docs/science_curves.png, drawn by headless Chromium).
+writes the summary (docs/science_curves.json), the figure (docs/science_curves.png, drawn by headless Chromium) and
+the table in docs/science.md.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 METHODS = {"ce": ("ce", None), "ldifs λ=1": ("ldifs", 1.0), "ldifs λ=10": ("ldifs", 10.0)}
 COLOURS = {"ce": "#d62728", "ldifs λ=1": "#ff7f0e", "ldifs λ=10": "#1f77b4"}
 FRACTIONS = (0.10, 0.25)
+TABLE_START, TABLE_END = "<!-- curves-table:start -->\n", "\n<!-- curves-table:end -->"
 FLAT_DROP = 1.0  # points: below this final drop a "fraction of the drop" is noise over noise, and is not given
 
 
@@ -148,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--json", type=Path, default=DOCS / "science_curves.json", help="where the summary goes")
     parser.add_argument("--figure", type=Path, default=DOCS / "science_curves.png", help="where the figure goes")
+    parser.add_argument("--page", type=Path, default=DOCS / "science.md", help="the page whose curves table is "
+                        "rewritten ('' for none)")
     args = parser.parse_args(argv)
+    args.page = args.page if str(args.page) else None
     datasets, seeds = [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")]
     store = RunStore(args.store)
     summaries = []
@@ -165,8 +170,16 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(summarise(dataset, method, seeds, curves))
     args.json.write_text(json.dumps([s.__dict__ for s in summaries], indent=1))
     save_png(figure(summaries), args.figure)
+    if args.page is not None:
+        write_table(args.page, table(summaries))
     print(table(summaries))
     return 0
+
+
+def write_table(page: Path, text: str) -> None:
+    """Put the table between the page's curves-table markers (tests/test_science_curves.py checks it is current)."""
+    before, rest = page.read_text().split(TABLE_START, 1)
+    page.write_text(before + TABLE_START + text + TABLE_END + rest.split(TABLE_END, 1)[1])
 
 
 if __name__ == "__main__":

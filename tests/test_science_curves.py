@@ -34,3 +34,14 @@ def test_a_run_that_hardly_forgets_has_no_share_of_a_drop():
 def test_seeds_measured_at_other_steps_are_refused():
     with pytest.raises(ValueError, match="different steps"):
         summarise("mnist", "ce", [0, 1], [curve([0, 1, 2], [1, 2, 3]), curve([0, 1, 2, 3], [1, 2, 3, 4])])
+
+
+def test_the_docs_table_is_the_one_the_script_makes_from_the_committed_summary():
+    import json
+
+    from scripts.science_curves import DOCS, TABLE_END, TABLE_START, CurveSummary
+
+    summaries = [CurveSummary(**row) for row in json.loads((DOCS / "science_curves.json").read_text())]
+    committed = (DOCS / "science.md").read_text().split(TABLE_START)[1].split(TABLE_END)[0]
+    assert committed == table(summaries)
+    assert (DOCS / "science_curves.png").stat().st_size > 10_000
