@@ -15,7 +15,7 @@ run: $(VENV)/.installed  ## the app at http://localhost:$(PORT) (localhost only,
 test: $(VENV)/.installed  ## the whole test suite (what CI runs)
 	$(PY) -m pytest
 
-test-fast: $(VENV)/.installed  ## unit and AppTest tests: no long training, no Ray, no browser (2.5 min on 2 cores)
+test-fast: $(VENV)/.installed  ## unit and AppTest tests: no long training, no Ray, no browser (about 2 min on 2 idle cores)
 	$(PY) -m pytest -m "not slow and not ray and not e2e"
 
 bench: $(VENV)/.installed  ## speed and memory figures (prints, never fails on a number)
