@@ -35,7 +35,7 @@ def sequence_overhead_s(store, state) -> list[float]:
     recorded = [store.metrics(stage.run_id)["timings"].get("sequence_s") for stage in state.stages]
     if None not in recorded:
         return recorded
-    from ldifs_core.runner import prepare, stage_task_report, starting_clip
+    from ldifs_core.runner import evaluation_data, prepare, stage_task_report, starting_clip
     from ldifs_core.sequence import forgetting_matrix
     from ldifs_core.weights import run_weights, tuned_from_weights
 
@@ -49,7 +49,7 @@ def sequence_overhead_s(store, state) -> list[float]:
         _, weights = run_weights(store, stage.run_id)
         tuned = tuned_from_weights(run.base, weights)[0]
         started = time.perf_counter()
-        stage_task_report(cfg, run, tuned.visual, None)
+        stage_task_report(cfg, run, tuned.visual, evaluation_data(cfg, cfg.dataset, run.base.image_size))
         report_s = time.perf_counter() - started
         finished.append(store.metrics(stage.run_id))
         started = time.perf_counter()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS, OBJECTIVES,
+from ldifs_core.config import (DEFAULT_LAMBDA, GRID_SETTINGS, MAX_SEED, NO_FLAG, OBJECTIVE_OPTIONS,
                                REGULARISED, RUN_OBJECTIVES, RUN_SETTINGS, TRAINED, RunConfig)
 from ldifs_core.curve_records import Curve
 from ldifs_core.errors import BadConfig, LabError, RunNotFound

@@ -134,13 +134,22 @@ class EvaluationProgress:
 
     def __init__(self, hooks: RunHooks = NO_HOOKS, during: Progress = Progress("evaluating")):
         self.hooks, self.during = hooks, during
-        self.planned: list[tuple[str, int, int]] = []  # (dataset, images to encode, probes to fit), in order
+        # (dataset, images to encode, probes to fit) in the order measured; `last` ones after all the others
+        self.first: list[tuple[str, int, int]] = []
+        self.last: list[tuple[str, int, int]] = []
         self.current: str | None = None
         self.finished = self.encoded = self.fitted = 0
         self.started = time.perf_counter()
 
-    def plan(self, dataset: str, images: int, probes: int) -> None:
-        self.planned.append((dataset, images, probes))
+    @property
+    def planned(self) -> list[tuple[str, int, int]]:
+        return self.first + self.last
+
+    def plan(self, dataset: str, images: int, probes: int, last: bool = False) -> None:
+        """`last`: measured after every dataset planned without it, even those planned later (a check's or a
+        sequence stage's own task, measured once the report is done, is planned before the report starts so the
+        totals hold from the first record)."""
+        (self.last if last else self.first).append((dataset, images, probes))
 
     def begin(self, dataset: str) -> None:
         self.hooks.check(f"while evaluating (before {dataset})")

@@ -196,11 +196,14 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         steps = 0 if cfg.checked else cfg.steps
         evaluation = EvaluationProgress(recorder, Progress("evaluating", step=steps, total_steps=steps))
         eval_started = time.perf_counter()
+        own_task = evaluation_data(cfg, cfg.dataset, run.base.image_size) if cfg.sequence_id or cfg.checked else None
+        if own_task is not None:
+            evaluation.plan(cfg.dataset, *planned_work(own_task), last=True)
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,
                                            progress=evaluation)
-        if cfg.sequence_id or cfg.checked:
+        if own_task is not None:
             sequence_started = time.perf_counter()
-            report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, evaluation)
+            report["stage_task"] = stage_task_report(cfg, run, result.clip.visual, own_task, evaluation)
             sequence_s += time.perf_counter() - sequence_started
         eval_s = time.perf_counter() - eval_started
     except RunCancelled as cancel:
@@ -246,15 +249,12 @@ def starting_clip(store: RunStore, cfg: RunConfig, base: FoundationModel) -> nn.
     return tuned_from_weights(base, weights)[0]
 
 
-def stage_task_report(cfg: RunConfig, run: PreparedRun, tuned_visual: nn.Module,
+def stage_task_report(cfg: RunConfig, run: PreparedRun, tuned_visual: nn.Module, task: EvalData,
                       progress: EvaluationProgress | None = None) -> dict:
-    """A stage's own task checked exactly as the other datasets are (zero-shot and linear probe, θ₀ vs now), so
-    the forgetting matrix has its diagonal on the same footing as every other cell; the last dataset `progress`
-    hears of."""
+    """A stage's own task (`task`: its evaluation_data) checked exactly as the other datasets are (zero-shot and
+    linear probe, θ₀ vs now), so the forgetting matrix has its diagonal on the same footing as every other cell;
+    the last dataset `progress` hears of (planned there beforehand, with `last`)."""
     progress = progress or EvaluationProgress()
-    progress.hooks.check(f"while evaluating (before {cfg.dataset})")
-    task = evaluation_data(cfg, cfg.dataset, run.base.image_size)
-    progress.plan(cfg.dataset, *planned_work(task))
     progress.begin(cfg.dataset)
     report = dataset_report(cfg, run.base, tuned_visual, task, with_umap=False, progress=progress)[0]
     progress.end()

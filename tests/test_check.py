@@ -13,12 +13,14 @@ import torch
 from open_clip.model import _build_vision_tower
 from safetensors.torch import save_file
 
-from ldifs_core.check import IDENTICAL_NOTE
+from ldifs_core.check import IDENTICAL_NOTE, check_config
 from ldifs_core.checkpoints import IMAGE_TOWER, WHOLE_MODEL
 from ldifs_core.cli import main
 from ldifs_core.models import EMBEDDED_MODEL, load_model
 from ldifs_core.paths import ASSETS_DIR
+from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
+from tests.recording_hooks import RecordingHooks
 
 QUICK = ("--datasets", "animals", "--eval-limit", "30", "--probe-limit", "2", "--probe-cap", "20", "--no-umap")
 
@@ -184,3 +186,16 @@ def test_a_check_of_vit_b_32_with_random_weights_at_224_px(tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["checked"]["found"] == WHOLE_MODEL and metrics["model"].startswith("ViT-B-32")
     print(f"check of ViT-B-32 (224 px, 50 test images, 5 per class): {time.perf_counter() - started:.0f} s")
+
+
+def test_a_checks_evaluation_progress_knows_its_whole_work_from_its_first_record(tuned_clip, store_dir, tmp_path):
+    """A check measures its task again as a checked dataset, last. That work is planned from the start, so the
+    totals and the ETA hold still (a ViT-B-32 check's total grew from 21,660 to 25,660 images near its end)."""
+    hooks = RecordingHooks()
+    cfg = check_config(None, None, saved(tmp_path / "whole.pt", tuned_clip.state_dict()), datasets=["animals"],
+                       eval_limit=30, probe_limit=2, probe_cap=20, umap_points=0)
+    execute(cfg, RunStore(), hooks=hooks)
+    evaluating = [p for p in hooks.progresses if p.phase == "evaluating"]
+    assert {(p.images_to_encode, p.datasets_total, p.probes_total) for p in evaluating} == {
+        (evaluating[-1].images_encoded, 3, evaluating[-1].probes_fitted)}
+    assert [p.dataset for p in evaluating if p.datasets_done == 0][0] == "mnist" and evaluating[-1].datasets_done == 3

@@ -2,7 +2,6 @@
 a browser; every test has a time limit; and no test writes into the checkout."""
 import re
 import tomllib
-from pathlib import Path
 
 from tests.conftest import CHECKOUT, LIMITS_S, checkout_state
 

@@ -102,7 +102,7 @@ def test_a_failed_stage_stops_the_sequence_and_the_page_says_which(app, store):
 
 def test_cancel_stops_the_whole_sequence_from_the_continual_page(store, held):
     runner = jobs.job_runner()
-    sequence_id = runner.submit_sequence(SequenceConfig(TASKS, "previous", RunConfig(objective="ldifs", **SETTINGS)))
+    runner.submit_sequence(SequenceConfig(TASKS, "previous", RunConfig(objective="ldifs", **SETTINGS)))
     first = sequence_state(store, sequence_id).stages[0].run_id
     wait_for_status(store, first, ("running",))
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "continual")

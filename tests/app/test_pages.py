@@ -12,7 +12,7 @@ import pytest
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
-from app import display, jobs, results, tables
+from app import display, jobs, results
 from app.jobs import WISE_ALPHAS as ALPHAS
 from app.jobs import JobRunner
 from app.widgets import MY_RUNS, NO_FINISHED_RUNS, OTHER_PROCESS
