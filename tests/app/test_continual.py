@@ -102,7 +102,7 @@ def test_a_failed_stage_stops_the_sequence_and_the_page_says_which(app, store):
 
 def test_cancel_stops_the_whole_sequence_from_the_continual_page(store, held):
     runner = jobs.job_runner()
-    runner.submit_sequence(SequenceConfig(TASKS, "previous", RunConfig(objective="ldifs", **SETTINGS)))
+    sequence_id = runner.submit_sequence(SequenceConfig(TASKS, "previous", RunConfig(objective="ldifs", **SETTINGS)))
     first = sequence_state(store, sequence_id).stages[0].run_id
     wait_for_status(store, first, ("running",))
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "continual")
@@ -171,7 +171,7 @@ def test_only_the_first_stage_of_a_waiting_sequence_is_next_in_line(store, held)
     runner = jobs.job_runner()
     busy = runner.submit(RunConfig(steps=3))
     wait_for_status(store, busy, ("running",))
-    sequence_id = runner.submit_sequence(SequenceConfig(TASKS, "original", RunConfig(objective="ce", **SETTINGS)))
+    runner.submit_sequence(SequenceConfig(TASKS, "original", RunConfig(objective="ce", **SETTINGS)))
     app = open_page(AppTest.from_file(MAIN, default_timeout=60), "runs")
     bars = [bar.proto.text for bar in app.get("progress")]
     assert sum("next in line" in text for text in bars) == 1
