@@ -12,9 +12,8 @@ from ldifs_core.datasets import available_bank, known_datasets, same_dataset
 from ldifs_core.errors import LabError
 
 START_CHECK = "Start check"
-NO_TASK = ""  # the task left out: the lab's default task fills the task row
+NO_TASK = ""  # the task left out: the check then measures forgetting only, on every dataset chosen
 LIMITS = ("eval_limit", "probe_limit", "probe_cap", "umap_points")
-DEFAULT_TASK = RunConfig.dataset  # as ldifs_core.check says (imported only when a check starts: it loads torch)
 
 
 def check_form(root: str | None) -> None:
@@ -31,12 +30,12 @@ def check_form(root: str | None) -> None:
     task_col, head_col = st.columns(2)
     datasets = known_datasets()
     task = task_col.selectbox("Fine-tuned on (optional)", [NO_TASK, *datasets],
-                              format_func=lambda name: name or f"not given ({DEFAULT_TASK} fills the task row)",
+                              format_func=lambda name: name or "not given (forgetting only)",
                               help="Task accuracy before and after, zero-shot and with a linear probe.")
     head = head_col.text_input("Its classification head (optional)", placeholder="/path/to/head.pt",
                                disabled=not task, help="A state dict with weight [classes, features] and an "
                                                        "optional bias, or a tensor; needs the task it classifies.")
-    others = [name for name in datasets if not same_dataset(name, task or DEFAULT_TASK)]
+    others = [name for name in datasets if not task or not same_dataset(name, task)]
     checks = st.multiselect("Check forgetting on", others, default=[d for d in available_bank() if d in others],
                             format_func=lambda name: launch_checks.dataset_label(name, root))
     checks_slot = st.empty()
@@ -51,8 +50,8 @@ def check_form(root: str | None) -> None:
     if not checks:
         checks_slot.error("Pick at least one dataset to check for forgetting.", icon=":material/error:")
         ready = False
-    elif not launch_checks.all_pass(checks_slot, launch_checks.check_checked, [task or DEFAULT_TASK, *checks], root,
-                                    False):
+    elif not launch_checks.all_pass(checks_slot, launch_checks.check_checked, [*([task] if task else []), *checks],
+                                    root, False):
         ready = False
     with st.spinner("Checking the model loads…"):
         ready = passes(model_slot, model_picker.check_loads, model) and ready

@@ -308,22 +308,26 @@ def objectives_pareto(points: pd.DataFrame, title: str = "Task accuracy vs forge
 
 def wise_ft_path(mixes: dict[float, dict], chosen: float | None = None) -> go.Figure:
     """WiSE-FT mixes (α → metrics) from α=0 (pre-trained) to α=1 (the run) as one path in the trade-off plane,
-    with the chosen α marked."""
+    with the chosen α marked. A check that named no task has no task accuracy: its path runs up α instead."""
     alphas = sorted(mixes)
+    task = all("downstream" in mixes[a] for a in alphas)
+    height = (lambda a: mixes[a]["downstream"]["accuracy_after"]) if task else (lambda a: a)
     x = [mixes[a]["mean_zs_delta"] for a in alphas]
-    y = [mixes[a]["downstream"]["accuracy_after"] for a in alphas]
     fig = go.Figure(go.Scatter(
-        name="WiSE-FT", x=x, y=y, mode="lines+markers+text", text=[f"α={a:g}" for a in alphas],
-        textposition="top center", hovertemplate="%{text}<br>accuracy: %{y:.1f}%<br>mean zero-shot change: "
-                                                 "%{x:+.1f} points<extra></extra>",
+        name="WiSE-FT", x=x, y=[height(a) for a in alphas], mode="lines+markers+text",
+        text=[f"α={a:g}" for a in alphas], textposition="top center",
+        hovertemplate="%{text}<br>" + ("accuracy: %{y:.1f}%<br>" if task else "") + "mean zero-shot change: "
+                      "%{x:+.1f} points<extra></extra>",
     ))
     if chosen in mixes:
-        fig.add_scatter(name=f"α = {chosen:g}", x=[mixes[chosen]["mean_zs_delta"]],
-                        y=[mixes[chosen]["downstream"]["accuracy_after"]], mode="markers", hoverinfo="skip",
+        fig.add_scatter(name=f"α = {chosen:g}", x=[mixes[chosen]["mean_zs_delta"]], y=[height(chosen)],
+                        mode="markers", hoverinfo="skip",
                         marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(color=LOSS_COLOR, width=3)))
     fig.update_layout(title="WiSE-FT: weight mixing between the pre-trained and the fine-tuned model",
                       xaxis_title="mean zero-shot change on other datasets (points)",
-                      yaxis_title="accuracy on the fine-tuning task (%)", height=380, showlegend=False)
+                      yaxis_title="accuracy on the fine-tuning task (%)" if task else "α (0: the base, 1: the tuned "
+                                                                                       "checkpoint)",
+                      height=380, showlegend=False)
     return fig
 
 

@@ -7,6 +7,7 @@ everything a check reads before the store is touched (the CLI's `check` and the 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,6 @@ from ldifs_core.models import FoundationModel
 from ldifs_core.objectives.base import text_head
 from ldifs_core.train import FinetuneResult
 
-DEFAULT_TASK = RunConfig.dataset  # the task row every view reads, when the user names no task
 IDENTICAL_NOTE = ("The two checkpoints are identical (every tensor of the tuned file equals the base model's), so "
                   "every change is 0.")
 HEAD_RESAVE = "Save the head with torch.save(head.state_dict(), path): a weight [classes, features] and a bias."
@@ -62,13 +62,16 @@ def check_config(model: str | None, base: str | None, tuned: str, task: str | No
                  datasets: list[str] | None = None, head: str | None = None, **settings) -> RunConfig:
     """The settings of a check, its files named by absolute path and content hash, validated, with every dataset
     known; a LabError says what to change. The files' contents are checked by `read_check_inputs`."""
+    if head and not task:
+        raise BadConfig("A classification head needs the task it classifies: name it with --task (in the app: "
+                        "'Fine-tuned on').")
     tuned_path = existing_file(tuned, "tuned checkpoint")
     head_path = existing_file(head, "head file") if head else None
-    cfg = RunConfig(objective=CHECKED, dataset=task or DEFAULT_TASK, model=model, pretrained=base,
+    cfg = RunConfig(objective=CHECKED, dataset=task or None, model=model, pretrained=base,
                     eval_datasets=datasets, tuned=str(tuned_path), tuned_sha256=file_sha256(tuned_path),
                     tuned_head=str(head_path) if head_path else None,
                     tuned_head_sha256=file_sha256(head_path) if head_path else None, **settings).validate()
-    for name in (cfg.dataset, *(cfg.eval_datasets or ())):
+    for name in ([cfg.dataset] if cfg.dataset else []) + list(cfg.eval_datasets or ()):
         check_known(name)
     return cfg
 
@@ -123,13 +126,13 @@ def read_head(path: Path, base: FoundationModel, cfg: RunConfig) -> nn.Linear:
     return head.requires_grad_(False)
 
 
-def checked_result(cfg: RunConfig, base: FoundationModel, task: ImageSet) -> tuple[FinetuneResult, dict]:
+def checked_result(cfg: RunConfig, base: FoundationModel, task: ImageSet | None) -> tuple[FinetuneResult, dict]:
     """The tuned CLIP and heads of a check, as a fine-tuning would leave them (on `base`, a run's private θ₀), and
     what the metrics say of the files. The task is classified with the user's head if given, else with the original
-    text tower's zero-shot head; that head is also WiSE-FT's start."""
+    text tower's zero-shot head; that head is also WiSE-FT's start. Without a task there are no heads."""
     inputs = read_check_inputs(cfg, base)
-    initial = text_head(base, task)
-    head = inputs.head if inputs.head is not None else text_head(base, task)
+    initial = text_head(base, task) if task is not None else None
+    head = inputs.head if inputs.head is not None else copy.deepcopy(initial)  # its own tensors: both are saved
     result = FinetuneResult(clip_with(base, inputs.state, inputs.found), head, initial)
     checked = {"tuned": cfg.tuned, "tuned_sha256": cfg.tuned_sha256, "found": inputs.found,
                "identical": inputs.identical, "note": IDENTICAL_NOTE if inputs.identical else "",

@@ -323,9 +323,10 @@ def run_with_progress(cfg: RunConfig, store: RunStore, run_id: str) -> None:
 
 
 def summary_line(metrics: dict) -> str:
-    down = metrics["downstream"]
-    return (f"{metrics['run_id']}  {metrics['config']['objective']:<6} {down['dataset']}: "
-            f"{down['zero_shot_before']:.1f}% -> {down['accuracy_after']:.1f}%   forgetting: "
+    down = metrics.get("downstream")
+    task = (f"{down['dataset']}: {down['zero_shot_before']:.1f}% -> {down['accuracy_after']:.1f}%" if down else
+            "no task")
+    return (f"{metrics['run_id']}  {metrics['config']['objective']:<6} {task}   forgetting: "
             f"ZS {metrics['mean_zs_delta']:+.1f} pts{interval(metrics.get('mean_zs_delta_ci'))}, "
             f"LP {metrics['mean_lp_delta']:+.1f} pts{interval(metrics.get('mean_lp_delta_ci'))}   "
             f"({metrics['timings']['total_s']:.0f} s)")
@@ -546,16 +547,17 @@ def cmd_show(args) -> int:
 
 def results_summary(metrics: dict) -> str:
     """The task's accuracy before and after, and the forgetting on each dataset checked, with n and intervals."""
-    down, checked = metrics["downstream"], metrics.get("checked")
+    down, checked = metrics.get("downstream"), metrics.get("checked")
     after = ("with its head" if checked.get("head") else "zero-shot") if checked else "after fine-tuning"
     lines = [f"Task {down['dataset']} (n = {down['n']}): {down['zero_shot_before']:.1f} % zero-shot before -> "
              f"{down['accuracy_after']:.1f} % {after} ({down['change']:+.1f} points"
-             f"{interval(down.get('change_ci'))})"]
+             f"{interval(down.get('change_ci'))})" if down else
+             "Task: none given (check --task names the dataset it was fine-tuned on)"]
     if checked:
         lines.append(f"Checked: {checked['tuned']} ({checked['found']}) against the base model"
                      + (f". Note: {checked['note']}" if checked["note"] else ""))
     lines.append("Forgetting: change of accuracy in points, 95 % interval (negative = forgotten)")
-    task = [{**metrics["stage_task"], "dataset": f"{down['dataset']} (task)"}] if checked else []
+    task = [{**metrics["stage_task"], "dataset": f"{down['dataset']} (task)"}] if checked and down else []
     rows = [(f["dataset"], str(f["n"]), f"{f['zs_delta']:+.1f}{interval(f.get('zs_delta_ci'))}",
              f"{f['lp_delta']:+.1f}{interval(f.get('lp_delta_ci'))}") for f in task + metrics["forgetting"]]
     rows.append(("mean", "", f"{metrics['mean_zs_delta']:+.1f}{interval(metrics.get('mean_zs_delta_ci'))}",
@@ -605,7 +607,8 @@ def cmd_wise(args) -> int:
     from ldifs_core.wise import wise_ft_path
 
     for m in wise_ft_path(store, args.run, alphas):
-        print(f"α={m['alpha']:.2f}  {m['downstream']['dataset']}: {m['downstream']['accuracy_after']:.1f}%   "
+        task = f"{m['downstream']['dataset']}: {m['downstream']['accuracy_after']:.1f}%" if "downstream" in m else "no task"
+        print(f"α={m['alpha']:.2f}  {task}   "
               f"forgetting: ZS {m['mean_zs_delta']:+.1f} pts, LP {m['mean_lp_delta']:+.1f} pts")
     return 0
 
@@ -626,8 +629,8 @@ def add_check_parser(sub) -> argparse.ArgumentParser:
                        "checkpoint file (default: the embedded model's)")
     check.add_argument("--tuned", required=True, help="the fine-tuned checkpoint: a state dict of the whole CLIP or "
                        "of its image tower, an open_clip training checkpoint, or safetensors")
-    check.add_argument("--task", help=f"the dataset it was fine-tuned on: accuracy before/after there (default: "
-                       f"{RunConfig.dataset}, the lab's default task)")
+    check.add_argument("--task", help="the dataset it was fine-tuned on: accuracy before/after there (optional: "
+                       "without it the check measures forgetting only)")
     check.add_argument("--datasets", help="comma list of datasets checked for forgetting (default: every other "
                        "concept-bank domain)")
     check.add_argument("--head", help="the classification head trained with it (a state dict with weight [classes, "

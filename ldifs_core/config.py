@@ -71,7 +71,9 @@ class RunSettings:
     """The settings every run has; RunConfig adds the objectives' own options. Each field's Setting (its help,
     range and flag) is what the CLI, the Launch page and `validate` read."""
 
-    dataset: str = setting("mnist", help="registered dataset name or an ImageFolder path", flag=NO_FLAG)
+    # None: a checked run whose task was not given (it then has no task row, only the datasets it checks)
+    dataset: str | None = setting("mnist", help="registered dataset name or an ImageFolder path", flag=NO_FLAG,
+                                  empty=True, unset="no task")
     objective: str = setting("ldifs", help="the fine-tuning objective (the README's objectives table says what each "
                              "does), or 'checked' for a checkpoint fine-tuned elsewhere", choices=RUN_OBJECTIVES,
                              flag=NO_FLAG)
@@ -162,7 +164,7 @@ class RunSettings:
         from ldifs_core.datasets import same_dataset
 
         names = self.eval_datasets if self.eval_datasets is not None else bank
-        return [name for name in names if not same_dataset(name, self.dataset)]
+        return [name for name in names if self.dataset is None or not same_dataset(name, self.dataset)]
 
     def validate(self) -> "RunConfig":
         """Refuse settings that cannot work, before any work starts; the message says what to change. Each run's
@@ -181,6 +183,8 @@ class RunSettings:
                             "name at least one other dataset")
         if self.objective in OBJECTIVE_TYPES:
             problems += OBJECTIVE_TYPES[self.objective].problems(self)
+        if self.dataset is None and not self.checked:
+            problems.append("a fine-tuning run needs its task: name the dataset to fine-tune on")
         if self.checked and not (self.tuned and self.tuned_sha256):
             problems.append("a checked run needs the tuned checkpoint and its hash (use `check`)")
         if self.checked and bool(self.tuned_head) != bool(self.tuned_head_sha256):
@@ -208,7 +212,8 @@ class RunSettings:
     def describe(self) -> str:
         if self.checked:
             head = f" with its head {Path(self.tuned_head).name}" if self.tuned_head else ""
-            return f"checked {Path(self.tuned or '').name}{head} on {self.dataset}"
+            task = f" on {self.dataset}" if self.dataset else " (no task)"
+            return f"checked {Path(self.tuned or '').name}{head}{task}"
         lam = f" λ={self.effective_lam:g}" if self.regularised else ""
         if self.objective == "ldifs" and (self.ldifs_taps, self.ldifs_variant) != (4, "paper"):
             lam += f" taps={self.ldifs_taps} {self.ldifs_variant}"

@@ -177,7 +177,7 @@ def downstream_reports(base: FoundationModel, tuned: Sequence[Tuned], test: Imag
     return reports
 
 
-def forgetting_reports(cfg: RunConfig, base: FoundationModel, tuned: Sequence[Tuned], downstream_test: ImageSet,
+def forgetting_reports(cfg: RunConfig, base: FoundationModel, tuned: Sequence[Tuned], downstream_test: ImageSet | None,
                        others: dict[str, EvalData], with_umap: bool = True,
                        progress: EvaluationProgress | None = None) -> list[tuple[dict, dict[str, np.ndarray]]]:
     """For each tuned (tower, head): downstream gain and, for every other dataset, what the image tower lost.
@@ -185,16 +185,21 @@ def forgetting_reports(cfg: RunConfig, base: FoundationModel, tuned: Sequence[Tu
     The towers must live where `base` does; θ₀'s features, heads and probes are computed once for all of them
     (a WiSE-FT path evaluates its mixes together). `progress` hears each dataset, encoding batch and probe, and
     its hooks are asked before each dataset (the task's included) whether to stop, so a cancel during evaluation
-    takes effect within one dataset's reports.
+    takes effect within one dataset's reports. Without a task (`downstream_test` None: a check that names none)
+    the reports have no "downstream".
     """
     progress = progress or EvaluationProgress()
-    progress.plan(downstream_test.name, (1 + len(tuned)) * len(downstream_test), 0)
+    if downstream_test is not None:
+        progress.plan(downstream_test.name, (1 + len(tuned)) * len(downstream_test), 0)
     for data in others.values():
         progress.plan(data.test.name, *planned_work(data, len(tuned)))
-    progress.begin(downstream_test.name)
-    results = [(downstream, arrays, [], []) for downstream, arrays in downstream_reports(base, tuned, downstream_test,
-                                                                                          progress)]
-    progress.end()
+    if downstream_test is None:
+        results = [(None, {}, [], []) for _ in tuned]
+    else:
+        progress.begin(downstream_test.name)
+        results = [(downstream, arrays, [], []) for downstream, arrays in downstream_reports(base, tuned,
+                                                                                              downstream_test, progress)]
+        progress.end()
     for data in others.values():
         progress.begin(data.test.name)
         measured = dataset_reports(cfg, base, [visual for visual, _ in tuned], data, with_umap, progress)
@@ -203,12 +208,13 @@ def forgetting_reports(cfg: RunConfig, base: FoundationModel, tuned: Sequence[Tu
             forgetting.append(report)
             arrays.update(extra)
             correct.append(flags)
-    return [({"schema_version": SCHEMA_VERSION, "downstream": downstream, "forgetting": forgetting,
-              **_means(cfg, forgetting, correct)}, arrays) for downstream, arrays, forgetting, correct in results]
+    return [({"schema_version": SCHEMA_VERSION, **({"downstream": downstream} if downstream else {}),
+              "forgetting": forgetting, **_means(cfg, forgetting, correct)}, arrays)
+            for downstream, arrays, forgetting, correct in results]
 
 
 def forgetting_report(cfg: RunConfig, base: FoundationModel, tuned_visual: nn.Module, head: nn.Linear,
-                      downstream_test: ImageSet, others: dict[str, EvalData], with_umap: bool = True,
+                      downstream_test: ImageSet | None, others: dict[str, EvalData], with_umap: bool = True,
                       progress: EvaluationProgress | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """`forgetting_reports` of one tuned tower and its head: a run's report."""
     return forgetting_reports(cfg, base, [(tuned_visual, head)], downstream_test, others, with_umap, progress)[0]

@@ -57,7 +57,7 @@ def has_image_records(arrays: dict[str, np.ndarray], dataset: str) -> bool:
 def record_probe(metrics: dict, dataset: str, probe: str) -> str:
     """The records' probe behind the page's zero-shot / linear-probe choice: on the fine-tuning task the concept
     numbers compare zero-shot before with the tuned classifier after, so its zero-shot choice reads those."""
-    if dataset != metrics["downstream"]["dataset"]:
+    if dataset != metrics_tables.task_dataset(metrics):
         return probe
     if probe != "zs":
         raise ValueError(f"the fine-tuning task {dataset} has no {metrics_tables.PROBES[probe]} records")

@@ -132,7 +132,7 @@ class Evaluation:
     "alpha"). The tables, the charts and the CSV read this much of a metrics.json."""
 
     run_id: str
-    downstream: TaskReport
+    downstream: TaskReport | None = None  # None: a checked checkpoint whose task was not given
     forgetting: list[DatasetReport]
     mean_zs_delta: float
     mean_zs_delta_ci: Interval
@@ -193,7 +193,7 @@ Estimate = tuple[float | None, Interval | None]  # a number and its interval
 def estimate_rows(metrics: Evaluation, concepts_of: ConceptChoice = lambda dataset, probe: True) -> list[dict]:
     """Every number of a run as rows with the keys of ROW_COLUMNS, in this order:
 
-    - role "downstream" (the fine-tuning task): probe "tuned" (before: zero-shot of the base model, after: the
+    - role "downstream" (the fine-tuning task; none for a check without a task): probe "tuned" (before: zero-shot of the base model, after: the
       tuned classifier) with its concept rows, then probe "zs" (zero-shot before and after; no change interval);
     - role "forgetting", per dataset checked: probe "zs" then "lp", each a dataset row followed by its concept
       rows, most surely forgotten first (`stats.rank_forgotten`);
@@ -207,13 +207,16 @@ def estimate_rows(metrics: Evaluation, concepts_of: ConceptChoice = lambda datas
     row = lambda role, dataset, probe, **values: _row(run_id, role, dataset, probe, **values)
     concepts = lambda role, dataset, probe, rows: (_ranked([_class_row(run_id, role, dataset, probe, c) for c in rows])
                                                    if concepts_of(dataset, probe) else [])
-    rows = [row("downstream", task.dataset, TUNED, n=task.n, before=(task.zero_shot_before, task.zero_shot_before_ci),
-                after=(task.accuracy_after, task.accuracy_after_ci), change=(task.change, task.change_ci))]
-    rows += concepts("downstream", task.dataset, TUNED, task.per_class)
-    rows.append(row("downstream", task.dataset, "zs", n=task.n,
-                    before=(task.zero_shot_before, task.zero_shot_before_ci),
-                    after=(task.zero_shot_after, task.zero_shot_after_ci),
-                    change=(task.zero_shot_after - task.zero_shot_before, None)))
+    rows = []
+    if task is not None:  # a check without a task has none
+        rows.append(row("downstream", task.dataset, TUNED, n=task.n,
+                        before=(task.zero_shot_before, task.zero_shot_before_ci),
+                        after=(task.accuracy_after, task.accuracy_after_ci), change=(task.change, task.change_ci)))
+        rows += concepts("downstream", task.dataset, TUNED, task.per_class)
+        rows.append(row("downstream", task.dataset, "zs", n=task.n,
+                        before=(task.zero_shot_before, task.zero_shot_before_ci),
+                        after=(task.zero_shot_after, task.zero_shot_after_ci),
+                        change=(task.zero_shot_after - task.zero_shot_before, None)))
     for report in metrics.forgetting:
         for probe in PROBES:
             before, before_ci, after, after_ci, change, change_ci = report.probe(probe)

@@ -32,6 +32,12 @@ def with_interval(value: float, interval, unit: str = "points") -> str:
     return f"{signed(value)} {unit} (95 % CI {signed(low)} to {signed(high)})"
 
 
+def task_dataset(metrics: dict) -> str | None:
+    """The dataset the run fine-tuned on (or a check named); None for a check that named no task."""
+    down = metrics.get("downstream")
+    return down["dataset"] if down else None
+
+
 def _dataset_rows(metrics: dict, *probes: tuple[str, str]) -> list[dict]:
     """The dataset rows of the given (role, probe) pairs."""
     rows = estimate_rows(Evaluation.from_json(metrics), concepts_of=lambda dataset, probe: False)
@@ -49,19 +55,20 @@ def accuracy_rows(metrics: dict, probe: str = "zs") -> pd.DataFrame:
 def concept_datasets(metrics: dict, probe: str = "zs") -> list[str]:
     """Datasets with per-concept numbers for the probe: the task has zero-shot-before vs tuned classifier only."""
     checked = [report["dataset"] for report in metrics["forgetting"]]
-    return [metrics["downstream"]["dataset"], *checked] if probe == "zs" else checked
+    task = task_dataset(metrics)
+    return [task, *checked] if probe == "zs" and task is not None else checked
 
 
 def measured_with(metrics: dict, dataset: str, probe: str = "zs") -> str:
     """How a dataset's concept numbers were measured, for titles: the task's are zero-shot before → its tuned
     classifier after, a checked dataset's the chosen probe on both sides."""
-    if dataset == metrics["downstream"]["dataset"] and probe == "zs":
+    if dataset == task_dataset(metrics) and probe == "zs":
         return "zero-shot before → fine-tuned classifier after"
     return PROBES[probe]
 
 
 def class_rows(metrics: dict, dataset: str, probe: str = "zs") -> list[dict]:
-    if dataset == metrics["downstream"]["dataset"] and probe == "zs":
+    if dataset == task_dataset(metrics) and probe == "zs":
         return metrics["downstream"]["per_class"]
     report = next(r for r in metrics["forgetting"] if r["dataset"] == dataset)
     return report[PER_CLASS[probe]]
@@ -71,7 +78,7 @@ def class_changes(metrics: dict, dataset: str, probe: str = "zs", min_n: int = 1
     """Per-concept accuracy before and after on one dataset with n and the change's 95 % interval, for concepts
     with at least `min_n` test images, most surely forgotten first (`ldifs_core.stats.rank_forgotten`: by the
     upper end of the change's interval, so a concept resting on one or two images does not top the list)."""
-    if dataset == metrics["downstream"]["dataset"] and probe == "zs":
+    if dataset == task_dataset(metrics) and probe == "zs":
         probe = TUNED  # the task's concepts: zero-shot before, its tuned classifier after
     rows = estimate_rows(Evaluation.from_json(metrics), concepts_of=lambda *pair: pair == (dataset, probe))
     table = pd.DataFrame([row for row in rows if row["class_name"] is not None and row["n"] >= min_n],

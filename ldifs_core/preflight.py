@@ -110,7 +110,8 @@ def check_inspection(cfg: RunConfig, hint: str = "") -> None:
     check_device(cfg.device)
     check_model(cfg.model, cfg.pretrained)
     check_taps(cfg)
-    check_checked([cfg.dataset, *cfg.forgetting_datasets(available_bank())], cfg.data_root, cfg.download, hint)
+    task = [cfg.dataset] if cfg.dataset else []  # the task is optional
+    check_checked([*task, *cfg.forgetting_datasets(available_bank())], cfg.data_root, cfg.download, hint)
     read_check_inputs(cfg, cached_model(cfg.model, cfg.pretrained))
 
 

@@ -121,7 +121,7 @@ def _concepts(page: _Page, run: ReportRun, dataset: str) -> None:
     """A dataset's most surely forgotten concepts as a chart, and the flipped images of the top ones; for the
     fine-tuning task the concepts that gained most and the images that became right."""
     metrics = run.metrics
-    task = dataset == metrics["downstream"]["dataset"]
+    task = dataset == metrics_tables.task_dataset(metrics)
     page.add(f"<h4>{_text(dataset)} ({'fine-tuning task' if task else 'checked for forgetting'}, "
              f"{_text(metrics_tables.measured_with(metrics, dataset))})</h4>")
     if not task:
@@ -170,17 +170,21 @@ def _headline(record: RunMetrics) -> str:
     task = record.downstream
     lines = [f"Accuracy on {task.dataset} (the fine-tuning task): {task.zero_shot_before:.1f}% zero-shot before "
              f"→ {task.accuracy_after:.1f}% after, {metrics_tables.with_interval(task.change, task.change_ci)}"
-             f", n = {task.n} test images"]
+             f", n = {task.n} test images" if task else "No task given: forgetting only"]
     lines += [f"Mean {metrics_tables.PROBES[probe]} change on the other datasets: "
               f"{metrics_tables.with_interval(*record.mean_delta(probe))}" for probe in metrics_tables.PROBES]
     return "<ul class='headline'>" + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul>"
 
 
 def _headline_table(runs: Sequence[ReportRun], names: dict[str, str]) -> str:
-    rows = [[names[run.run_id], run.run_id, f"{run.record.downstream.accuracy_after:.1f}%",
+    rows = [[names[run.run_id], run.run_id, task_accuracy(run.record),
              *(metrics_tables.with_interval(*run.record.mean_delta(probe)) for probe in metrics_tables.PROBES)]
             for run in runs]
     return _table(["run", "id", "task accuracy after", "mean zero-shot change", "mean linear-probe change"], rows)
+
+
+def task_accuracy(record: RunMetrics) -> str:
+    return f"{record.downstream.accuracy_after:.1f}%" if record.downstream else "no task"
 
 
 def _accuracy_table(metrics: dict) -> str:

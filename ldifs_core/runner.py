@@ -69,7 +69,7 @@ def cached_subset(name: str, split: str, selection: Selection, image_size: int, 
 class PreparedRun:
     base: FoundationModel  # this run's private θ₀ on `device`
     train: ImageSet | None  # None for a checked run: nothing trains
-    test: ImageSet
+    test: ImageSet | None  # None for a check without a task
     others: dict[str, EvalData]
     device: torch.device
 
@@ -108,7 +108,7 @@ def _prepare(cfg: RunConfig, progress: decoding.Progress | None) -> PreparedRun:
     others = {name: evaluation_data(cfg, name, shared.image_size, progress) for name in names}
     for name, data in others.items():
         require_classes(data.test, "checked for forgetting")
-    test = load(cfg.dataset, "test", Selection(cfg.eval_limit, SUBSET_SEED), EVAL_LIMIT_HINT)
+    test = load(cfg.dataset, "test", Selection(cfg.eval_limit, SUBSET_SEED), EVAL_LIMIT_HINT) if cfg.dataset else None
     return PreparedRun(shared.private_copy(device), train, test, others, device)
 
 
@@ -132,6 +132,8 @@ def weights_to_save(result: FinetuneResult, objective: str) -> dict[str, torch.T
     keep = lambda k: k.startswith("visual.") or OBJECTIVE_TYPES.get(objective, Objective).trains_text  # checked: no
     weights = {f"clip.{k}": v.detach().cpu().contiguous() for k, v in result.clip.state_dict().items() if keep(k)}
     for prefix, head in (("head", result.head), ("initial_head", result.initial_head)):
+        if head is None:  # a check without a task has no heads
+            continue
         weights.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
     return weights
 
@@ -196,7 +198,8 @@ def execute(cfg: RunConfig, store: RunStore, run_id: str | None = None, hooks: R
         steps = 0 if cfg.checked else cfg.steps
         evaluation = EvaluationProgress(recorder, Progress("evaluating", step=steps, total_steps=steps))
         eval_started = time.perf_counter()
-        own_task = evaluation_data(cfg, cfg.dataset, run.base.image_size) if cfg.sequence_id or cfg.checked else None
+        own_task = (evaluation_data(cfg, cfg.dataset, run.base.image_size)
+                    if cfg.dataset and (cfg.sequence_id or cfg.checked) else None)
         if own_task is not None:
             evaluation.plan(cfg.dataset, *planned_work(own_task), last=True)
         report, arrays = forgetting_report(cfg, run.base, result.clip.visual, result.head, run.test, run.others,

@@ -75,6 +75,7 @@ SUMMARY_KEYS = {
     "total_s": ("timings", "total_s"),
 }
 
+NO_TASK = ""  # the index's dataset column of a check without a task (its config says None)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -147,7 +148,7 @@ class RunStore:
         run_id, run_dir = self._claim_run_dir()
         now = time.time()
         row = {
-            "run_id": run_id, "config": disk.dumps(config.to_dict()), "dataset": config.dataset,
+            "run_id": run_id, "config": disk.dumps(config.to_dict()), "dataset": config.dataset or NO_TASK,
             "objective": config.objective, "model": config.model or EMBEDDED_MODEL, "status": status,
             "message": "", "created_at": now, "updated_at": now, **ownership.current_owner(),
         }
@@ -601,7 +602,7 @@ def _row_from_folder(run_dir: Path) -> dict:
     created = kept.get("created_at")
     if not isinstance(created, (int, float)):
         created = time.mktime(time.strptime(run_dir.name[:15], "%Y%m%d-%H%M%S"))
-    return {"run_id": run_dir.name, "config": config_text, "dataset": str(settings.get("dataset", "")),
+    return {"run_id": run_dir.name, "config": config_text, "dataset": str(settings.get("dataset") or NO_TASK),
             "objective": str(settings.get("objective", "")), "model": str(settings.get("model") or EMBEDDED_MODEL),
             "status": status, "message": message, "created_at": created, "updated_at": time.time(),
             "summary": disk.dumps(_summarise(metrics) if isinstance(metrics, dict) else {}),
@@ -670,7 +671,7 @@ def _config_of(row: sqlite3.Row) -> tuple[RunConfig, str | None]:
 def _config_from_columns(row: sqlite3.Row) -> RunConfig:
     """What the index's own columns still tell about a run whose settings cannot be read."""
     objective = str(row["objective"])
-    return RunConfig(dataset=str(row["dataset"]), objective=objective,
+    return RunConfig(dataset=str(row["dataset"]) or None, objective=objective,
                      lam=None if objective in DEFAULT_LAMBDA else 0.0,
                      model=None if row["model"] == EMBEDDED_MODEL else str(row["model"]))
 

@@ -34,8 +34,8 @@ def host_read_interval(device: torch.device) -> int:
 @dataclass
 class FinetuneResult:
     clip: nn.Module  # the tuned copy of the whole CLIP (only flyp and flyp_ce change its text tower), on the run's device
-    head: nn.Linear
-    initial_head: nn.Linear
+    head: nn.Linear | None  # None: a checked checkpoint without a task
+    initial_head: nn.Linear | None
     train_s: float = 0.0
     step_ms: float = 0.0
 

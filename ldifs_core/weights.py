@@ -15,8 +15,10 @@ from ldifs_core.models import FoundationModel
 from ldifs_core.store import RunStore
 
 
-def tuned_from_weights(base: FoundationModel, weights: dict[str, torch.Tensor]) -> tuple[nn.Module, nn.Linear, nn.Linear]:
-    """A run's tuned CLIP, final head and initial head, rebuilt on `base` (a private copy) from its saved weights."""
+def tuned_from_weights(base: FoundationModel, weights: dict[str, torch.Tensor],
+                       ) -> tuple[nn.Module, nn.Linear | None, nn.Linear | None]:
+    """A run's tuned CLIP, final head and initial head, rebuilt on `base` (a private copy) from its saved weights;
+    no heads for a check without a task."""
     clip = copy.deepcopy(base.clip)
     state = clip.state_dict()
     device = next(clip.parameters()).device
@@ -24,6 +26,9 @@ def tuned_from_weights(base: FoundationModel, weights: dict[str, torch.Tensor]) 
     clip.load_state_dict(state)
     heads = []
     for prefix in ("head", "initial_head"):
+        if f"{prefix}.weight" not in weights:
+            heads.append(None)
+            continue
         weight = weights[f"{prefix}.weight"]
         head = nn.Linear(weight.shape[1], weight.shape[0])
         head.load_state_dict({"weight": weight, "bias": weights[f"{prefix}.bias"]})
@@ -47,7 +52,8 @@ def run_weights(store: RunStore, run_id: str) -> tuple[RunConfig, dict[str, torc
     except (SafetensorError, OSError, ValueError) as err:
         raise RunUnreadable(f"unreadable: the weights file of run {run_id} ({path}) cannot be read ({err}); it was "
                             f"replaced or damaged. Run the configuration again to get fresh weights.") from None
-    if not {"head.weight", "head.bias", "initial_head.weight", "initial_head.bias"} <= set(weights):
+    heads = {"head.weight", "head.bias", "initial_head.weight", "initial_head.bias"}
+    if record.config.dataset is not None and not heads <= set(weights):  # a check without a task has no heads
         raise RunUnreadable(f"unreadable: the weights file of run {run_id} ({path}) lacks the classifier heads; it "
                             f"was replaced by another file. Run the configuration again to get fresh weights.")
     return record.config, weights

@@ -22,7 +22,8 @@ from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
 from tests.recording_hooks import RecordingHooks
 
-QUICK = ("--datasets", "animals", "--eval-limit", "30", "--probe-limit", "2", "--probe-cap", "20", "--no-umap")
+QUICK = ("--task", "mnist", "--datasets", "animals", "--eval-limit", "30", "--probe-limit", "2", "--probe-cap", "20",
+         "--no-umap")
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +193,30 @@ def test_a_checks_evaluation_progress_knows_its_whole_work_from_its_first_record
     """A check measures its task again as a checked dataset, last. That work is planned from the start, so the
     totals and the ETA hold still (a ViT-B-32 check's total grew from 21,660 to 25,660 images near its end)."""
     hooks = RecordingHooks()
-    cfg = check_config(None, None, saved(tmp_path / "whole.pt", tuned_clip.state_dict()), datasets=["animals"],
+    cfg = check_config(None, None, saved(tmp_path / "whole.pt", tuned_clip.state_dict()), "mnist", ["animals"],
                        eval_limit=30, probe_limit=2, probe_cap=20, umap_points=0)
     execute(cfg, RunStore(), hooks=hooks)
     evaluating = [p for p in hooks.progresses if p.phase == "evaluating"]
     assert {(p.images_to_encode, p.datasets_total, p.probes_total) for p in evaluating} == {
         (evaluating[-1].images_encoded, 3, evaluating[-1].probes_fitted)}
     assert [p.dataset for p in evaluating if p.datasets_done == 0][0] == "mnist" and evaluating[-1].datasets_done == 3
+
+
+def test_a_check_without_a_task_has_no_task_row_and_checks_every_dataset_named(tuned_clip, store_dir, tmp_path,
+                                                                               capsys):
+    """The task is optional: left out, no dataset stands in for it, and every command reads the run."""
+    tuned = saved(tmp_path / "whole.pt", tuned_clip.state_dict())
+    assert check("--tuned", tuned, *QUICK[4:], "--datasets", "animals,mnist") == 0
+    metrics = only_metrics(store_dir)
+    assert metrics["config"]["dataset"] is None
+    assert "downstream" not in metrics and "stage_task" not in metrics
+    assert [report["dataset"] for report in metrics["forgetting"]] == ["animals", "mnist"]
+    assert metrics["mean_zs_delta"] < 0
+    run_id = metrics["run_id"]
+    capsys.readouterr()
+    for command in (["show", run_id], ["list"], ["export", run_id, "--format", "csv"],
+                    ["report", run_id, "-o", str(tmp_path / "report.html")], ["wise", run_id, "--alphas", "0,1"]):
+        assert main(command) == 0, command
+    out = capsys.readouterr().out
+    assert "no task" in out and "α=1.00" in out
+    assert "mnist" in (tmp_path / "report.html").read_text()

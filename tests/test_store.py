@@ -244,7 +244,7 @@ def _metrics_of_the_wrong_shape(**wrong) -> Callable[[Path], None]:
     (_drop_metrics, "metrics.json is missing"),
     (_drop_folder, "folder"),
     (_metrics_of_version_1, "another version"),
-    (_metrics_without_results, "metrics.json lacks config, status, model, device, downstream, forgetting"),
+    (_metrics_without_results, "metrics.json lacks config, status, model, device, forgetting"),
     (_metrics_not_an_object, "metrics.json is corrupt"),
     (_metrics_of_the_wrong_shape(downstream={}), "metrics.json: downstream lacks dataset, n,"),
     (_metrics_of_the_wrong_shape(forgetting=[1, "x"]), "metrics.json: forgetting[0] is 1, not an object"),

@@ -18,7 +18,7 @@ def concept_gallery(metrics: dict, dataset: str, probe: str, min_n: int) -> None
     if not gallery.has_image_records(arrays, dataset):
         st.info(gallery.NO_RECORDS, icon=":material/hide_image:")
         return
-    task = dataset == metrics["downstream"]["dataset"]
+    task = dataset == tables.task_dataset(metrics)
     concept_col, direction_col = st.columns([2, 1])
     direction = direction_col.segmented_control(
         "Show the images that", gallery.DIRECTIONS, default=gallery.BECAME_RIGHT if task else gallery.BECAME_WRONG,
@@ -60,15 +60,20 @@ st.markdown("Accuracy of the **image encoder** before and after fine-tuning. Zer
 
 metrics = widgets.finished_run_metrics()
 if metrics is not None:
-    downstream = metrics["downstream"]
+    downstream = metrics.get("downstream")
     gain, zs, lp = st.columns(3)
     checked = metrics.get("checked")  # a checkpoint fine-tuned elsewhere (`check`)
     if checked and checked["note"]:
         st.info(display.plain(checked["note"]), icon=":material/info:")
-    gain.metric(f"Accuracy on {display.plain(downstream['dataset'])} ({'checked' if checked else 'fine-tuned'})",
-                f"{downstream['accuracy_after']:.1f}%",
-                display.metric_delta(downstream["change"], "points vs zero-shot before"))
-    gain.caption(f"Gain: {display.interval(downstream['change_ci'])}, n = {downstream['n']} test images")
+    if downstream is None:  # a check that named no task
+        gain.metric("Accuracy on the task", "no task given")
+        gain.caption("No task given: this check measures forgetting only (name the task it was fine-tuned on to "
+                     "see its accuracy).")
+    else:
+        gain.metric(f"Accuracy on {display.plain(downstream['dataset'])} ({'checked' if checked else 'fine-tuned'})",
+                    f"{downstream['accuracy_after']:.1f}%",
+                    display.metric_delta(downstream["change"], "points vs zero-shot before"))
+        gain.caption(f"Gain: {display.interval(downstream['change_ci'])}, n = {downstream['n']} test images")
     zs.metric("Mean zero-shot change on the others", f"{tables.signed(metrics['mean_zs_delta'])} points",
               help="After − before, averaged over the datasets checked for forgetting; the interval is a bootstrap "
                    "over their test images.")
@@ -83,7 +88,7 @@ if metrics is not None:
                                       "refitted on each encoder's features. Switches the charts and tables below.")
     st.plotly_chart(plots.accuracy_change(metrics, probe))
     st.caption("The first pair is the fine-tuning task (zero-shot before → tuned classifier after); the others are "
-               "the datasets checked for forgetting.")
+               "the datasets checked for forgetting." if downstream else "Each pair is a dataset checked for forgetting.")
     curve = widgets.run_curve(metrics)
     if curve is not None:
         st.subheader("Forgetting over training")

@@ -350,9 +350,12 @@ def wise_ft_results(run_id: str, mixes: dict[float, dict]) -> None:
                              format_func=lambda a: f"{a:g}", key=f"wise-alpha-{run_id}-{len(alphas)}")
     mixed = mixes[alpha]
     acc, zs = st.columns(2)
-    acc.metric("Accuracy on the fine-tuning task", f"{mixed['downstream']['accuracy_after']:.1f}%",
-               display.metric_delta(mixed["downstream"]["accuracy_after"] - full["downstream"]["accuracy_after"],
-                                    "points vs the run"))
+    if "downstream" in mixed:
+        acc.metric("Accuracy on the fine-tuning task", display.task_accuracy(mixed),
+                   display.metric_delta(mixed["downstream"]["accuracy_after"] - full["downstream"]["accuracy_after"],
+                                        "points vs the run"))
+    else:
+        acc.metric("Accuracy on the task", display.task_accuracy(mixed))
     zs.metric("Mean zero-shot change elsewhere", f"{tables.signed(mixed['mean_zs_delta'])} points",
               display.metric_delta(mixed["mean_zs_delta"] - full["mean_zs_delta"], "points vs the run"))
     zs.caption(widgets.interval_caption(mixed, "zs"))

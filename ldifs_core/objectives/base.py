@@ -159,9 +159,12 @@ class Objective:
         return self.setup.head.cpu().eval().requires_grad_(False)
 
     @classmethod
-    def mixed_head(cls, base: FoundationModel, mixed_clip: nn.Module, initial: nn.Linear, final: nn.Linear,
-                   alpha: float, task: ImageSet) -> nn.Linear:
-        """WiSE-FT's head for weights (1 − α)·θ₀ + α·θ: the heads are mixed like the weights."""
+    def mixed_head(cls, base: FoundationModel, mixed_clip: nn.Module, initial: nn.Linear | None,
+                   final: nn.Linear | None, alpha: float, task: ImageSet | None) -> nn.Linear | None:
+        """WiSE-FT's head for weights (1 − α)·θ₀ + α·θ: the heads are mixed like the weights (a check without a
+        task has none)."""
+        if final is None:
+            return None
         head = nn.Linear(final.in_features, final.out_features)
         with torch.no_grad():
             head.weight.copy_(torch.lerp(initial.weight, final.weight, alpha))
