@@ -114,8 +114,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_outside_the_checkout(tmp_
     from ldifs_core.models import load_model
 
     torch.save(load_model().clip.visual.state_dict(), work / "tower.pt")  # an "image tower only" file
-    checked = lab("check", "--tuned", "tower.pt", "--datasets", "animals", "--no-umap", "--eval-limit", "30",
-                  "--probe-limit", "2")
+    checked = lab("check", "--tuned", "tower.pt", "--task", "mnist", "--datasets", "animals", "--no-umap",
+                  "--eval-limit", "30", "--probe-limit", "2")
     assert checked.returncode == 0 and "checked mnist" in checked.stdout, checked.stderr[-2000:]
 
     port = free_port()
