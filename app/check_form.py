@@ -50,7 +50,7 @@ def check_form(root: str | None) -> None:
     if not checks:
         checks_slot.error("Pick at least one dataset to check for forgetting.", icon=":material/error:")
         ready = False
-    elif not launch_checks.all_pass(checks_slot, launch_checks.check_checked, [*([task] if task else []), *checks],
+    elif not launch_checks.all_pass(checks_slot, launch_checks.check_checked, [task, *checks] if task else checks,
                                     root, False):
         ready = False
     with st.spinner("Checking the model loads…"):

@@ -36,8 +36,3 @@ def sample_sizes(counts) -> str:
     low, high = min(counts), max(counts)
     return f"n = {low}" if low == high else f"n = {low}–{high}"
 
-
-def task_accuracy(metrics: dict) -> str:
-    """The task's accuracy after, for a metric; a check that named no task has none."""
-    down = metrics.get("downstream")
-    return f"{down['accuracy_after']:.1f}%" if down else "no task given"

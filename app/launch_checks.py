@@ -144,6 +144,7 @@ def stored_folders(records: Sequence[RunRecord] | None = None) -> list[str]:
     seen: dict[str, None] = {}
     for record in results.run_store().list() if records is None else records:
         for name in [record.config.dataset, *(record.config.eval_datasets or [])]:
-            if name and name not in BANK_NAMES and not availability.is_torchvision(name) and Path(name).expanduser().is_dir():
+            if (name and name not in BANK_NAMES and not availability.is_torchvision(name)
+                    and Path(name).expanduser().is_dir()):
                 seen.setdefault(name)
     return list(seen)

@@ -14,8 +14,8 @@ import pandas as pd
 # The metrics tables the HTML report shares live in ldifs_core.metrics_tables; pages reach them through this module.
 from ldifs_core.metrics_tables import (ACCURACY_COLUMNS, CHECKED, CLASS_COLUMNS, FINE_TUNED, MINUS,  # noqa: F401
                                        PER_CLASS, PROBES, accuracy_rows, class_changes, class_gains, class_rows,
-                                       comparison, concept_datasets, measured_with, signed, task_dataset,
-                                       with_interval)
+                                       comparison, concept_datasets, measured_with, signed, task_accuracy,
+                                       task_dataset, with_interval)
 from ldifs_core.drift_records import MovedConcept
 
 RUN_COLUMNS = ["run", "status", "message", "objective", "λ", "dataset", "model", "steps", "seed", "accuracy after",

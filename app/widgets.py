@@ -159,7 +159,7 @@ def compare_runs(run_ids: Sequence[str]) -> None:
     for column, (name, metrics) in zip(st.columns(len(runs)), runs.items()):
         with column:
             st.markdown(f"**{display.plain(name)}**")
-            st.metric("Accuracy on the fine-tuning task", display.task_accuracy(metrics))
+            st.metric("Accuracy on the fine-tuning task", tables.task_accuracy(metrics))
             st.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")
             st.caption(interval_caption(metrics, "zs"))
             st.metric("Mean linear-probe change elsewhere", f"{tables.signed(metrics['mean_lp_delta'])} points")
@@ -301,7 +301,7 @@ def _done(record: RunRecord) -> None:
     left, middle, right = st.columns(3)
     checked = metrics.get("checked")
     left.metric("Accuracy on the task (checked)" if checked else "Accuracy on the fine-tuning task",
-                display.task_accuracy(metrics))
+                tables.task_accuracy(metrics))
     if checked and checked["note"]:
         st.caption(display.plain(checked["note"]))
     middle.metric("Mean zero-shot change elsewhere", f"{tables.signed(metrics['mean_zs_delta'])} points")

@@ -607,7 +607,8 @@ def cmd_wise(args) -> int:
     from ldifs_core.wise import wise_ft_path
 
     for m in wise_ft_path(store, args.run, alphas):
-        task = f"{m['downstream']['dataset']}: {m['downstream']['accuracy_after']:.1f}%" if "downstream" in m else "no task"
+        down = m.get("downstream")
+        task = f"{down['dataset']}: {down['accuracy_after']:.1f}%" if down else "no task"
         print(f"α={m['alpha']:.2f}  {task}   "
               f"forgetting: ZS {m['mean_zs_delta']:+.1f} pts, LP {m['mean_lp_delta']:+.1f} pts")
     return 0
@@ -785,13 +786,14 @@ def cmd_find_lambda(args) -> int:
     check_output("--json", args.json)
     store = RunStore(args.store)
     trial = StoreTrial(str(store.root))
-    kept: list[Path] = []  # the search's file in the store, rewritten after each trial
+    kept: Path | None = None  # the search's file in the store, rewritten after each trial
 
     def tell(search) -> None:
+        nonlocal kept
         latest = search.tried[-1] if search.tried else search.ce
         print(f"  {'CE' if latest.lam is None else f'λ = {latest.lam:.4g}'}: run {latest.run_id}"
               f"{' (reused)' if latest.reused else ''}", flush=True)
-        kept[:] = [save_search(store, search, *kept)]
+        kept = save_search(store, search, kept)
 
     if args.ray is None:
         result = find_lambda(base, trial, args.tolerance, args.budget, on_trial=tell)
@@ -801,7 +803,7 @@ def cmd_find_lambda(args) -> int:
 
         with ray_sweep.ray_session(args.ray):
             result = find_lambda_on_tune(base, trial, args.tolerance, args.budget)
-    save_search(store, result, *kept)
+    save_search(store, result, kept)
     print(result.summary())
     if args.json:
         write_output("--json", args.json, json.dumps(result.to_dict(), indent=2), "")

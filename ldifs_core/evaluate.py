@@ -197,8 +197,8 @@ def forgetting_reports(cfg: RunConfig, base: FoundationModel, tuned: Sequence[Tu
         results = [(None, {}, [], []) for _ in tuned]
     else:
         progress.begin(downstream_test.name)
-        results = [(downstream, arrays, [], []) for downstream, arrays in downstream_reports(base, tuned,
-                                                                                              downstream_test, progress)]
+        results = [(downstream, arrays, [], [])
+                   for downstream, arrays in downstream_reports(base, tuned, downstream_test, progress)]
         progress.end()
     for data in others.values():
         progress.begin(data.test.name)

@@ -193,8 +193,9 @@ Estimate = tuple[float | None, Interval | None]  # a number and its interval
 def estimate_rows(metrics: Evaluation, concepts_of: ConceptChoice = lambda dataset, probe: True) -> list[dict]:
     """Every number of a run as rows with the keys of ROW_COLUMNS, in this order:
 
-    - role "downstream" (the fine-tuning task; none for a check without a task): probe "tuned" (before: zero-shot of the base model, after: the
-      tuned classifier) with its concept rows, then probe "zs" (zero-shot before and after; no change interval);
+    - role "downstream" (the fine-tuning task; none for a check without one): probe "tuned" (before: zero-shot
+      of the base model, after: the tuned classifier) with its concept rows, then probe "zs" (zero-shot before and
+      after; no change interval);
     - role "forgetting", per dataset checked: probe "zs" then "lp", each a dataset row followed by its concept
       rows, most surely forgotten first (`stats.rank_forgotten`);
     - role "mean": the mean change over the forgetting datasets per probe (change and interval only).

@@ -38,6 +38,12 @@ def task_dataset(metrics: dict) -> str | None:
     return down["dataset"] if down else None
 
 
+def task_accuracy(metrics: dict) -> str:
+    """The task's accuracy after, as shown beside its label; a check that named no task has none."""
+    down = metrics.get("downstream")
+    return f"{down['accuracy_after']:.1f}%" if down else "no task given"
+
+
 def _dataset_rows(metrics: dict, *probes: tuple[str, str]) -> list[dict]:
     """The dataset rows of the given (role, probe) pairs."""
     rows = estimate_rows(Evaluation.from_json(metrics), concepts_of=lambda dataset, probe: False)

@@ -177,14 +177,10 @@ def _headline(record: RunMetrics) -> str:
 
 
 def _headline_table(runs: Sequence[ReportRun], names: dict[str, str]) -> str:
-    rows = [[names[run.run_id], run.run_id, task_accuracy(run.record),
+    rows = [[names[run.run_id], run.run_id, metrics_tables.task_accuracy(run.metrics),
              *(metrics_tables.with_interval(*run.record.mean_delta(probe)) for probe in metrics_tables.PROBES)]
             for run in runs]
     return _table(["run", "id", "task accuracy after", "mean zero-shot change", "mean linear-probe change"], rows)
-
-
-def task_accuracy(record: RunMetrics) -> str:
-    return f"{record.downstream.accuracy_after:.1f}%" if record.downstream else "no task"
 
 
 def _accuracy_table(metrics: dict) -> str:

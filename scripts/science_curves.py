@@ -95,8 +95,8 @@ def table(summaries: list[CurveSummary]) -> str:
     header = ("| task | method | seeds | task zero-shot at the end (%) | zero-shot change elsewhere at the end (points) "
               "| share of that drop at 10 % of the steps | at 25 % |")
     rows = [f"| {s.dataset} | {s.method} | {len(s.seeds)} | {s.task[-1][0]:.1f} ± {s.task[-1][1]:.1f} "
-            f"| {s.change[-1][0]:+.1f} ± {s.change[-1][1]:.1f} | {cell(s.reached['10%'])} | {cell(s.reached['25%'])} |"
-            for s in summaries]
+            f"| {s.change[-1][0]:+.1f} ± {s.change[-1][1]:.1f} | {cell(s.reached['10%'])} "
+            f"| {cell(s.reached['25%'])} |" for s in summaries]
     return "\n".join([header, "|" + "---|" * 7, *rows])
 
 
@@ -110,11 +110,10 @@ def figure(summaries: list[CurveSummary]) -> go.Figure:
         col = datasets.index(s.dataset) + 1
         for row, values in ((1, s.task), (2, s.change)):
             means, stds = [m for m, _ in values], [sd for _, sd in values]
+            upper, lower = [m + sd for m, sd in values], [m - sd for m, sd in values]
             colour = COLOURS[s.method]
-            fig.add_scatter(x=s.steps + s.steps[::-1], y=[m + sd for m, sd in values] + [m - sd for m, sd in
-                                                                                           values][::-1],
-                            fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0), hoverinfo="skip",
-                            showlegend=False, row=row, col=col)
+            fig.add_scatter(x=s.steps + s.steps[::-1], y=upper + lower[::-1], fill="toself", fillcolor=colour,
+                            opacity=0.15, line=dict(width=0), hoverinfo="skip", showlegend=False, row=row, col=col)
             fig.add_scatter(x=s.steps, y=means, mode="lines+markers", line=dict(color=colour, width=2),
                             marker=dict(size=4), name=s.method, legendgroup=s.method,
                             showlegend=row == 1 and col == 1, row=row, col=col,
@@ -150,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, help="run store (default: $LDIFS_STORE or ./runs)")
     parser.add_argument("--json", type=Path, default=DOCS / "science_curves.json", help="where the summary goes")
     parser.add_argument("--figure", type=Path, default=DOCS / "science_curves.png", help="where the figure goes")
-    parser.add_argument("--page", type=Path, default=DOCS / "science.md", help="the page whose curves table is "
+    parser.add_argument("--page", default=str(DOCS / "science.md"), help="the page whose curves table is "
                         "rewritten ('' for none)")
     args = parser.parse_args(argv)
-    args.page = args.page if str(args.page) else None
     datasets, seeds = [d for d in args.datasets.split(",") if d], [int(s) for s in args.seeds.split(",")]
     store = RunStore(args.store)
     summaries = []
@@ -170,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(summarise(dataset, method, seeds, curves))
     args.json.write_text(json.dumps([s.__dict__ for s in summaries], indent=1))
     save_png(figure(summaries), args.figure)
-    if args.page is not None:
-        write_table(args.page, table(summaries))
+    if args.page:
+        write_table(Path(args.page), table(summaries))
     print(table(summaries))
     return 0
 

@@ -23,6 +23,20 @@ def small_resnet():
     return ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8).eval()
 
 
+def perturbed_clip(clip, image_tower: float, rest: float):
+    """A copy of `clip` with seeded Gaussian noise added to every weight, `image_tower` times it on visual.*, `rest`
+    times it elsewhere: a checkpoint "fine-tuned elsewhere" for the check tests."""
+    import copy
+
+    moved = copy.deepcopy(clip)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in moved.named_parameters():
+            scale = image_tower if name.startswith("visual.") else rest
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return moved
+
+
 @pytest.fixture
 def store_dir(tmp_path, monkeypatch):
     path = tmp_path / "store"

@@ -1,6 +1,5 @@
 """`check`: a checkpoint fine-tuned elsewhere is evaluated and stored like a run the lab trained, whatever accepted
 format it comes in; an identical copy shows no change; every bad input is refused before the store is touched."""
-import copy
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from ldifs_core.models import EMBEDDED_MODEL, load_model
 from ldifs_core.paths import ASSETS_DIR
 from ldifs_core.runner import execute
 from ldifs_core.store import RunStore
+from tests.conftest import perturbed_clip
 from tests.recording_hooks import RecordingHooks
 
 QUICK = ("--task", "mnist", "--datasets", "animals", "--eval-limit", "30", "--probe-limit", "2", "--probe-cap", "20",
@@ -34,13 +34,7 @@ def base():
 @pytest.fixture(scope="module")
 def tuned_clip(base):
     """The embedded CLIP with its image tower moved far enough to forget (its text tower too, a little)."""
-    clip = copy.deepcopy(base.clip)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in clip.named_parameters():
-            scale = 0.05 if name.startswith("visual.") else 0.01
-            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
-    return clip
+    return perturbed_clip(base.clip, image_tower=0.05, rest=0.01)
 
 
 def saved(path, content):

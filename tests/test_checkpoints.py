@@ -1,6 +1,5 @@
 """Fine-tuned checkpoints made elsewhere, read as weights of a base model: every accepted format of a perturbed copy
 of the embedded model reads back as the same weights, and every bad input is refused with what to do."""
-import copy
 import json
 
 import pytest
@@ -13,6 +12,7 @@ from ldifs_core.checkpoints import IMAGE_TOWER, WHOLE_MODEL, load_tuned_clip, re
 from ldifs_core.errors import BadCheckpoint, ModelUnavailable
 from ldifs_core.models import EMBEDDED_MODEL, load_model
 from ldifs_core.paths import ASSETS_DIR
+from tests.conftest import perturbed_clip
 
 CONFIG = json.loads((ASSETS_DIR / "model" / f"{EMBEDDED_MODEL}.json").read_text())
 
@@ -25,12 +25,7 @@ def base():
 @pytest.fixture(scope="module")
 def tuned_clip(base):
     """The embedded CLIP with every weight moved a little (both towers), as a fine-tuning elsewhere would."""
-    clip = copy.deepcopy(base.clip)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in clip.parameters():
-            parameter.add_(0.01 * torch.randn(parameter.shape, generator=generator))
-    return clip
+    return perturbed_clip(base.clip, image_tower=0.01, rest=0.01)
 
 
 def prefixed(state, prefix):

@@ -14,7 +14,7 @@ def curve(drops: list[float], task: list[float]) -> Curve:
 
 
 def test_the_share_of_the_final_drop_is_read_at_ten_and_twentyfive_percent_of_the_steps():
-    # 40 steps: 10 % is step 4 (nearest point: step 0), 25 % is step 10; a seed that forgets early, one that forgets late
+    # 40 steps: 10 % is step 4 (nearest point: step 0), 25 % is step 10; one seed forgets early, the other late
     early, late = curve([0, 6, 7, 8, 8], [20, 40, 60, 70, 80]), curve([0, 2, 4, 6, 8], [20, 30, 50, 60, 70])
     summary = summarise("mnist", "ce", [0, 1], [early, late])
     assert summary.steps == [0, 10, 20, 30, 40]

@@ -88,7 +88,8 @@ if metrics is not None:
                                       "refitted on each encoder's features. Switches the charts and tables below.")
     st.plotly_chart(plots.accuracy_change(metrics, probe))
     st.caption("The first pair is the fine-tuning task (zero-shot before → tuned classifier after); the others are "
-               "the datasets checked for forgetting." if downstream else "Each pair is a dataset checked for forgetting.")
+               "the datasets checked for forgetting." if downstream else
+               "Each pair is a dataset checked for forgetting.")
     curve = widgets.run_curve(metrics)
     if curve is not None:
         st.subheader("Forgetting over training")

@@ -351,11 +351,11 @@ def wise_ft_results(run_id: str, mixes: dict[float, dict]) -> None:
     mixed = mixes[alpha]
     acc, zs = st.columns(2)
     if "downstream" in mixed:
-        acc.metric("Accuracy on the fine-tuning task", display.task_accuracy(mixed),
+        acc.metric("Accuracy on the fine-tuning task", tables.task_accuracy(mixed),
                    display.metric_delta(mixed["downstream"]["accuracy_after"] - full["downstream"]["accuracy_after"],
                                         "points vs the run"))
     else:
-        acc.metric("Accuracy on the task", display.task_accuracy(mixed))
+        acc.metric("Accuracy on the task", tables.task_accuracy(mixed))
     zs.metric("Mean zero-shot change elsewhere", f"{tables.signed(mixed['mean_zs_delta'])} points",
               display.metric_delta(mixed["mean_zs_delta"] - full["mean_zs_delta"], "points vs the run"))
     zs.caption(widgets.interval_caption(mixed, "zs"))
