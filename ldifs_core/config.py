@@ -44,7 +44,7 @@ SCHEMA_VERSION = 2  # of metrics.json; see the README's "The metrics JSON"
 # Of the code that turns a RunConfig into numbers (training, evaluation). Raise it with any change that moves a
 # run's metrics: a finished run is reused for an identical config only when it was made by this version
 # (ldifs_core/reuse.py). Runs stored before the number existed count as version 1.
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: linear probes fitted in float64 (the same on every thread count)
 NO_FLAG = ""  # set by the CLI's own flags (they differ between run, sweep and sequence), or by no front end
 
 

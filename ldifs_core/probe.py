@@ -1,9 +1,13 @@
 """Linear probes: multinomial logistic regression on frozen, L2-normalised features.
 
-Full-batch L-BFGS in torch. The L2 strength is chosen on a held-out fifth of the train features (stratified by
-class), searching a decade grid that grows while its best value sits at an edge, so the choice always has a tried
-neighbour on each side (or sits at a hard bound). The probe is then refit on all train features, warm-started.
-Every fit warm-starts from the nearest strength already fitted, which keeps a 10k x 128 fit around a second.
+Full-batch L-BFGS in torch, in float64: the search's fits stop after a few iterations, and in float32 the order
+of the sums (set by torch's thread count) moved them enough to change the chosen strength and an LP Δ by points
+between machines; float64 keeps that order's effect far below anything a prediction can see.
+
+The L2 strength is chosen on a held-out fifth of the train features (stratified by class), searching a decade
+grid that grows while its best value sits at an edge, so the choice always has a tried neighbour on each side (or
+sits at a hard bound). The probe is then refit on all train features, warm-started. Every fit warm-starts from the
+nearest strength already fitted, which keeps a 10k x 128 fit around a second.
 """
 from __future__ import annotations
 
@@ -20,13 +24,13 @@ L2_BOUNDS = (1e-8, 1e2)  # the search never leaves these, whatever the data
 
 @dataclass
 class LinearProbe:
-    weight: torch.Tensor  # [K, D]
-    bias: torch.Tensor  # [K]
+    weight: torch.Tensor  # [K, D], float64
+    bias: torch.Tensor  # [K], float64
     l2: float  # the chosen strength
     tried: dict[float, float] = field(default_factory=dict)  # strength -> held-out accuracy (%), ascending strength
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return features @ self.weight.T + self.bias
+        return features.to(self.weight.dtype) @ self.weight.T + self.bias
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         return self.logits(features).argmax(dim=1)
@@ -36,8 +40,8 @@ class LinearProbe:
 
 
 def _fit(features, labels, num_classes, l2, init=None, max_iter=60) -> LinearProbe:
-    weight = torch.zeros(num_classes, features.shape[1]) if init is None else init.weight.clone()
-    bias = torch.zeros(num_classes) if init is None else init.bias.clone()
+    weight = torch.zeros(num_classes, features.shape[1], dtype=features.dtype) if init is None else init.weight.clone()
+    bias = torch.zeros(num_classes, dtype=features.dtype) if init is None else init.bias.clone()
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=10,
@@ -89,10 +93,11 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     `l2_grid` is where the search starts; while the best held-out accuracy (ties: lower held-out cross-entropy)
     sits at the grid's weakest or strongest value, the grid grows by a factor 10 that way, within `l2_bounds`.
     A single value in `l2_grid` fixes the strength (no search). Search fits stop after `search_iter` L-BFGS
-    iterations (warm-started, they have converged well before held-out accuracy would move); the final fit runs to
-    convergence or 60. Deterministic for a given seed.
+    iterations, warm-started from the neighbouring strength (not always converged: an early stop that float64 makes
+    the same on every machine); the final fit runs to convergence or 60. Deterministic for a given seed, whatever
+    the thread count.
     """
-    features = features.float()
+    features = features.double()
     scale = features.shape[1] ** 0.5  # unit-norm features -> unit-variance coordinates: better conditioned
     features = features * scale
     low_bound, high_bound = l2_bounds
