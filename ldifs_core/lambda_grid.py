@@ -109,7 +109,7 @@ class LambdaGrid:
 # -- the JSON file ----------------------------------------------------------------------------------------------
 
 
-DIGITS = 3  # stored precision: the page shows one decimal, and the file stays small and readable
+DIGITS = 3  # stored precision of the measurements: the page shows one decimal, and the file stays small and readable
 
 
 def _rounded(value: object) -> object:
@@ -123,7 +123,9 @@ def _rounded(value: object) -> object:
 
 
 def save_grid(grid: LambdaGrid, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(_rounded(grid.to_dict()), indent=1, allow_nan=False) + "\n")
+    data = _rounded(grid.to_dict())
+    data["settings"] = grid.settings  # exact: they say how to make the runs again (lr 5e-4 is not 0.001)
+    Path(path).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def load_grid(path: str | Path | None = None) -> LambdaGrid:

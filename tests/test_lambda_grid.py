@@ -78,6 +78,7 @@ def test_the_grid_file_round_trips_and_a_foreign_file_says_how_to_regenerate_it(
                              "--lambdas", "0,10", "--out", str(path)]) == 0
     loaded = grid.load_grid(path)
     assert [c.lam for c in loaded.cells_for("mnist")] == [0.0, 10.0] and loaded.settings["steps"] == 300
+    assert loaded.settings == build.shared_settings(build.grid_config("mnist", 0.0, 0))  # exact: lr 5e-4, not 0.001
     assert loaded.cells_for("mnist")[0].forgotten  # the sample CE runs lose concepts
     data = json.loads(path.read_text())
     for broken in ({**data, "version": 99}, {**data, "cells": [{**data["cells"][0], "seeds": [0]}]}, ["not a grid"]):
