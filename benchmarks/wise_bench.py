@@ -9,7 +9,10 @@ heads are then warm for both sides):
 
 - before: each α mixed and evaluated alone (`forgetting_report`, the one evaluation of a run), seconds per α;
 - now: `evaluate_mixes` of all the α, and of the first α alone; what each α adds is their difference divided by
-  (count − 1), the path's loading and θ₀'s side cancelling out. Its total per α is printed too.
+  (count − 1), the path's loading and θ₀'s side cancelling out. Its total per α is printed too;
+- floor: what the issue names as the path's floor, one forward pass of a mix's image tower over every evaluation
+  image (the task's test set, each checked dataset's test and probe-train sets), and its ratio to `before`: the
+  least ratio any path can reach that measures each mix on every image.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     alphas = [float(a) for a in args.alphas.split(",")]
 
     from ldifs_core.config import RunConfig
+    from ldifs_core.encoding import encode_images
     from ldifs_core.evaluate import forgetting_report
     from ldifs_core.objectives import OBJECTIVE_TYPES
     from ldifs_core.runner import execute, prepare
@@ -61,13 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         head = OBJECTIVE_TYPES[cfg.objective].mixed_head(run.base, mixed, initial, final, alpha, run.test)
         forgetting_report(cfg, run.base, mixed.visual, head, run.test, run.others, with_umap=False)
 
+    def one_pass(alpha: float) -> None:
+        mixed = mix_weights(run.base.clip, tuned, alpha)
+        for data in [run.test] + [part for checked in run.others.values() for part in (checked.test, checked.train)]:
+            encode_images(mixed.visual, data.images, run.base)
+
     before = sum(seconds(lambda: alone(alpha)) for alpha in alphas) / len(alphas)
+    floor = sum(seconds(lambda: one_pass(alpha)) for alpha in alphas) / len(alphas)
     together = seconds(lambda: evaluate_mixes(store, run_id, alphas))
     single = seconds(lambda: evaluate_mixes(store, run_id, alphas[:1]))
     now = (together - single) / (len(alphas) - 1)
     print(f"before: {before:.2f} s per α (each mix evaluated alone)")
     print(f"now:    {now:.2f} s per α added to a path ({together:.2f} s for the path of {len(alphas)} α, "
           f"{together / len(alphas):.2f} s per α all included; {single:.2f} s for one α)")
+    print(f"floor:  {floor:.2f} s per α (one forward pass of a mix over the evaluation images), "
+          f"{floor / before:.2f} of before")
     print(f"ratio:  {now / before:.2f} (budget ≤ {BUDGET_RATIO})")
     return 0
 
