@@ -35,4 +35,3 @@ def sample_sizes(counts) -> str:
     """'n = 300' when every count is the same, else 'n = 140–209'."""
     low, high = min(counts), max(counts)
     return f"n = {low}" if low == high else f"n = {low}–{high}"
-

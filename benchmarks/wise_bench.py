@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, weights = run_weights(store, run_id)
     run = prepare(cfg)
     tuned, final, initial = tuned_from_weights(run.base, weights)
-    images = len(run.test) + sum(len(data.test) + len(data.train) for data in run.others.values())
+    image_sets = [run.test, *(part for checked in run.others.values() for part in (checked.test, checked.train))]
+    images = sum(len(data) for data in image_sets)
     print(f"run {run_id}: {cfg.dataset}, {len(run.others)} checked datasets, {images} evaluation images, "
           f"{len(alphas)} α")
     evaluate_mixes(store, run_id, alphas[:1])  # warm-up: every cache both sides read
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_pass(alpha: float) -> None:
         mixed = mix_weights(run.base.clip, tuned, alpha)
-        for data in [run.test] + [part for checked in run.others.values() for part in (checked.test, checked.train)]:
+        for data in image_sets:
             encode_images(mixed.visual, data.images, run.base)
 
     before = sum(seconds(lambda: alone(alpha)) for alpha in alphas) / len(alphas)
